@@ -1,0 +1,51 @@
+"""An MLOps triage job: inspect a folder of images, then act on the anomalies.
+
+    python examples/mlops_triage.py IMAGES_DIR --reference-dir GOOD_DIR --out results.jsonl
+
+Resumable: run it again after a crash and it continues where it stopped. Exit code 1 when any
+image is anomalous, so a pipeline step can gate on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+
+from riad_agent.components import build_components
+from riad_agent.graphs.triage import TriageJob, TriageSummary, build_triage_graph, run_triage
+from riad_agent.settings import load_settings
+from riad_agent.triage_html import write_triage_html
+
+
+async def triage_folder(
+    images: Path, references: list[Path], out: Path, category: str | None = None, components: object = None
+) -> tuple[TriageSummary, list[dict[str, object]]]:
+    """Run the triage and return the summary and the anomalous records, worst first."""
+    graph = build_triage_graph(components=components or build_components(load_settings()))  # type: ignore[arg-type]
+    summary = await run_triage(TriageJob(images=images, out=out, references=references, category=category), graph)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    anomalies = [r for r in records if r.get("report") and r["report"]["verdict"] == "anomalous"]
+    anomalies.sort(key=lambda r: -r["report"]["anomaly_score"])
+    write_triage_html(out, out.with_suffix(".html"))
+    return summary, anomalies
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("images", type=Path)
+    parser.add_argument("--reference-dir", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=Path("results.jsonl"))
+    parser.add_argument("--category")
+    args = parser.parse_args()
+    references = sorted(args.reference_dir.glob("*.png"))
+    summary, anomalies = asyncio.run(triage_folder(args.images, references, args.out, args.category))
+    print(summary.model_dump_json())
+    for record in anomalies:
+        print(f"QUARANTINE {record['image']} score={record['report']['anomaly_score']:.2f}")
+    return 1 if anomalies else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""LangGraph graphs of riad-agent (installed as ``riad_agent.graphs``)."""

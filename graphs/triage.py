@@ -1,0 +1,281 @@
+"""Batch triage: many images through the inspection graph, results streamed to JSONL as they finish.
+
+    list_images -> skip_finished -> inspect_all -> summarise -> END
+
+``inspect_all`` runs the inspection graph as a subgraph on each pending image with bounded
+concurrency and appends one JSON line per image the moment it finishes (flushed and fsynced), so a
+crash loses at most the image in flight. Re-running with the same output file skips every image
+that already has a line: nothing is redone, nothing is duplicated. A torn last line from a crash is
+cut off before appending. A bad image becomes an ``error`` line instead of stopping the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from pydantic import BaseModel, ConfigDict, Field
+
+from riad_agent.components import Components, build_components
+from riad_agent.errors import InvalidRequestError, OutputWriteError, RiadError
+from riad_agent.graphs.inspection import build_inspection_graph, run_inspection
+from riad_agent.schemas import InspectionOptions, InspectionReport, InspectionRequest
+from riad_agent.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+class TriageJob(BaseModel):
+    """A batch: the images (a folder or a list), what they share, and where results go."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    images: list[Path] | Path = Field(description="A folder (searched recursively) or a list of image files.")
+    out: Path = Field(description="JSONL file; one line per image, appended as each finishes.")
+    category: str | None = None
+    references: list[Path] = Field(default_factory=list)
+    options: InspectionOptions = Field(default_factory=InspectionOptions)
+    concurrency: int = Field(default=2, ge=1, le=64)
+    heatmaps: bool = Field(default=True, description="Save each heatmap PNG beside the JSONL.")
+    retry_errors: bool = Field(default=False, description="Redo images whose earlier line is an error.")
+
+
+class TriageRecord(BaseModel):
+    """One JSONL line."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str
+    report: InspectionReport | None = None
+    heatmap: str | None = None
+    error: dict[str, str] | None = None
+    elapsed_ms: float
+
+
+class TriageSummary(BaseModel):
+    """Counts of a triage run."""
+
+    total: int
+    skipped: int
+    inspected: int
+    anomalous: int
+    normal: int
+    uncertain: int
+    errors: int
+    out: str
+
+
+class TriageState(TypedDict, total=False):
+    job: TriageJob
+    images: list[str]
+    pending: list[str]
+    finished: int
+    summary: TriageSummary
+
+
+def list_images(source: list[Path] | Path) -> list[str]:
+    """Image files of a folder (recursive, sorted) or of a list, as resolved path strings."""
+    if isinstance(source, Path):
+        if not source.is_dir():
+            raise InvalidRequestError(f"{source} is not a folder of images")
+        files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise InvalidRequestError(f"{source} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    else:
+        files = list(source)
+    return list(dict.fromkeys(str(p.resolve()) for p in files))
+
+
+def read_finished(out: Path, retry_errors: bool) -> set[str]:
+    """Images already recorded in ``out``; a torn last line (a crash mid-write) is removed."""
+    if not out.exists():
+        return set()
+    finished: set[str] = set()
+    data = out.read_bytes()
+    good_end = 0
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        good_end += len(line)
+        if retry_errors and record.get("error"):
+            continue
+        finished.add(record["image"])
+    if good_end < len(data):
+        with out.open("r+b") as handle:
+            handle.truncate(good_end)
+    return finished
+
+
+class JsonlWriter:
+    """Appends records one line at a time, flushed and fsynced, under a lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = asyncio.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = path.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise OutputWriteError(f"cannot open {path} for appending: {exc.strerror or exc}") from exc
+
+    async def write(self, record: TriageRecord) -> None:
+        line = record.model_dump_json(exclude={"report": {"heatmap_png"}}) + "\n"
+        async with self._lock:
+            try:
+                self._handle.write(line)
+                self._handle.flush()
+                os.fsync(self._handle.fileno())
+            except OSError as exc:
+                raise OutputWriteError(
+                    f"cannot write to {self.path}: {exc.strerror or exc}; lines already written are kept"
+                ) from exc
+
+    def close(self) -> None:
+        # after a failed write (already raised as OutputWriteError) closing flushes and fails again;
+        # the torn tail it may leave is cut on resume
+        with contextlib.suppress(OSError):
+            self._handle.close()
+
+
+def _heatmap_path(out: Path, image: str) -> Path:
+    folder = out.with_name(out.stem + ".heatmaps")
+    digest = hashlib.sha1(image.encode("utf-8")).hexdigest()[:10]
+    return folder / f"{Path(image).stem}-{digest}.png"
+
+
+def build_triage_graph(
+    settings: Settings | None = None,
+    *,
+    components: Components | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """Compile the triage graph. Invoke it with ``{"job": TriageJob(...)}``; the summary is in ``summary``."""
+    if components is None:
+        components = build_components(settings or Settings())
+    inspection = build_inspection_graph(components=components, checkpointer=False)
+
+    async def list_node(state: TriageState) -> dict[str, Any]:
+        return {"images": list_images(state["job"].images)}
+
+    async def skip_finished(state: TriageState) -> dict[str, Any]:
+        job = state["job"]
+        finished = read_finished(job.out, job.retry_errors)
+        return {"pending": [image for image in state["images"] if image not in finished]}
+
+    async def inspect_all(state: TriageState) -> dict[str, Any]:
+        job = state["job"]
+        writer = JsonlWriter(job.out)
+        semaphore = asyncio.Semaphore(job.concurrency)
+        options = job.options.model_copy(update={"return_heatmap": job.heatmaps})
+        done = 0
+
+        async def one(image: str) -> None:
+            nonlocal done
+            async with semaphore:
+                start = time.perf_counter()
+                record: TriageRecord
+                try:
+                    request = InspectionRequest(
+                        image=image,
+                        category=job.category,
+                        references=[str(p) for p in job.references],
+                        options=options,
+                    )
+                    report = await run_inspection(inspection, request)
+                    heatmap = None
+                    if report.heatmap_png:
+                        path = _heatmap_path(job.out, image)
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        path.write_bytes(report.heatmap_png)
+                        heatmap = str(path)
+                    record = TriageRecord(
+                        image=image, report=report, heatmap=heatmap, elapsed_ms=_elapsed(start)
+                    )
+                except OutputWriteError:
+                    raise
+                except RiadError as exc:
+                    record = TriageRecord(
+                        image=image,
+                        error={"type": type(exc).__name__, "message": exc.message},
+                        elapsed_ms=_elapsed(start),
+                    )
+                except OSError as exc:  # heatmap file
+                    raise OutputWriteError(f"cannot write the heatmap of {image}: {exc.strerror or exc}") from exc
+                except Exception as exc:  # a bug on one image must not end the batch: record it
+                    logger.exception("inspection of %s failed", image)
+                    record = TriageRecord(
+                        image=image,
+                        error={"type": "InternalError", "message": f"{type(exc).__name__}: {exc}"},
+                        elapsed_ms=_elapsed(start),
+                    )
+                await writer.write(record)
+                done += 1
+                if progress is not None:
+                    progress({"stage": "triage", "done": done, "total": len(state["pending"]), "image": image})
+
+        try:
+            await asyncio.gather(*(one(image) for image in state["pending"]))
+        finally:
+            writer.close()
+        return {"finished": done}
+
+    async def summarise(state: TriageState) -> dict[str, Any]:
+        job = state["job"]
+        counts = {"anomalous": 0, "normal": 0, "uncertain": 0, "errors": 0}
+        wanted = set(state["images"])
+        with job.out.open(encoding="utf-8") as handle:
+            for line in handle:
+                record = json.loads(line)
+                if record["image"] not in wanted:
+                    continue
+                if record.get("error"):
+                    counts["errors"] += 1
+                else:
+                    counts[record["report"]["verdict"]] += 1
+        summary = TriageSummary(
+            total=len(state["images"]),
+            skipped=len(state["images"]) - len(state["pending"]),
+            inspected=state.get("finished", 0),
+            out=str(job.out),
+            **counts,
+        )
+        return {"summary": summary}
+
+    graph = StateGraph(TriageState)
+    graph.add_node("list_images", list_node)
+    graph.add_node("skip_finished", skip_finished)
+    graph.add_node("inspect_all", inspect_all)
+    graph.add_node("summarise", summarise)
+    graph.add_edge(START, "list_images")
+    graph.add_edge("list_images", "skip_finished")
+    graph.add_edge("skip_finished", "inspect_all")
+    graph.add_edge("inspect_all", "summarise")
+    graph.add_edge("summarise", END)
+    return graph.compile(name="riad-triage")
+
+
+def _elapsed(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000.0, 3)
+
+
+async def run_triage(job: TriageJob, graph: CompiledStateGraph[Any, Any, Any, Any]) -> TriageSummary:
+    """Run a triage job to its summary."""
+    state = await graph.ainvoke({"job": job})
+    summary: TriageSummary = state["summary"]
+    return summary

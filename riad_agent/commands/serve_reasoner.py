@@ -1,0 +1,76 @@
+"""``riad serve reasoner``: host the latent reasoner behind HTTP (uvicorn, or Ray Serve with ``--ray``)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from riad_agent.errors import ConfigurationError, RiadError
+
+
+def serve_reasoner(
+    model: Annotated[str, typer.Option(help="'tiny' (random test model), a hub id or a local model path.")],
+    device: Annotated[str, typer.Option(help="'auto', 'cuda' or 'cpu'.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="'auto', 'float32', 'bfloat16' or 'float16'.")] = "auto",
+    host: Annotated[str, typer.Option(help="Bind address; anything but loopback needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8700,
+    max_queue: Annotated[int, typer.Option(min=1, max=10_000, help="Requests waiting per model before 429.")] = 8,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Per-request timeout in seconds (then 504).")] = 120.0,
+    token: Annotated[
+        str | None, typer.Option(envvar="RIAD_REASONER_TOKEN", help="Bearer token clients must send.")
+    ] = None,
+    ray: Annotated[bool, typer.Option("--ray", help="Serve through Ray Serve replicas.")] = False,
+    replicas: Annotated[int, typer.Option(min=1, max=1024, help="Ray replicas (initial count with --autoscale).")] = 1,
+    autoscale: Annotated[int, typer.Option(min=0, help="With --ray: autoscale up to this many replicas (0 = off).")] = 0,
+    gpus_per_replica: Annotated[float, typer.Option(min=0, help="With --ray: GPUs per replica.")] = 1.0,
+    ray_address: Annotated[str, typer.Option(help="With --ray: 'auto' joins a running cluster, 'local' starts one.")] = "auto",
+) -> None:
+    """Serve POST /v1/reason, GET /healthz and GET /readyz for HttpReasoner clients (RIAD_REASONER_URL)."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    try:
+        if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+            raise ConfigurationError(f"unknown device {device!r}; use auto, cuda or cpu")
+        from riad_agent.serving.service import ServiceConfig, check_bind, create_app, model_loader
+
+        check_bind(host, token)
+        if not ray:  # fail now rather than report a failed load on /readyz; Ray replicas resolve on their node
+            from riad_agent.models.loading import resolve_device
+
+            resolve_device(device)
+        config = ServiceConfig(host=host, port=port, token=token, max_queue=max_queue, timeout_s=timeout)
+        loader = model_loader(model, device=device, dtype=dtype)
+        if ray:
+            from riad_agent.serving.ray_app import RayOptions, run_ray
+
+            run_ray(
+                model,
+                config,
+                RayOptions(
+                    replicas=replicas,
+                    max_replicas=autoscale,
+                    gpus_per_replica=0.0 if device == "cpu" else gpus_per_replica,
+                    device=device,
+                    dtype=dtype,
+                    address=ray_address,
+                ),
+                log=lambda text: console.print(text, markup=False, highlight=False),
+            )
+            return
+        import uvicorn
+
+        app = create_app(loader, config)
+        console.print(
+            f"reasoner service for {model!r} on http://{host}:{port} (GET /readyz turns 200 once loaded)",
+            markup=False,
+            highlight=False,
+        )
+        uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    except RiadError as exc:
+        print(exc.one_line(), file=sys.stderr)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None

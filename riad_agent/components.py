@@ -1,0 +1,130 @@
+"""The parts the inspection graph calls, built from settings at the edge.
+
+Each part is behind a protocol (``riad_agent.protocols``) and built lazily on first use, so a
+graph that never needs the reasoner never loads a model. A part that cannot be built records the
+:class:`RiadError` that says why; the graph turns that into a ``degraded`` flag where the method
+allows (knowledge, reasoner) and into an error where it does not.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from riad_agent.errors import BackendUnavailableError, RiadError
+from riad_agent.imaging import ImagePolicy
+from riad_agent.protocols import Expert, KnowledgeBase, Reasoner
+from riad_agent.settings import Settings
+
+T = TypeVar("T")
+
+
+class Lazy(Generic[T]):
+    """A value built once on first use; a build failure is remembered and re-raised as typed error."""
+
+    def __init__(self, build: Callable[[], T], name: str) -> None:
+        self._build = build
+        self._name = name
+        self._lock = threading.Lock()
+        self._value: T | None = None
+        self._error: RiadError | None = None
+
+    @classmethod
+    def of(cls, value: T, name: str) -> Lazy[T]:
+        """An already-built value."""
+        lazy = cls(lambda: value, name)
+        lazy._value = value
+        return lazy
+
+    def get(self) -> T:
+        """The value, building it on first call; raises the build's :class:`RiadError`."""
+        with self._lock:
+            if self._value is not None:
+                return self._value
+            if self._error is not None:
+                raise self._error
+            try:
+                self._value = self._build()
+            except RiadError as exc:
+                self._error = exc
+                raise
+            except ImportError as exc:
+                self._error = BackendUnavailableError(
+                    f"{self._name} needs a package that is not installed: {exc.name or exc}"
+                )
+                raise self._error from exc
+            return self._value
+
+    def loaded(self) -> bool:
+        return self._value is not None
+
+
+@dataclass
+class Components:
+    """Everything the inspection graph needs besides the request."""
+
+    settings: Settings
+    policy: ImagePolicy
+    knowledge: Lazy[KnowledgeBase]
+    expert: Lazy[Expert]
+    reasoner: Lazy[Reasoner]
+    models: dict[str, str] = field(default_factory=dict)
+
+
+def build_components(
+    settings: Settings,
+    *,
+    knowledge: KnowledgeBase | None = None,
+    expert: Expert | None = None,
+    reasoner: Reasoner | None = None,
+) -> Components:
+    """Components from settings; pass ready objects to override any part (tests, embedding apps)."""
+    return Components(
+        settings=settings,
+        policy=ImagePolicy.from_settings(settings),
+        knowledge=Lazy.of(knowledge, "knowledge base")
+        if knowledge is not None
+        else Lazy(lambda: _open_knowledge(settings), "knowledge base"),
+        expert=Lazy.of(expert, "vision expert")
+        if expert is not None
+        else Lazy(lambda: _open_expert(settings), "vision expert"),
+        reasoner=Lazy.of(reasoner, "reasoner")
+        if reasoner is not None
+        else Lazy(lambda: _open_reasoner(settings), "reasoner"),
+    )
+
+
+def _open_knowledge(settings: Settings) -> KnowledgeBase:
+    from riad_agent.knowledge import open_knowledge_base
+
+    return open_knowledge_base(settings)
+
+
+def _open_expert(settings: Settings) -> Expert:
+    from riad_agent.expert import open_expert
+
+    return open_expert(settings)
+
+
+def _open_reasoner(settings: Settings) -> Reasoner:
+    if settings.reasoner_url:
+        from riad_agent.serving.client import HttpReasoner
+
+        return HttpReasoner(settings.reasoner_url, token=settings.reasoner_token, timeout_s=settings.reasoner_timeout_s)
+    if settings.vlm_model == "builtin":
+        raise BackendUnavailableError(
+            "the builtin compact VLM is not part of this build yet; set RIAD_VLM_MODEL to a Qwen2-VL, "
+            "Qwen2.5-VL, Qwen3-VL or LLaVA hub id or local path to run the latent reasoner"
+        )
+    from riad_agent.models.loading import load_vlm
+    from riad_agent.reasoning import LatentConfig, LatentReasoner
+
+    vlm = load_vlm(
+        settings.vlm_model,
+        device=settings.device,
+        dtype=settings.dtype,
+        max_image_pixels=settings.max_image_pixels,
+    )
+    return LatentReasoner(vlm, LatentConfig())

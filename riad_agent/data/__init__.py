@@ -1,0 +1,11 @@
+"""Licence-clean procedural data: synthetic products with synthetic defects and exact masks."""
+
+from riad_agent.data.synthetic import (
+    CATEGORIES,
+    DEFECTS,
+    SyntheticSample,
+    generate_sample,
+    write_mvtec_layout,
+)
+
+__all__ = ["CATEGORIES", "DEFECTS", "SyntheticSample", "generate_sample", "write_mvtec_layout"]

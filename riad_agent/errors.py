@@ -1,0 +1,137 @@
+"""Every error a user can cause is a :class:`RiadError` with a message that says what to do.
+
+The CLI prints ``<ErrorName>: <message>`` on one line and exits with :attr:`RiadError.exit_code`;
+the HTTP and MCP surfaces map :attr:`RiadError.code` to their own error payloads.
+"""
+
+from __future__ import annotations
+
+
+class RiadError(Exception):
+    """Base class of every error riad-agent raises on purpose."""
+
+    code: str = "riad_error"
+    exit_code: int = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def one_line(self) -> str:
+        """``Name: message`` on a single line, as the CLI prints it."""
+        text = " ".join(self.message.split())
+        return f"{type(self).__name__}: {text}"
+
+
+class InvalidRequestError(RiadError):
+    """A request or argument does not satisfy the contract (wrong type, bad value)."""
+
+    code = "invalid_request"
+
+
+class InvalidImageError(RiadError):
+    """The image cannot be used: not an image, corrupt, empty, wrong mode or shape."""
+
+    code = "invalid_image"
+
+
+class ImageNotFoundError(InvalidImageError):
+    """An image path does not exist or is not a regular file."""
+
+    code = "image_not_found"
+
+
+class ImageTooLargeError(InvalidImageError):
+    """The image exceeds the configured byte or pixel budget (decompression bombs included)."""
+
+    code = "image_too_large"
+
+
+class PathNotAllowedError(RiadError):
+    """A file path lies outside the configured allowed roots, or a URL was given while URLs are off."""
+
+    code = "path_not_allowed"
+
+
+class UnknownCategoryError(RiadError):
+    """The category is not in the knowledge base (the message lists close matches)."""
+
+    code = "unknown_category"
+
+
+class ReferenceImageError(InvalidImageError):
+    """Normal reference images are missing or inconsistent with each other or the query."""
+
+    code = "invalid_references"
+
+
+class KnowledgeFormatError(RiadError):
+    """A knowledge file is malformed (the message names the file and the field)."""
+
+    code = "knowledge_format"
+
+
+class DuplicateEntryError(KnowledgeFormatError):
+    """Two knowledge entries share one id."""
+
+    code = "duplicate_entry"
+
+
+class BackendUnavailableError(RiadError):
+    """A service the request needs (Qdrant, the reasoner, a database) cannot be reached."""
+
+    code = "backend_unavailable"
+    exit_code = 3
+
+
+class ReasonerTimeoutError(BackendUnavailableError):
+    """The reasoner did not answer within the configured timeout."""
+
+    code = "reasoner_timeout"
+
+
+class ModelLoadError(RiadError):
+    """A model or its weights could not be loaded (wrong id, missing files, unsupported type)."""
+
+    code = "model_load"
+
+
+class ConfigurationError(RiadError):
+    """Settings are inconsistent or a configuration file is malformed."""
+
+    code = "configuration"
+
+
+class OutputWriteError(RiadError):
+    """Results could not be written (disk full, permissions); what was already written is kept."""
+
+    code = "output_write"
+
+
+# -- the reasoner service's own refusals (riad_agent.serving) ------------------------------------
+
+
+class QueueFullError(RiadError):
+    """The service's request queue is full (HTTP 429); retry after the advertised delay."""
+
+    code = "queue_full"
+    exit_code = 3
+
+
+class UnauthorizedError(RiadError):
+    """The bearer token is missing or wrong (HTTP 401)."""
+
+    code = "unauthorized"
+
+
+class NotReadyError(RiadError):
+    """The model is still loading or failed to load (HTTP 503)."""
+
+    code = "not_ready"
+    exit_code = 3
+
+
+class BodyTooLargeError(RiadError):
+    """The request body exceeds the service's byte limit (HTTP 413)."""
+
+    code = "body_too_large"

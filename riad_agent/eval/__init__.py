@@ -1,0 +1,1 @@
+"""Evaluation: expert metrics (image/pixel AUROC, AUPRO) and benchmark scorers."""

@@ -1,0 +1,211 @@
+"""Explanation formatting: the structured report from the parts the graph gathered.
+
+Pure functions of their inputs, no models: the verdict rule, the choice of defect type, the prose
+explanation and the citations are decided here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from riad_agent.protocols import AnomalyMap, ReasoningResult
+from riad_agent.schemas import (
+    InspectionReport,
+    InspectionRequest,
+    KnowledgeCitation,
+    KnowledgeHit,
+    MultipleChoiceQuestion,
+    Region,
+    Verdict,
+)
+
+#: Scores within this distance of 0.5 are "uncertain" (the calibrated edge of normal).
+UNCERTAIN_BAND = 0.05
+
+#: The question asked when the caller asked none, as MMAD's anomaly-discrimination subtask does.
+DEFAULT_QUESTION = MultipleChoiceQuestion(
+    text="Is there any defect in the object?", options={"A": "Yes.", "B": "No."}
+)
+_ANOMALOUS_LETTER = "A"
+
+
+def verdict_for(score: float, band: float = UNCERTAIN_BAND) -> Verdict:
+    """Map a calibrated anomaly score to a verdict."""
+    if score >= 0.5 + band:
+        return "anomalous"
+    if score <= 0.5 - band:
+        return "normal"
+    return "uncertain"
+
+
+def reasoner_anomaly_probability(result: ReasoningResult) -> float | None:
+    """P(defect) from the reasoner's answer to the default question, when it answered that one."""
+    probabilities = result.trace.option_probabilities
+    if not probabilities:
+        if result.answer is None:
+            return None
+        return 1.0 if result.answer == _ANOMALOUS_LETTER else 0.0
+    total = sum(probabilities.values())
+    if total <= 0:
+        return None
+    return probabilities.get(_ANOMALOUS_LETTER, 0.0) / total
+
+
+def anomaly_score(
+    anomaly: AnomalyMap | None, reasoning: ReasoningResult | None, asked_default: bool
+) -> float:
+    """The report's calibrated score: the expert's when it ran, else the reasoner's P(defect), else 0.5.
+
+    The expert's score is calibrated on normal references per category; the reasoner's probability
+    is only used when no references were given, because an uncalibrated language model must not
+    move a calibrated score.
+    """
+    if anomaly is not None:
+        return float(min(1.0, max(0.0, anomaly.score)))
+    if reasoning is not None and asked_default:
+        probability = reasoner_anomaly_probability(reasoning)
+        if probability is not None:
+            return float(min(1.0, max(0.0, probability)))
+    return 0.5
+
+
+def scale_regions(
+    regions: list[Region], factor_x: float, factor_y: float, size: tuple[int, int]
+) -> list[Region]:
+    """Map regions found on a working copy back to original pixel coordinates."""
+    width, height = size
+    scaled = []
+    for region in regions:
+        x0 = min(width - 1, int(region.x0 * factor_x))
+        y0 = min(height - 1, int(region.y0 * factor_y))
+        x1 = max(x0 + 1, min(width, round(region.x1 * factor_x)))
+        y1 = max(y0 + 1, min(height, round(region.y1 * factor_y)))
+        scaled.append(
+            Region(
+                x0=x0, y0=y0, x1=x1, y1=y1, score=region.score, area=int(region.area * factor_x * factor_y)
+            )
+        )
+    return scaled
+
+
+def _defect_from_answer(
+    reasoning: ReasoningResult | None, question: MultipleChoiceQuestion | None, knowledge: list[KnowledgeHit]
+) -> KnowledgeHit | None:
+    """The knowledge entry of the defect type the reasoner's chosen option names, if any."""
+    if reasoning is None or question is None or reasoning.answer is None:
+        return None
+    chosen = question.options.get(reasoning.answer, "").strip().rstrip(".").lower()
+    for hit in knowledge:
+        if hit.kind != "defect" or hit.defect_type is None:
+            continue
+        names = {hit.defect_type.lower(), hit.defect_type.replace("_", " ").lower(), hit.title.lower()}
+        if chosen in names:
+            return hit
+    return None
+
+
+def _where(region: Region, size: tuple[int, int]) -> str:
+    width, height = size
+    cx = (region.x0 + region.x1) / 2 / max(width, 1)
+    cy = (region.y0 + region.y1) / 2 / max(height, 1)
+    vertical = "top" if cy < 1 / 3 else "bottom" if cy > 2 / 3 else "middle"
+    horizontal = "left" if cx < 1 / 3 else "right" if cx > 2 / 3 else "centre"
+    return "centre" if (vertical, horizontal) == ("middle", "centre") else f"{vertical} {horizontal}"
+
+
+def explanation_text(
+    verdict: Verdict,
+    score: float,
+    regions: list[Region],
+    size: tuple[int, int],
+    anomaly: AnomalyMap | None,
+    reasoning: ReasoningResult | None,
+    question: MultipleChoiceQuestion | None,
+    defect: KnowledgeHit | None,
+    degraded: list[str],
+) -> str:
+    """A few plain sentences that say what was found, where, and on what evidence."""
+    sentences = [f"Verdict: {verdict} (calibrated anomaly score {score:.2f}; 0.50 is the edge of normal)."]
+    if anomaly is not None:
+        if regions:
+            top = max(regions, key=lambda r: r.score)
+            sentences.append(
+                f"The vision expert found {len(regions)} region(s) unlike the normal references; "
+                f"the strongest is in the {_where(top, size)} "
+                f"(x {top.x0}-{top.x1}, y {top.y0}-{top.y1}, score {top.score:.2f})."
+            )
+        else:
+            sentences.append("The vision expert found no region unlike the normal references.")
+    if defect is not None:
+        sentences.append(f"Defect type: {defect.title} [{defect.id}], chosen by the reasoner.")
+    if reasoning is not None and question is not None:
+        if reasoning.answer is not None:
+            option = question.options.get(reasoning.answer, "")
+            model = reasoning.trace.model_id
+            sentences.append(f"Latent reasoning ({model}) answered {reasoning.answer}. {option}".rstrip())
+        trace = reasoning.trace
+        sentences.append(
+            f"Reward {trace.initial_reward:.3f} -> {trace.final_reward:.3f} over {len(trace.iterations)} "
+            f"latent iteration(s), {len(trace.injected)} visual patch(es) injected."
+        )
+    if degraded:
+        sentences.append(f"Parts skipped: {', '.join(degraded)}.")
+    return " ".join(sentences)
+
+
+def build_report(
+    request: InspectionRequest,
+    image_size: tuple[int, int],
+    working_size: tuple[int, int],
+    category: str | None,
+    category_guessed: bool,
+    knowledge: list[KnowledgeHit],
+    anomaly: AnomalyMap | None,
+    reasoning: ReasoningResult | None,
+    asked_default: bool,
+    degraded: list[str],
+    timings_ms: dict[str, float],
+    models: dict[str, str],
+) -> InspectionReport:
+    """Assemble the :class:`InspectionReport` from the graph's parts."""
+    score = anomaly_score(anomaly, reasoning, asked_default)
+    verdict = verdict_for(score)
+    regions: list[Region] = []
+    if anomaly is not None:
+        factor_x = image_size[0] / max(working_size[0], 1)
+        factor_y = image_size[1] / max(working_size[1], 1)
+        regions = scale_regions(anomaly.regions, factor_x, factor_y, image_size)
+    question = None if asked_default else request.question
+    answer = reasoning.answer if reasoning is not None and question is not None else None
+    defect = _defect_from_answer(reasoning, question, knowledge)
+    explanation = explanation_text(
+        verdict, score, regions, image_size, anomaly, reasoning, question or DEFAULT_QUESTION, defect,
+        degraded,
+    )
+    return InspectionReport(
+        verdict=verdict,
+        anomaly_score=score,
+        category=category,
+        category_guessed=category_guessed,
+        answer=answer,
+        answer_text=question.options.get(answer) if question is not None and answer else None,
+        defect_type=defect.defect_type if defect is not None else None,
+        defect_description=defect.text if defect is not None else None,
+        regions=regions,
+        heatmap_png=anomaly.heatmap_png if anomaly is not None and request.options.return_heatmap else None,
+        explanation=explanation,
+        knowledge=[
+            KnowledgeCitation(
+                id=hit.id,
+                title=hit.title,
+                category=hit.category,
+                kind=hit.kind,
+                defect_type=hit.defect_type,
+                score=hit.score,
+            )
+            for hit in knowledge
+        ],
+        trace=reasoning.trace if reasoning is not None else None,
+        timings_ms=timings_ms,
+        models=models,
+        degraded=degraded,
+        image_size=image_size,
+    )

@@ -1,0 +1,98 @@
+"""Load a VLM adapter from a hub id or a local path (``from_pretrained``), device and dtype given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from riad_agent.errors import ConfigurationError, ModelLoadError
+from riad_agent.models.base import VisionLanguageModel
+
+SUPPORTED = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; anything else is checked."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigurationError("device 'cuda' was asked for but CUDA is not available; use 'cpu' or 'auto'")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigurationError("device 'mps' was asked for but MPS is not available; use 'cpu' or 'auto'")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """'auto' -> bf16 on GPUs that support it (else fp16), fp32 on CPU."""
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in _DTYPES:
+        raise ConfigurationError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+    return _DTYPES[dtype]
+
+
+def load_vlm(
+    name_or_path: str | Path,
+    device: str = "auto",
+    dtype: str = "auto",
+    max_image_pixels: int = 40_000_000,
+    local_files_only: bool = False,
+) -> VisionLanguageModel:
+    """A ready adapter for a Qwen2-VL, Qwen2.5-VL, Qwen3-VL or LLaVA checkpoint (raises ``ModelLoadError``)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    source = str(name_or_path)
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    try:
+        config = AutoConfig.from_pretrained(source, local_files_only=local_files_only)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read a model config from {source!r}: {exc}") from exc
+    model_type = str(getattr(config, "model_type", ""))
+    if model_type not in SUPPORTED:
+        raise ModelLoadError(
+            f"{source!r} is a {model_type or 'unknown'} model; supported: {', '.join(SUPPORTED)}"
+        )
+    try:
+        model_class, processor_class = _classes(model_type)
+        model: Any = model_class.from_pretrained(source, dtype=torch_dtype, local_files_only=local_files_only)
+        model = model.to(torch_device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
+        processor = processor_class.from_pretrained(source, local_files_only=local_files_only)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelLoadError(f"cannot load {source!r}: {exc}") from exc
+    if model_type == "llava":
+        from riad_agent.models.llava import LlavaAdapter
+
+        return LlavaAdapter(model, tokenizer, processor, model_id=source, max_image_pixels=max_image_pixels)
+    from riad_agent.models.qwen_vl import Qwen3VLAdapter, QwenVLAdapter
+
+    adapter_class = Qwen3VLAdapter if model_type == "qwen3_vl" else QwenVLAdapter
+    return adapter_class(model, tokenizer, processor, model_id=source, max_image_pixels=max_image_pixels)
+
+
+def _classes(model_type: str) -> tuple[Any, Any]:
+    if model_type == "qwen2_vl":
+        from transformers import Qwen2VLForConditionalGeneration
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        return Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil
+    if model_type == "qwen2_5_vl":
+        from transformers import Qwen2_5_VLForConditionalGeneration
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        return Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
+    if model_type == "qwen3_vl":
+        from transformers import Qwen3VLForConditionalGeneration
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        return Qwen3VLForConditionalGeneration, Qwen2VLImageProcessorPil
+    from transformers import LlavaForConditionalGeneration
+    from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
+
+    return LlavaForConditionalGeneration, LlavaImageProcessorPil

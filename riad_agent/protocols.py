@@ -1,0 +1,131 @@
+"""The protocols the graph and the tools depend on, and the values that cross them.
+
+The graph never imports a concrete expert, knowledge store or reasoner: it is given objects that
+satisfy these protocols (see ``riad_agent.components``), so each part can be swapped or faked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+from riad_agent.schemas import KnowledgeHit, MultipleChoiceQuestion, ReasoningTrace, Region
+
+
+@runtime_checkable
+class TextEmbedder(Protocol):
+    """Dense sentence embeddings (unit-normalised rows)."""
+
+    model_id: str
+    dimension: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Return a float32 array of shape (len(texts), dimension)."""
+        ...
+
+
+@runtime_checkable
+class KnowledgeBase(Protocol):
+    """Category knowledge: what normal looks like and each defect type's cues."""
+
+    def search(self, query: str, category: str | None = None, k: int = 4) -> list[KnowledgeHit]:
+        """Top-k entries for the query, within ``category`` when given (raises UnknownCategoryError)."""
+        ...
+
+    def categories(self) -> list[str]:
+        """Every category with at least one entry, as 'dataset/category'."""
+        ...
+
+    def resolve_category(self, name: str) -> str:
+        """Map 'hazelnut' or 'mvtec/hazelnut' to the canonical 'dataset/category' or raise."""
+        ...
+
+
+@dataclass
+class AnomalyMap:
+    """The vision expert's evidence for one image.
+
+    ``patch_scores`` is the raw patch grid (rows x cols) of nearest-neighbour distances,
+    ``pixel_scores`` the smoothed map at image size (height x width) on the same raw scale,
+    ``score`` the calibrated image score in [0, 1] (0.5 = edge of normal).
+    """
+
+    patch_scores: np.ndarray
+    pixel_scores: np.ndarray
+    score: float
+    raw_score: float
+    threshold: float
+    regions: list[Region]
+    backbone: str
+    heatmap_png: bytes | None = None
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        rows, cols = self.patch_scores.shape
+        return int(rows), int(cols)
+
+    def prior_map(self) -> np.ndarray:
+        """The pixel map as a [0, 1] prior for patch injection: 0.5 at the image threshold."""
+        if self.threshold <= 0:
+            span = float(self.pixel_scores.max() - self.pixel_scores.min())
+            if span <= 0:
+                return np.zeros_like(self.pixel_scores, dtype=np.float32)
+            return ((self.pixel_scores - self.pixel_scores.min()) / span).astype(np.float32)
+        return np.clip(0.5 * self.pixel_scores / self.threshold, 0.0, 1.0).astype(np.float32)
+
+
+@runtime_checkable
+class Expert(Protocol):
+    """Few-shot anomaly maps from normal references (PatchCore-style)."""
+
+    backbone_id: str
+
+    def analyse(
+        self, image: Image.Image, references: Sequence[Image.Image], category: str | None = None
+    ) -> AnomalyMap:
+        """Score the image against the references (the reference bank is cached)."""
+        ...
+
+
+ProgressCallback = Callable[[dict[str, object]], None]
+
+
+@dataclass
+class ReasoningInput:
+    """Everything the latent reasoner needs for one image."""
+
+    image: Image.Image
+    question: MultipleChoiceQuestion
+    knowledge: list[KnowledgeHit] = field(default_factory=list)
+    templates: list[Image.Image] = field(default_factory=list)
+    patch_prior: np.ndarray | None = None
+    category: str | None = None
+    latent_steps: int = 10
+    latent_tokens: int = 4
+    inject_patches: bool = True
+    seed: int = 0
+
+
+@dataclass
+class ReasoningResult:
+    """The decoded answer and the trace of the latent loop."""
+
+    answer: str | None
+    text: str
+    trace: ReasoningTrace
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Reasoner(Protocol):
+    """Reason-IAD latent reasoning, in-process or behind the HTTP reasoner service."""
+
+    model_id: str
+
+    def reason(self, request: ReasoningInput, progress: ProgressCallback | None = None) -> ReasoningResult:
+        """Optimise the latents, inject patches, decode the answer."""
+        ...

@@ -1,0 +1,269 @@
+"""The reasoner service's HTTP contract: pydantic bodies, limits and the converters on both sides.
+
+A :class:`~riad_agent.protocols.ReasoningInput` travels as a :class:`WireRequest`: images as
+base64 PNG, the knowledge hits and question as their schema models, the expert's prior as a small
+float grid (block-averaged to at most :data:`PRIOR_MAX_SIDE` cells a side; the reasoner pools it to
+its own patch grid anyway). The answer comes back as a :class:`WireResponse`; errors as a
+:class:`WireError` whose ``code`` is a :class:`~riad_agent.errors.RiadError` code.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from riad_agent.errors import (
+    ImageTooLargeError,
+    InvalidImageError,
+    InvalidRequestError,
+    ReasonerTimeoutError,
+    RiadError,
+)
+from riad_agent.protocols import ReasoningInput, ReasoningResult
+from riad_agent.schemas import KnowledgeHit, MultipleChoiceQuestion, ReasoningTrace
+
+API_VERSION = "1"
+#: The prior grid is block-averaged to at most this many cells on its longer side before sending.
+PRIOR_MAX_SIDE = 64
+#: Header carrying the id of the replica that answered (also in :attr:`WireResponse.replica`).
+REPLICA_HEADER = "X-Riad-Replica"
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WireRequest(_Wire):
+    """Body of ``POST /v1/reason``."""
+
+    api_version: str = API_VERSION
+    image: str = Field(min_length=1, description="The query image, base64 PNG.")
+    templates: list[str] = Field(default_factory=list, max_length=16, description="Normal templates, base64 PNG.")
+    question: MultipleChoiceQuestion
+    knowledge: list[KnowledgeHit] = Field(default_factory=list, max_length=64)
+    patch_prior: list[list[float]] | None = Field(
+        default=None, max_length=PRIOR_MAX_SIDE, description="[0, 1] prior grid, rows of floats."
+    )
+    category: str | None = Field(default=None, max_length=200)
+    latent_steps: int = Field(default=10, ge=0, le=200)
+    latent_tokens: int = Field(default=4, ge=1, le=64)
+    inject_patches: bool = True
+    seed: int = Field(default=0, ge=0)
+
+    @field_validator("patch_prior")
+    @classmethod
+    def _rectangular(cls, grid: list[list[float]] | None) -> list[list[float]] | None:
+        if grid is None:
+            return None
+        if not grid or not grid[0]:
+            raise ValueError("patch_prior must be a non-empty grid")
+        width = len(grid[0])
+        if width > PRIOR_MAX_SIDE:
+            raise ValueError(f"patch_prior rows must have at most {PRIOR_MAX_SIDE} values")
+        if any(len(row) != width for row in grid):
+            raise ValueError("patch_prior rows must all have the same length")
+        if not all(np.isfinite(value) for row in grid for value in row):
+            raise ValueError("patch_prior values must be finite numbers")
+        return grid
+
+
+class WireResponse(_Wire):
+    """Body of a successful ``POST /v1/reason``."""
+
+    api_version: str = API_VERSION
+    answer: str | None
+    text: str
+    trace: ReasoningTrace
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    model_id: str
+    replica: str = ""
+
+
+class WireErrorBody(_Wire):
+    """What went wrong: a :class:`~riad_agent.errors.RiadError` code and a message saying what to do."""
+
+    code: str
+    message: str
+
+
+class WireError(_Wire):
+    """Body of every non-2xx answer."""
+
+    error: WireErrorBody
+
+
+class Health(_Wire):
+    """Body of ``GET /healthz`` and ``GET /readyz``."""
+
+    status: str
+    ready: bool
+    model_id: str | None = None
+    replica: str = ""
+    queued: int = 0
+    max_queue: int = 0
+    completed: int = Field(default=0, description="Requests the model worker has finished.")
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class WireLimits:
+    """Size limits the service enforces before decoding anything."""
+
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_image_pixels: int = 16_000_000
+
+
+#: HTTP status of each error code the service sends.
+STATUS_FOR_CODE: dict[str, int] = {
+    "invalid_request": 422,
+    "invalid_image": 422,
+    "invalid_references": 422,
+    "image_too_large": 413,
+    "body_too_large": 413,
+    "unauthorized": 401,
+    "queue_full": 429,
+    "not_ready": 503,
+    "backend_unavailable": 503,
+    ReasonerTimeoutError.code: 504,
+}
+
+
+def status_for(error: RiadError) -> int:
+    """The HTTP status for a typed error (500 for codes without a mapping)."""
+    return STATUS_FOR_CODE.get(error.code, 500)
+
+
+def error_body(error: RiadError) -> dict[str, object]:
+    """The JSON body of a :class:`WireError` for a typed error."""
+    return WireError(error=WireErrorBody(code=error.code, message=error.message)).model_dump()
+
+
+# --- images -------------------------------------------------------------------------------------
+
+
+def encode_png(image: Image.Image) -> str:
+    """An RGB image as a base64 PNG string."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG", compress_level=1)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def decode_png(text: str, what: str, max_pixels: int) -> Image.Image:
+    """A base64 PNG back to RGB within a pixel budget; typed errors for anything else."""
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidImageError(f"{what} is not valid base64: {exc}") from exc
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise InvalidImageError(f"{what} must be a base64 PNG")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as opened:
+                width, height = opened.size
+                if width <= 0 or height <= 0:
+                    raise InvalidImageError(f"{what} is empty ({width}x{height})")
+                if width * height > max_pixels:
+                    raise ImageTooLargeError(
+                        f"{what} has {width}x{height} pixels, over the service limit of {max_pixels}; "
+                        "send a smaller working copy"
+                    )
+                opened.load()
+                return opened.convert("RGB")
+    except RiadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(f"{what} is a decompression bomb: {exc}") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise InvalidImageError(f"{what} cannot be decoded as PNG: {exc}") from exc
+
+
+# --- prior grid ---------------------------------------------------------------------------------
+
+
+def shrink_prior(prior: np.ndarray, max_side: int = PRIOR_MAX_SIDE) -> np.ndarray:
+    """Block-average a 2-D prior so that neither side exceeds ``max_side`` (values kept in [0, 1])."""
+    values = np.asarray(prior, dtype=np.float32)
+    if values.ndim != 2 or values.size == 0:
+        raise InvalidRequestError(f"patch prior must be a non-empty 2-D grid, got shape {values.shape}")
+    rows, cols = values.shape
+    out_rows, out_cols = min(rows, max_side), min(cols, max_side)
+    if (out_rows, out_cols) != (rows, cols):
+        row_edges = np.linspace(0, rows, out_rows + 1).round().astype(int)
+        col_edges = np.linspace(0, cols, out_cols + 1).round().astype(int)
+        # mean over each block via cumulative sums (exact, no resampling artefacts)
+        summed = np.pad(values, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+        r0, r1 = row_edges[:-1][:, None], row_edges[1:][:, None]
+        c0, c1 = col_edges[:-1][None, :], col_edges[1:][None, :]
+        total = summed[r1, c1] - summed[r0, c1] - summed[r1, c0] + summed[r0, c0]
+        values = total / ((r1 - r0) * (c1 - c0))
+    return np.clip(np.nan_to_num(values, nan=0.0), 0.0, 1.0).astype(np.float32)
+
+
+# --- converters ---------------------------------------------------------------------------------
+
+
+def encode_input(request: ReasoningInput) -> WireRequest:
+    """Client side: a reasoning input as the request body."""
+    prior = None
+    if request.patch_prior is not None:
+        prior = [[round(float(v), 5) for v in row] for row in shrink_prior(request.patch_prior)]
+    return WireRequest(
+        image=encode_png(request.image),
+        templates=[encode_png(template) for template in request.templates],
+        question=request.question,
+        knowledge=list(request.knowledge),
+        patch_prior=prior,
+        category=request.category,
+        latent_steps=request.latent_steps,
+        latent_tokens=request.latent_tokens,
+        inject_patches=request.inject_patches,
+        seed=request.seed,
+    )
+
+
+def decode_input(body: WireRequest, limits: WireLimits) -> ReasoningInput:
+    """Service side: the request body as a reasoning input (typed errors for bad images)."""
+    if body.api_version != API_VERSION:
+        raise InvalidRequestError(f"api_version {body.api_version!r} is not supported; this service speaks {API_VERSION!r}")
+    image = decode_png(body.image, "image", limits.max_image_pixels)
+    templates = [
+        decode_png(text, f"templates[{index}]", limits.max_image_pixels) for index, text in enumerate(body.templates)
+    ]
+    prior = None if body.patch_prior is None else np.asarray(body.patch_prior, dtype=np.float32)
+    return ReasoningInput(
+        image=image,
+        question=body.question,
+        knowledge=list(body.knowledge),
+        templates=templates,
+        patch_prior=prior,
+        category=body.category,
+        latent_steps=body.latent_steps,
+        latent_tokens=body.latent_tokens,
+        inject_patches=body.inject_patches,
+        seed=body.seed,
+    )
+
+
+def encode_result(result: ReasoningResult, model_id: str, replica: str = "") -> WireResponse:
+    """Service side: a reasoning result as the response body."""
+    return WireResponse(
+        answer=result.answer,
+        text=result.text,
+        trace=result.trace,
+        timings_ms=dict(result.timings_ms),
+        model_id=model_id,
+        replica=replica,
+    )
+
+
+def decode_result(body: WireResponse) -> ReasoningResult:
+    """Client side: the response body as a reasoning result."""
+    return ReasoningResult(answer=body.answer, text=body.text, trace=body.trace, timings_ms=dict(body.timings_ms))

@@ -1,0 +1,154 @@
+"""The expert finds synthetic defects where their masks say, with calibrated scores and typed errors."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from riad_agent.data.synthetic import generate_sample
+from riad_agent.errors import InvalidImageError, ModelLoadError, ReferenceImageError
+from riad_agent.eval.expert_metrics import auroc
+from riad_agent.expert import ExpertConfig, PatchCoreExpert, register_backbone, torch_module_backbone
+from riad_agent.expert.backbones import load_backbone
+from riad_agent.protocols import Expert
+
+SIZE = 192
+
+
+@pytest.fixture(scope="module")
+def expert() -> PatchCoreExpert:
+    torch.set_num_threads(2)
+    return PatchCoreExpert(ExpertConfig(features={"image_size": SIZE}))
+
+
+def _refs(category: str, count: int) -> list[Image.Image]:
+    return [generate_sample(category, None, seed=s, size=SIZE).image for s in range(count)]
+
+
+@pytest.fixture(scope="module")
+def washer_refs() -> list[Image.Image]:
+    return _refs("synthetic/washer", 6)
+
+
+def test_expert_satisfies_the_protocol(expert: PatchCoreExpert) -> None:
+    assert isinstance(expert, Expert)
+    assert expert.backbone_id.startswith("efficientnet-lite0")
+
+
+@pytest.mark.parametrize("defect", ["scratch", "hole", "stain", "missing_piece", "colour", "crack"])
+def test_washer_defect_is_found_inside_its_mask(
+    expert: PatchCoreExpert, washer_refs: list, defect: str
+) -> None:
+    sample = generate_sample("synthetic/washer", defect, seed=100, size=SIZE)
+    result = expert.analyse(sample.image, washer_refs, "synthetic/washer")
+    assert result.score > 0.5
+    assert result.pixel_scores.shape == sample.mask.shape
+    assert auroc(sample.mask.ravel(), result.pixel_scores.ravel()) > 0.9
+    peak = np.unravel_index(np.argmax(result.pixel_scores), result.pixel_scores.shape)
+    near_mask = np.zeros_like(sample.mask)
+    x0, y0, x1, y1 = sample.bbox
+    near_mask[max(0, y0 - 8) : y1 + 8, max(0, x0 - 8) : x1 + 8] = True
+    assert near_mask[peak], "the strongest response is at the defect"
+    assert result.regions, "an anomalous region is reported"
+    top = result.regions[0]
+    assert sample.mask[top.y0 : top.y1, top.x0 : top.x1].any(), "the top region overlaps the mask"
+    assert 0.5 < top.score <= 1.0
+
+
+@pytest.mark.parametrize("seed", [200, 201, 202])
+def test_normal_washers_score_below_half(expert: PatchCoreExpert, washer_refs: list, seed: int) -> None:
+    result = expert.analyse(
+        generate_sample("synthetic/washer", None, seed=seed, size=SIZE).image, washer_refs
+    )
+    assert result.score < 0.5
+    assert result.raw_score < result.threshold
+    assert not result.regions
+
+
+@pytest.mark.parametrize("category", ["synthetic/fabric", "synthetic/tile"])
+def test_textures_separate_normal_from_defective(expert: PatchCoreExpert, category: str) -> None:
+    refs = _refs(category, 4)
+    normal = expert.analyse(generate_sample(category, None, seed=300, size=SIZE).image, refs)
+    defective = generate_sample(category, "hole", seed=300, size=SIZE)
+    result = expert.analyse(defective.image, refs)
+    assert normal.score < 0.5 < result.score
+    assert auroc(defective.mask.ravel(), result.pixel_scores.ravel()) > 0.9
+
+
+def test_single_reference_uses_augmented_views(expert: PatchCoreExpert) -> None:
+    refs = _refs("synthetic/washer", 1)
+    bank = expert.fit(refs)
+    assert bank.meta["calibration"] == "augmented-views"
+    assert (
+        expert.analyse(generate_sample("synthetic/washer", "hole", seed=5, size=SIZE).image, refs).score > 0.5
+    )
+    assert (
+        expert.analyse(generate_sample("synthetic/washer", None, seed=5, size=SIZE).image, refs).score < 0.5
+    )
+
+
+def test_grayscale_and_differently_sized_queries_are_accepted(
+    expert: PatchCoreExpert, washer_refs: list
+) -> None:
+    sample = generate_sample("synthetic/washer", "hole", seed=100, size=SIZE)
+    gray = sample.image.convert("L").resize((240, 200))
+    result = expert.analyse(gray, washer_refs)
+    assert result.pixel_scores.shape == (200, 240)
+    assert result.score > 0.5
+    png = result.heatmap_png
+    assert png is not None and png.startswith(b"\x89PNG")
+    assert Image.open(io.BytesIO(png)).size == (240, 200)
+
+
+def test_references_of_other_sizes_but_same_shape_are_resized(expert: PatchCoreExpert) -> None:
+    refs = [generate_sample("synthetic/washer", None, seed=s, size=s * 16 + 160).image for s in range(3)]
+    assert expert.analyse(generate_sample("synthetic/washer", None, seed=50).image, refs).score < 0.5
+
+
+def test_wrong_inputs_raise_typed_errors(expert: PatchCoreExpert, washer_refs: list) -> None:
+    query = washer_refs[0]
+    with pytest.raises(ReferenceImageError, match="no reference"):
+        expert.analyse(query, [])
+    with pytest.raises(ReferenceImageError):
+        expert.analyse(query, [query, "not an image"])  # type: ignore[list-item]
+    with pytest.raises(ReferenceImageError, match="shape"):
+        expert.analyse(query, [query, Image.new("RGB", (400, 100))])
+    with pytest.raises(InvalidImageError):
+        expert.analyse(np.zeros((8, 8, 3)), washer_refs)  # type: ignore[arg-type]
+    with pytest.raises(InvalidImageError):
+        expert.analyse(b"\x89PNG not really", washer_refs)  # type: ignore[arg-type]
+
+
+def test_backbone_registry_plugs_in_and_reports_load_errors() -> None:
+    with pytest.raises(ModelLoadError, match="unknown expert backbone"):
+        load_backbone("no-such-net")
+    with pytest.raises(ModelLoadError, match="timm"):
+        load_backbone("timm:resnet18")  # timm is not installed in the test environment
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, stride=4, padding=1)
+            self.deep = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.deep(torch.relu(self.stem(x)))
+
+    torch.manual_seed(0)
+    register_backbone(
+        "tiny-test", lambda: torch_module_backbone("tiny-test", Tiny(), ["stem", "deep"], [4, 8])
+    )
+    tiny = PatchCoreExpert(
+        ExpertConfig(backbone="tiny-test", features={"image_size": 64, "grid_stride": None})
+    )
+    refs = [generate_sample("synthetic/tile", None, seed=s, size=64).image for s in range(2)]
+    result = tiny.analyse(refs[0], refs)
+    assert result.patch_scores.shape == (16, 16) and result.backbone == "tiny-test"
+    with pytest.raises(ModelLoadError, match="no layer"):
+        register_backbone("broken", lambda: torch_module_backbone("broken", Tiny(), ["nope"], [4]))
+        load_backbone("broken")

@@ -1,0 +1,167 @@
+"""The inspection graph wired to fake components: paths, conditional edges, degradation, review."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+from support.fakes import FakeExpert, FakeKnowledge, FakeReasoner
+
+from riad_agent.components import build_components
+from riad_agent.errors import ImageNotFoundError, UnknownCategoryError
+from riad_agent.graphs.inspection import build_inspection_graph, run_inspection
+from riad_agent.inspector import Inspector
+from riad_agent.schemas import InspectionRequest
+from riad_agent.settings import Settings
+
+
+def _inspector(settings: Settings, reasoner: FakeReasoner | None = None, knowledge: FakeKnowledge | None = None) -> Inspector:
+    components = build_components(
+        settings, knowledge=knowledge or FakeKnowledge(), expert=FakeExpert(), reasoner=reasoner or FakeReasoner()
+    )
+    return Inspector(components=components)
+
+
+async def test_defective_part_full_path(settings: Settings, images: dict[str, Path]) -> None:
+    reasoner = FakeReasoner(answer="A")
+    knowledge = FakeKnowledge()
+    inspector = _inspector(settings, reasoner, knowledge)
+    events: list[dict[str, Any]] = []
+    report = await inspector.ainspect(
+        {
+            "image": str(images["bad"]),
+            "category": "washer",
+            "references": [str(images["ref0"]), str(images["ref1"])],
+            "options": {"latent_steps": 3, "return_heatmap": True},
+        },
+        progress=events.append,
+    )
+    assert report.verdict == "anomalous" and report.anomaly_score > 0.9
+    assert report.category == "synthetic/washer" and not report.category_guessed
+    assert report.regions and report.regions[0].x0 < 64 < report.regions[0].x1 + 20
+    assert report.heatmap_png == b"\x89PNGfake"
+    assert [k.id for k in report.knowledge][:2] == ["synthetic/washer/normal", "synthetic/washer/scratch"]
+    assert knowledge.searches[0][1] == "synthetic/washer"
+    assert report.trace is not None and len(report.trace.iterations) == 3
+    assert report.answer is None  # no question was asked: the default question's letter is internal
+    assert report.models == {"expert": "fake-mean-diff", "reasoner": "fake-reasoner"}
+    assert {"load_inputs", "expert_analysis", "latent_reasoning", "explain"} <= set(report.timings_ms)
+    assert report.degraded == []
+    stages = [e["stage"] for e in events]
+    assert stages.index("load_inputs") < stages.index("expert_analysis") < stages.index("latent_reasoning")
+    assert any(e.get("iteration") == 2 for e in events)
+    call = reasoner.calls[0]
+    assert call.patch_prior is not None and call.patch_prior.shape == (128, 128)
+    assert len(call.templates) == 1 and call.latent_steps == 3
+
+
+async def test_normal_part_and_question_answer(settings: Settings, images: dict[str, Path]) -> None:
+    inspector = _inspector(settings, FakeReasoner(answer="B"))
+    report = await inspector.ainspect(
+        {
+            "image": str(images["good"]),
+            "category": "synthetic/washer",
+            "references": [str(images["ref0"]), str(images["ref1"])],
+            "question": {"text": "Which defect?", "options": {"A": "Scratch.", "B": "Hole.", "C": "None."}},
+        }
+    )
+    assert report.verdict == "normal" and report.anomaly_score < 0.1
+    assert report.answer == "B" and report.answer_text == "Hole."
+    assert report.defect_type == "hole"  # the chosen option names a known defect type
+    assert report.regions == []
+
+
+async def test_without_references_the_expert_is_skipped(settings: Settings, images: dict[str, Path]) -> None:
+    report = await _inspector(settings, FakeReasoner(answer="A")).ainspect({"image": str(images["bad"])})
+    assert "no_references" in report.degraded
+    # no expert: the reasoner's P(defect) for the default question is the score
+    assert report.anomaly_score == pytest.approx(0.8)
+    assert report.category_guessed and report.category == "synthetic/washer"
+
+
+@pytest.mark.parametrize(("reasoner", "flag"), [(FakeReasoner(fail=True), "reasoner_unavailable"), (FakeReasoner(delay_s=1.0), "reasoner_timeout")])
+async def test_reasoner_failure_degrades_to_expert_only(
+    tmp_path: Path, images: dict[str, Path], reasoner: FakeReasoner, flag: str
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", reasoner_timeout_s=0.3)
+    report = await _inspector(settings, reasoner).ainspect(
+        {"image": str(images["bad"]), "references": [str(images["ref0"])], "category": "washer"}
+    )
+    assert flag in report.degraded
+    assert report.trace is None
+    assert report.verdict == "anomalous"  # the expert still decides
+
+
+async def test_unknown_categories(settings: Settings, images: dict[str, Path]) -> None:
+    knowledge = FakeKnowledge()
+    inspector = _inspector(settings, knowledge=knowledge)
+    with pytest.raises(UnknownCategoryError):
+        await inspector.ainspect({"image": str(images["good"]), "category": "hazelnutt"})
+    report = await inspector.ainspect(
+        {"image": str(images["good"]), "category": "gearbox", "references": [str(images["ref0"])]}
+    )
+    assert "no_knowledge_for_category" in report.degraded
+    assert report.knowledge == [] and knowledge.searches == []
+    assert report.category == "gearbox"
+
+
+async def test_knowledge_and_reasoner_can_be_switched_off(settings: Settings, images: dict[str, Path]) -> None:
+    knowledge, reasoner = FakeKnowledge(), FakeReasoner()
+    report = await _inspector(settings, reasoner, knowledge).ainspect(
+        {
+            "image": str(images["bad"]),
+            "references": [str(images["ref0"])],
+            "options": {"use_knowledge": False, "use_reasoner": False},
+        }
+    )
+    assert knowledge.searches == [] and reasoner.calls == []
+    assert report.knowledge == [] and report.trace is None and report.verdict == "anomalous"
+
+
+async def test_regions_are_in_original_pixels(settings: Settings, big_images: dict[str, Path]) -> None:
+    report = await _inspector(settings).ainspect(
+        {"image": str(big_images["big"]), "references": [str(big_images["big_ref"])], "options": {"use_reasoner": False}}
+    )
+    assert report.image_size == (2048, 1536)
+    top = report.regions[0]
+    # the scratch is drawn at x 30%-45%, y 35%-40% of the image
+    assert 0.25 * 2048 < top.x0 < 0.35 * 2048 and 0.40 * 2048 < top.x1 < 0.5 * 2048
+    assert 0.3 * 1536 < top.y0 < 0.4 * 1536
+
+
+async def test_bad_image_raises_typed_error(settings: Settings, tmp_path: Path) -> None:
+    with pytest.raises(ImageNotFoundError):
+        await _inspector(settings).ainspect({"image": str(tmp_path / "missing.png")})
+
+
+async def test_human_review_interrupts_and_resumes(tmp_path: Path, images: dict[str, Path]) -> None:
+    settings = Settings(data_dir=tmp_path / "data", review_threshold=0.5)  # always unsure enough to ask
+    components = build_components(settings, knowledge=FakeKnowledge(), expert=FakeExpert(), reasoner=FakeReasoner())
+    graph = build_inspection_graph(components=components, checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "review-1"}}
+    request = InspectionRequest(image=str(images["bad"]), references=[str(images["ref0"])])
+    state = await graph.ainvoke({"request": request}, config=config)
+    assert "report" not in state
+    interrupts = state["__interrupt__"]
+    assert interrupts[0].value["proposed_verdict"] == "anomalous"
+    state = await graph.ainvoke(Command(resume={"verdict": "normal", "note": "dust, wiped"}), config=config)
+    report = state["report"]
+    assert report.verdict == "normal"
+    assert "Human review set the verdict to normal. Note: dust, wiped" in report.explanation
+
+
+async def test_sqlite_checkpointer_runs_the_graph(tmp_path: Path, images: dict[str, Path]) -> None:
+    from riad_agent.graphs.checkpoints import open_async_checkpointer
+
+    settings = Settings(data_dir=tmp_path / "data", checkpointer="sqlite")
+    components = build_components(settings, knowledge=FakeKnowledge(), expert=FakeExpert(), reasoner=FakeReasoner())
+    async with open_async_checkpointer(settings) as saver:
+        graph = build_inspection_graph(components=components, checkpointer=saver)
+        report = await run_inspection(graph, InspectionRequest(image=str(images["bad"]), references=[str(images["ref0"])]), "t1")
+        assert report.verdict == "anomalous"
+        snapshot = await graph.aget_state({"configurable": {"thread_id": "t1"}})
+        assert snapshot.values["report"] == report
+    assert (tmp_path / "data" / "checkpoints.sqlite").is_file()

@@ -1,0 +1,197 @@
+"""The latent loop: cached reward, improvement, injection, decode with patches, determinism."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from support.tiny_models import build_tiny_qwen2_vl, noise_image
+
+from riad_agent.protocols import ReasoningInput
+from riad_agent.reasoning.config import LatentConfig
+from riad_agent.reasoning.decode import decode_answer
+from riad_agent.reasoning.latent_loop import (
+    LoopSetup,
+    State,
+    build_row,
+    evaluate,
+    gradient_step,
+    reinforce_step,
+    run_latent_loop,
+)
+from riad_agent.reasoning.reasoner import LatentReasoner
+from riad_agent.reasoning.reward import entropy_reward, option_confidence_reward
+from riad_agent.schemas import MultipleChoiceQuestion
+
+torch.set_num_threads(1)
+QUESTION = MultipleChoiceQuestion(
+    text="Is there any defect?", options={"A": "Yes.", "B": "No.", "C": "Unsure."}
+)
+
+
+@pytest.fixture(scope="module")
+def vlm() -> Any:
+    return build_tiny_qwen2_vl("qwen2_vl", seed=3)
+
+
+def _request(**kw: Any) -> ReasoningInput:
+    base: dict[str, Any] = {
+        "image": noise_image(48, 48, seed=7),
+        "question": QUESTION,
+        "templates": [noise_image(48, 48, seed=8)],
+    }
+    base.update(kw)
+    return ReasoningInput(**base)
+
+
+def _setup(vlm: Any, config: LatentConfig, **kw: Any) -> LoopSetup:
+    setup, _ = LatentReasoner(vlm, config).setup(_request(**kw))
+    return setup
+
+
+@pytest.mark.parametrize("kind", ["entropy", "option_confidence"])
+def test_cached_reward_equals_uncached(vlm: Any, kind: Any) -> None:
+    config = LatentConfig(reward=kind)
+    setup = _setup(vlm, config)
+    z = setup.latents + 0.01 * torch.randn(setup.latents.shape, generator=torch.Generator().manual_seed(0))
+    rows = [(z, []), (z, [0, 5, 7]), (z * 1.1, [2])]
+    with torch.no_grad():
+        cached, _, _ = evaluate(vlm, setup, config, rows, attend=False)
+    n = z.shape[0]
+    for (latents, patches), value in zip(rows, cached, strict=True):
+        row = build_row(setup, latents, patches)
+        logits = vlm.full_forward(setup.prefix.prompt, row, [*list(range(n)), row.shape[0] - 1])
+        if kind == "entropy":
+            expected = entropy_reward(logits[None, : n + 1], config.top_k)[0]
+        else:
+            expected = option_confidence_reward(logits[None, n], setup.option_ids)[0]
+        assert abs(float(value) - float(expected)) < 1e-4
+
+
+def test_injected_row_layout(vlm: Any) -> None:
+    setup = _setup(vlm, LatentConfig())
+    span = setup.prefix.prompt.query_span
+    row = build_row(setup, setup.latents, [4, 1])
+    n_latent, n_answer = setup.latents.shape[0], setup.answer_start.shape[0]
+    assert row.shape == (n_latent + 2 + n_answer, vlm.hidden_size)
+    assert torch.equal(row[n_latent], span.features[4].float())
+    assert torch.equal(row[n_latent + 1], span.features[1].float())
+    assert torch.equal(row[-n_answer:], setup.answer_start.float())
+
+
+@pytest.mark.parametrize("optimiser", ["reinforce", "gradient"])
+def test_one_iteration_raises_the_reward_on_average(vlm: Any, optimiser: Any) -> None:
+    config = LatentConfig(optimiser=optimiser, perturbations=16, sigma=0.2, lr=0.05)
+    gains = []
+    for seed in range(6):
+        setup = _setup(vlm, config, seed=seed, inject_patches=False)
+        z0 = setup.latents + 0.3 * setup.embedding_rms * torch.randn(
+            setup.latents.shape, generator=torch.Generator().manual_seed(100 + seed)
+        )
+        state = State(z0, [], float("nan"), float("nan"))
+        if optimiser == "reinforce":
+            z1, evaluated, _ = reinforce_step(
+                vlm, setup, config, state, None, 0, torch.Generator().manual_seed(seed)
+            )
+        else:
+            z1, evaluated, _ = gradient_step(vlm, setup, config, state, None)
+        with torch.no_grad():
+            after, _, _ = evaluate(vlm, setup, config, [(z1, [])], attend=False)
+        gains.append(float(after[0]) - evaluated[0].reward)
+    assert float(np.mean(gains)) > 0, gains
+    assert sum(g > 0 for g in gains) >= 4, gains
+
+
+def test_loop_keeps_best_and_injection_picks_top_scored_patches(vlm: Any) -> None:
+    config = LatentConfig(patches=3, injection_rounds=4, prior_weight=0.0)
+    setup = _setup(vlm, config)
+    result = run_latent_loop(vlm, setup, config.model_copy(update={"reward_threshold": 1.0}))
+    assert len(result.iterations) == setup.steps
+    assert result.best.reward >= max(it.reward for it in result.iterations) - 1e-9
+    assert result.best.reward >= result.initial_reward
+    tried = [it for it in result.iterations if it.injected]
+    assert tried, "no candidate patch set was tried"
+    for it in tried:
+        scores = [p.score for p in it.injected]
+        assert len(it.injected) == 3 and scores == sorted(scores, reverse=True)
+    # the candidate is the top-m of the latents' attention at the current state
+    with torch.no_grad():
+        _, _, attention = evaluate(vlm, setup, config, [(setup.latents, [])], attend=True)
+    assert attention is not None
+    first = [p.index for p in tried[0].injected]
+    assert first == torch.argsort(attention, descending=True)[:3].tolist()
+
+
+def test_prior_changes_the_injected_patches(vlm: Any) -> None:
+    config = LatentConfig(patches=2, injection_rounds=1, prior_weight=0.9, reward_threshold=1.0)
+    setup = _setup(vlm, config, latent_steps=2)
+    plain = run_latent_loop(vlm, setup, config)
+    span_rows, span_cols = setup.prefix.prompt.query_span.rows, setup.prefix.prompt.query_span.cols
+    assert (span_rows, span_cols) == (6, 6)
+    prior = np.zeros((48, 48), dtype=np.float32)
+    prior[40:48, 0:8] = 1.0  # bottom-left merged cell
+    with_prior = run_latent_loop(vlm, _setup(vlm, config, latent_steps=2, patch_prior=prior), config)
+    chosen_plain = [p.index for p in plain.iterations[1].injected]
+    chosen_prior = [p.index for p in with_prior.iterations[1].injected]
+    bottom_left = (span_rows - 1) * span_cols
+    assert chosen_prior[0] == bottom_left
+    assert chosen_prior != chosen_plain
+    ref = with_prior.iterations[1].injected[0]
+    assert (ref.row, ref.col, ref.box) == (5, 0, (0, 40, 8, 48))
+
+
+def test_final_decode_uses_the_kept_patches(vlm: Any) -> None:
+    config = LatentConfig(patches=2)
+    setup = _setup(vlm, config)
+    state = State(setup.latents, [3, 9], 0.0, 0.0)
+    seen: list[torch.Tensor] = []
+    spliced: list[Any] = []
+    original = vlm.generate
+
+    def spy(prefix: Any, row: torch.Tensor, max_new_tokens: int, injected: Any = None) -> Any:
+        seen.append(row)
+        spliced.append(injected)
+        return original(prefix, row, max_new_tokens, injected=injected)
+
+    vlm.generate = spy
+    try:
+        decoded = decode_answer(vlm, setup, state, 4)
+    finally:
+        del vlm.generate
+    span = setup.prefix.prompt.query_span
+    n = setup.latents.shape[0]
+    assert len(seen) == 1
+    assert torch.equal(seen[0][n : n + 2], span.features[[3, 9]].float())
+    assert spliced == [(n, [3, 9])]
+    assert decoded.answer in ("A", "B", "C")
+    assert abs(sum(decoded.probabilities.values()) - 1.0) < 1e-5
+
+
+def test_same_seed_same_run_other_seed_differs(vlm: Any) -> None:
+    reasoner = LatentReasoner(vlm, LatentConfig(reward_threshold=1.0, rationale_tokens=4))
+    first = reasoner.reason(_request(latent_steps=4, seed=11))
+    second = reasoner.reason(_request(latent_steps=4, seed=11))
+    other = reasoner.reason(_request(latent_steps=4, seed=12))
+    rewards = [it.reward for it in first.trace.iterations]
+    assert rewards == [it.reward for it in second.trace.iterations]
+    assert first.trace.injected == second.trace.injected and first.answer == second.answer
+    assert first.text == second.text
+    assert rewards != [it.reward for it in other.trace.iterations]
+
+
+def test_injection_can_change_the_reward(vlm: Any) -> None:
+    config = LatentConfig()
+    setup = _setup(vlm, config)
+    rows = [(setup.latents, []), (setup.latents, [0, 1, 2])]
+    with torch.no_grad():
+        rewards, _, _ = evaluate(vlm, setup, config, rows, attend=False)
+    assert float(rewards[0]) != float(rewards[1])
+    built = [build_row(setup, z, s) for z, s in rows]
+    n = setup.latents.shape[0]
+    with torch.no_grad():
+        out = vlm.suffix_forward(setup.prefix, built, [[*range(n), r.shape[0] - 1] for r in built])
+    # latent positions cannot see the patches spliced after them; the answer position does
+    assert torch.allclose(out.logits[0][:n], out.logits[1][:n], atol=1e-6)
+    assert float((out.logits[0][n] - out.logits[1][n]).abs().max()) > 1e-3

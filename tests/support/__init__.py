@@ -1,0 +1,1 @@
+"""Shared test helpers: fakes of the protocols, tiny models, generated images."""

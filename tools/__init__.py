@@ -1,0 +1,1 @@
+"""Tool exposure: LangChain, llama-index and MCP (installed as ``riad_agent.tools``)."""
