@@ -99,7 +99,7 @@ def _reference_paths(references: list[Path], reference_dir: Path | None, limit: 
 
 
 def _run_with_progress(inspector: Any, request: Any, quiet: bool) -> Any:
-    if quiet:
+    if quiet or not console.is_terminal:  # no progress noise in pipes and logs
         return inspector.inspect(request)
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
@@ -278,7 +278,11 @@ def triage(
             retry_errors=retry_errors,
         )
         with Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not console.is_terminal,
         ) as progress:
             task = progress.add_task("triage", total=None)
 

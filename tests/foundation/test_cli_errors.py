@@ -54,7 +54,7 @@ def test_inspect_bad_input_is_one_typed_line(tmp_path: Path, case: str) -> None:
         env={"PATH": "/usr/bin:/bin", "RIAD_DATA_DIR": str(tmp_path / "data"), "HOME": str(tmp_path)},
     )
     assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
+    lines = result.stderr.splitlines()  # exactly one line: no progress residue, no traceback
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"{error}: ")
     assert "Traceback" not in result.stderr

@@ -1,4 +1,7 @@
-"""An MCP server over stdio whose inspector runs on the fake components (for client tests)."""
+"""An MCP server whose inspector runs on the fake components (for client tests).
+
+usage: fake_mcp_server.py ROOT [PORT]   (stdio without PORT, streamable HTTP on 127.0.0.1:PORT with it)
+"""
 
 from __future__ import annotations
 
@@ -17,4 +20,6 @@ if __name__ == "__main__":
     root = Path(sys.argv[1])
     settings = Settings(data_dir=root / "data", allowed_roots=[root])
     components = build_components(settings, knowledge=FakeKnowledge(), expert=FakeExpert(), reasoner=FakeReasoner())
-    build_mcp_server(settings, Inspector(components=components)).run("stdio")
+    port = int(sys.argv[2]) if len(sys.argv) > 2 else None
+    server = build_mcp_server(settings, Inspector(components=components), port=port or 8765)
+    server.run("streamable-http" if port else "stdio")

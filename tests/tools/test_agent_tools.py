@@ -129,3 +129,35 @@ async def test_mcp_server_through_langchain_mcp_adapters(tmp_path: Path, images:
     assert any(b["type"] == "image" for b in blocks)
     assert progress and progress[-1][2] == "done"
     assert any("latent_reasoning" in (m or "") for _, _, m in progress)
+
+
+async def test_mcp_server_over_streamable_http(tmp_path: Path, images: dict[str, Path]) -> None:
+    import asyncio
+    import socket
+    import subprocess
+
+    from langchain_mcp_adapters.client import MultiServerMCPClient
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, str(SUPPORT / "fake_mcp_server.py"), str(tmp_path), str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(200):  # wait for the port to open (bounded)
+            with socket.socket() as attempt:
+                if attempt.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            await asyncio.sleep(0.1)
+        client = MultiServerMCPClient(
+            {"riad": {"url": f"http://127.0.0.1:{port}/mcp", "transport": "streamable_http"}}
+        )
+        tools = await client.get_tools()
+        result = await tools[0].ainvoke(_call({"image": str(images["good"]), "references": [str(images["ref0"])]}))
+        payload = json.loads(next(b["text"] for b in result.content if b["type"] == "text"))
+        assert payload["verdict"] == "normal"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
