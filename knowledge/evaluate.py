@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from riad_agent.errors import KnowledgeFormatError
+from riad_agent.errors import KnowledgeFormatError, first_problem
 from riad_agent.knowledge.store import QdrantKnowledgeBase, SearchMode
 
 MODES: tuple[SearchMode, ...] = ("hybrid", "dense", "sparse")
@@ -63,9 +63,8 @@ def load_queries(path: Path | None = None) -> list[EvalQuery]:
     except (OSError, yaml.YAMLError) as exc:
         raise KnowledgeFormatError(f"{path}: cannot read the query set ({exc})") from exc
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise KnowledgeFormatError(f"{path}: field {where!r}: {first['msg']}") from exc
+        where, problem = first_problem(exc, "file")
+        raise KnowledgeFormatError(f"{path}: field {where!r}: {problem}") from exc
 
 
 def _rank(ids: list[str], expected: str) -> int:

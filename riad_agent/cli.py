@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from riad_agent import __version__
-from riad_agent.errors import InvalidRequestError, RiadError
+from riad_agent.errors import InvalidRequestError, RiadError, first_problem
 
 app = typer.Typer(
     name="riad",
@@ -54,6 +55,9 @@ def typed_errors() -> Iterator[None]:
         yield
     except RiadError as exc:
         raise fail(exc) from None
+    except ValidationError as exc:  # an option value a contract refuses (e.g. --concurrency 0)
+        where, problem = first_problem(exc, "options")
+        raise fail(InvalidRequestError(f"invalid value for {where}: {problem}")) from None
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise typer.Exit(code=130) from None
@@ -98,12 +102,22 @@ def _reference_paths(references: list[Path], reference_dir: Path | None, limit: 
     return paths
 
 
+def _progress(transient: bool = False) -> Progress:
+    """A spinner with elapsed time on stderr; silent when stderr is not a terminal (pipes, logs)."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=transient,
+        disable=not console.is_terminal,
+    )
+
+
 def _run_with_progress(inspector: Any, request: Any, quiet: bool) -> Any:
-    if quiet or not console.is_terminal:  # no progress noise in pipes and logs
+    if quiet or not console.is_terminal:
         return inspector.inspect(request)
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
-    ) as progress:
+    with _progress(transient=True) as progress:
         task = progress.add_task("inspecting", total=None)
 
         def update(event: dict[str, Any]) -> None:
@@ -264,6 +278,8 @@ def triage(
 ) -> None:
     """Inspect a folder of images; resumable: re-running skips images already in the JSONL."""
     with typed_errors():
+        import asyncio
+
         from riad_agent.components import build_components
         from riad_agent.graphs.triage import TriageJob, build_triage_graph, run_triage
         from riad_agent.settings import load_settings
@@ -277,13 +293,7 @@ def triage(
             concurrency=concurrency,
             retry_errors=retry_errors,
         )
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not console.is_terminal,
-        ) as progress:
+        with _progress() as progress:
             task = progress.add_task("triage", total=None)
 
             def update(event: dict[str, Any]) -> None:
@@ -291,8 +301,6 @@ def triage(
                                 description=f"triage {event['done']}/{event['total']}")
 
             graph = build_triage_graph(components=build_components(load_settings()), progress=update)
-            import asyncio
-
             summary = asyncio.run(run_triage(job, graph))
         if html is not None:
             from riad_agent.triage_html import write_triage_html

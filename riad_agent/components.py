@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from riad_agent.errors import BackendUnavailableError, RiadError
@@ -57,9 +57,6 @@ class Lazy(Generic[T]):
                 raise self._error from exc
             return self._value
 
-    def loaded(self) -> bool:
-        return self._value is not None
-
 
 @dataclass
 class Components:
@@ -70,7 +67,6 @@ class Components:
     knowledge: Lazy[KnowledgeBase]
     expert: Lazy[Expert]
     reasoner: Lazy[Reasoner]
-    models: dict[str, str] = field(default_factory=dict)
 
 
 def build_components(

@@ -6,6 +6,14 @@ the HTTP and MCP surfaces map :attr:`RiadError.code` to their own error payloads
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
+
+def first_problem(exc: ValidationError, whole: str = "body") -> tuple[str, str]:
+    """Where (dotted field path, or ``whole``) and what of the first error pydantic found."""
+    first = exc.errors()[0]
+    return ".".join(str(part) for part in first["loc"]) or whole, str(first["msg"])
+
 
 class RiadError(Exception):
     """Base class of every error riad-agent raises on purpose."""

@@ -218,29 +218,27 @@ def load_image(value: str | bytes | Path, policy: ImagePolicy | None = None) -> 
     )
 
 
-def encode_png(image: Image.Image) -> bytes:
-    """PNG bytes of an image."""
+def encode_png(image: Image.Image, compress_level: int = 6) -> bytes:
+    """PNG bytes of an image (``compress_level`` 1 is fast, 9 is small)."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
 
 
-def to_data_uri(png: bytes, mime: str = "image/png") -> str:
-    """A base64 data URI for PNG (or other) bytes."""
-    return f"data:{mime};base64,{base64.b64encode(png).decode('ascii')}"
-
-
 def pool_to_grid(values: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """Average-pool a 2-D map onto a (rows x cols) grid (cells split as evenly as possible)."""
+    """Average-pool a 2-D map onto a (rows x cols) grid (cells split as evenly as possible).
+
+    Exact block means through a summed-area table; when the grid is finer than the map, a cell
+    takes the one pixel it falls on.
+    """
     if values.ndim != 2:
         raise ValueError(f"expected a 2-D map, got shape {values.shape}")
     height, width = values.shape
     row_edges = np.linspace(0, height, rows + 1).round().astype(int)
     col_edges = np.linspace(0, width, cols + 1).round().astype(int)
-    out = np.zeros((rows, cols), dtype=np.float32)
-    for r in range(rows):
-        r0, r1 = row_edges[r], max(row_edges[r + 1], row_edges[r] + 1)
-        for c in range(cols):
-            c0, c1 = col_edges[c], max(col_edges[c + 1], col_edges[c] + 1)
-            out[r, c] = float(values[r0:r1, c0:c1].mean())
-    return out
+    r0, c0 = np.minimum(row_edges[:-1], height - 1), np.minimum(col_edges[:-1], width - 1)
+    r1, c1 = np.maximum(row_edges[1:], r0 + 1), np.maximum(col_edges[1:], c0 + 1)
+    summed = np.pad(values.astype(np.float64), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    r0, r1, c0, c1 = r0[:, None], r1[:, None], c0[None, :], c1[None, :]
+    total = summed[r1, c1] - summed[r0, c1] - summed[r1, c0] + summed[r0, c0]
+    return (total / ((r1 - r0) * (c1 - c0))).astype(np.float32)

@@ -18,7 +18,7 @@ from langchain_core.runnables import RunnableConfig
 from pydantic import ValidationError
 
 from riad_agent.components import Components, build_components
-from riad_agent.errors import InvalidRequestError, RiadError
+from riad_agent.errors import InvalidRequestError, RiadError, first_problem
 from riad_agent.schemas import InspectionReport, InspectionRequest
 from riad_agent.settings import Settings, load_settings
 
@@ -32,9 +32,8 @@ def parse_request(value: InspectionRequest | dict[str, Any]) -> InspectionReques
     try:
         return InspectionRequest.model_validate(value)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "request"
-        raise InvalidRequestError(f"invalid request field {where}: {first['msg']}") from exc
+        where, problem = first_problem(exc, "request")
+        raise InvalidRequestError(f"invalid request field {where}: {problem}") from exc
 
 
 class Inspector:

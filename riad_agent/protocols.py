@@ -63,11 +63,6 @@ class AnomalyMap:
     backbone: str
     heatmap_png: bytes | None = None
 
-    @property
-    def grid(self) -> tuple[int, int]:
-        rows, cols = self.patch_scores.shape
-        return int(rows), int(cols)
-
     def prior_map(self) -> np.ndarray:
         """The pixel map as a [0, 1] prior for patch injection: 0.5 at the image threshold."""
         if self.threshold <= 0:

@@ -19,7 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from riad_agent.errors import ConfigurationError
+from riad_agent.errors import ConfigurationError, first_problem
 
 
 def default_data_dir() -> Path:
@@ -125,8 +125,7 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "settings"
-        raise ConfigurationError(f"invalid setting {where}: {first['msg']}") from exc
+        where, problem = first_problem(exc, "settings")
+        raise ConfigurationError(f"invalid setting {where}: {problem}") from exc
     except (OSError, ValueError) as exc:  # malformed TOML
         raise ConfigurationError(f"cannot read configuration: {exc}") from exc

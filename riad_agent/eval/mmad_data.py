@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from riad_agent.errors import InvalidRequestError
+from riad_agent.errors import InvalidRequestError, first_problem
 from riad_agent.schemas import MultipleChoiceQuestion
 
 SUBTASKS: tuple[str, ...] = (
@@ -96,7 +96,6 @@ def load_mmad(data_root: Path, index_file: str = "mmad.json") -> dict[str, MmadI
         try:
             items[str(image)] = MmadItem.model_validate(value)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            raise InvalidRequestError(f"{path}: entry {image!r} is malformed at {where}: {first['msg']}") from exc
+            where, problem = first_problem(exc, "entry")
+            raise InvalidRequestError(f"{path}: entry {image!r} is malformed at {where}: {problem}") from exc
     return items

@@ -30,6 +30,7 @@ from riad_agent.errors import (
     ReasonerTimeoutError,
     RiadError,
     UnauthorizedError,
+    first_problem,
 )
 from riad_agent.protocols import Reasoner
 from riad_agent.serving.wire import (
@@ -153,9 +154,8 @@ class ReasonerService:
             try:
                 body = WireRequest.model_validate_json(raw)
             except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(part) for part in first["loc"]) or "body"
-                raise InvalidRequestError(f"invalid request field {where}: {first['msg']}") from exc
+                where, problem = first_problem(exc)
+                raise InvalidRequestError(f"invalid request field {where}: {problem}") from exc
             request = await asyncio.to_thread(decode_input, body, self.config.limits)
             job = self.worker.submit(request)
         except QueueFullError as exc:

@@ -75,3 +75,16 @@ def test_bad_option_syntax_is_typed(tmp_path: Path) -> None:
 def test_version_and_help() -> None:
     result = subprocess.run([RIAD, "--version"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.startswith("riad-agent ")
+
+
+def test_option_refused_by_a_contract_is_typed(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [RIAD, "triage", str(tmp_path), "--concurrency", "0", "--out", str(tmp_path / "r.jsonl")],
+        capture_output=True, text=True, timeout=120,
+        env={"PATH": "/usr/bin:/bin", "RIAD_DATA_DIR": str(tmp_path / "data"), "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "InvalidRequestError: invalid value for concurrency: Input should be greater than or equal to 1"
+    ]
+    assert not (tmp_path / "r.jsonl").exists()

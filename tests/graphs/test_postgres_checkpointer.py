@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,10 +20,11 @@ import pytest
 from langgraph.types import Command
 from support.fakes import FakeExpert, FakeKnowledge, FakeReasoner
 
-from riad_agent.components import build_components
+from riad_agent.components import Components, build_components
 from riad_agent.graphs.checkpoints import open_async_checkpointer
 from riad_agent.graphs.inspection import build_inspection_graph
 from riad_agent.schemas import InspectionRequest
+from riad_agent.serving.service import free_port
 from riad_agent.settings import Settings
 
 
@@ -46,9 +46,7 @@ def postgres_dsn() -> Iterator[str]:
     if os.geteuid() == 0:
         os.chown(root, owner.pw_uid, owner.pw_gid)
     data = root / "data"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     subprocess.run(_as_postgres(initdb, "-D", str(data), "-A", "trust", "-U", "riad"), check=True, capture_output=True)
     options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root}"
     subprocess.run(
@@ -69,7 +67,7 @@ async def test_review_survives_a_new_graph_instance(postgres_dsn: str, tmp_path:
     config = {"configurable": {"thread_id": f"review-{time.time_ns()}"}}
     request = InspectionRequest(image=str(images["bad"]), references=[str(images["ref0"])])
 
-    def components():  # type: ignore[no-untyped-def]
+    def components() -> Components:
         return build_components(settings, knowledge=FakeKnowledge(), expert=FakeExpert(), reasoner=FakeReasoner())
 
     async with open_async_checkpointer(settings) as saver:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
@@ -138,9 +139,9 @@ async def test_mcp_server_over_streamable_http(tmp_path: Path, images: dict[str,
 
     from langchain_mcp_adapters.client import MultiServerMCPClient
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    from riad_agent.serving.service import free_port
+
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, str(SUPPORT / "fake_mcp_server.py"), str(tmp_path), str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -151,6 +152,8 @@ async def test_mcp_server_over_streamable_http(tmp_path: Path, images: dict[str,
                 if attempt.connect_ex(("127.0.0.1", port)) == 0:
                     break
             await asyncio.sleep(0.1)
+        else:
+            pytest.fail(f"the MCP server did not open port {port} within 20 s")
         client = MultiServerMCPClient(
             {"riad": {"url": f"http://127.0.0.1:{port}/mcp", "transport": "streamable_http"}}
         )
