@@ -1,7 +1,9 @@
 """Knowledge search latency over the whole packaged base in embedded mode, as JSON.
 
 For each mode (dense, sparse, hybrid) it times the search with the query embedding included
-(``kb.search``) and excluded (``kb.search_encoded`` on pre-encoded queries), unfiltered.
+(``kb.search``) and excluded (``kb.search_encoded`` on pre-encoded queries), unfiltered. With MiniLM,
+hybrid search is also timed with the torch query encoder in place of the default onnxruntime one,
+interleaved query by query in the same run (``query_encoders``: p50s and their ratio).
 
     python benchmarks/knowledge_search.py [--repeats 5] [--embedder minilm|hashing] [--out FILE]
 """
@@ -37,6 +39,33 @@ def _percentiles(samples_ms: list[float]) -> dict[str, float]:
     ordered = sorted(samples_ms)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
     return {"p50_ms": round(statistics.median(ordered), 3), "p95_ms": round(p95, 3), "n": len(ordered)}
+
+
+def _compare_query_encoders(kb: object, repeats: int) -> dict[str, object]:
+    """Hybrid search p50 with the onnxruntime and the torch query encoder, side by side."""
+    from riad_agent.knowledge.embed import MiniLMEmbedder
+
+    fast = kb.embedder  # type: ignore[attr-defined]
+    slow = MiniLMEmbedder()
+    slow.embed(QUERIES[:2])  # warm-up
+    timings: dict[str, list[float]] = {"onnxruntime": [], "torch": []}
+    try:
+        for _ in range(repeats):
+            for query in QUERIES:
+                for name, embedder in (("onnxruntime", fast), ("torch", slow)):
+                    kb.embedder = embedder  # type: ignore[attr-defined]
+                    t0 = time.perf_counter()
+                    kb.search(query, k=4, mode="hybrid")  # type: ignore[attr-defined]
+                    timings[name].append((time.perf_counter() - t0) * 1000)
+    finally:
+        kb.embedder = fast  # type: ignore[attr-defined]
+    onnx_p50 = statistics.median(timings["onnxruntime"])
+    torch_p50 = statistics.median(timings["torch"])
+    return {
+        "hybrid_onnxruntime": _percentiles(timings["onnxruntime"]),
+        "hybrid_torch": _percentiles(timings["torch"]),
+        "torch_over_onnxruntime": round(torch_p50 / onnx_p50, 2),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                     "embedding_excluded": _percentiles(without_embed),
                 }
             result["modes"] = modes
+            if args.embedder == "minilm":
+                result["query_encoders"] = _compare_query_encoders(kb, args.repeats)
         finally:
             kb.close()
     text = json.dumps(result, indent=2)

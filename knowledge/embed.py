@@ -100,8 +100,10 @@ class MiniLMEmbedder:
         max_length: int = 256,
         num_threads: int | None = 2,
         query_batch: int = 8,
+        onnx_cache: Path | None = None,
     ) -> None:
         self.model_dir = model_dir or minilm_model_dir()
+        self.onnx_cache = onnx_cache
         self.model_id = MINILM_ID if model_dir is None else str(model_dir)
         self.dimension = 384
         self.batch_size = batch_size
@@ -115,10 +117,18 @@ class MiniLMEmbedder:
         return loaded
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit-norm float32 rows, one per text."""
+        """Unit-norm float32 rows, one per text.
+
+        Queries (at most ``query_batch`` texts) go through onnxruntime when ``onnx_cache`` is set
+        (see ``onnx_encoder.py``: ~3x faster, same vectors to ~1e-6); bulk ingestion uses torch.
+        """
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         loaded = self._model()
+        if self.onnx_cache is not None and len(texts) <= self.query_batch:
+            encoder = _onnx_encoder(str(self.model_dir), str(self.onnx_cache))
+            if encoder is not None:
+                return _embed_onnx(loaded.tokenizer, encoder, texts, self.max_length)
         torch = loaded.torch
         # A query (a few short texts) runs on one thread: on a busy machine, spreading a 20-token
         # forward over several threads costs far more in synchronisation than it saves (measured:
@@ -142,6 +152,24 @@ class MiniLMEmbedder:
         out = np.empty((len(texts), rows[0].shape[1]), dtype=np.float32)
         out[order] = np.concatenate(rows, axis=0)
         return out
+
+
+@lru_cache(maxsize=4)
+def _onnx_encoder(folder: str, cache: str) -> Any:
+    from riad_agent.knowledge.onnx_encoder import open_onnx_encoder
+
+    with _LOAD_LOCK:
+        return open_onnx_encoder(Path(folder), Path(cache))
+
+
+def _embed_onnx(tokenizer: Any, encoder: Any, texts: Sequence[str], max_length: int) -> np.ndarray:
+    encoded = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="np")
+    hidden = encoder(encoded["input_ids"], encoded["attention_mask"])
+    mask = encoded["attention_mask"][..., None].astype(np.float32)
+    pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+    norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+    out: np.ndarray = (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+    return out
 
 
 class HashingEmbedder:
@@ -171,10 +199,13 @@ class HashingEmbedder:
         return out
 
 
-def make_embedder(name: str) -> MiniLMEmbedder | HashingEmbedder:
-    """Embedder from the ``embedder`` setting: 'minilm', 'hashing' or a local model folder."""
+def make_embedder(name: str, onnx_cache: Path | None = None) -> MiniLMEmbedder | HashingEmbedder:
+    """Embedder from the ``embedder`` setting: 'minilm', 'hashing' or a local model folder.
+
+    With ``onnx_cache`` (a folder) MiniLM queries run through onnxruntime (exported there once).
+    """
     if name == "minilm":
-        return MiniLMEmbedder()
+        return MiniLMEmbedder(onnx_cache=onnx_cache)
     if name == "hashing" or name.startswith("hashing-"):
         dim = int(name.split("-", 1)[1]) if "-" in name else 384
         return HashingEmbedder(dim)

@@ -39,7 +39,7 @@ def open_knowledge_base(
     """Connect (embedded store or server) and make sure the packaged base is in it."""
     client = connect(settings)
     kb = QdrantKnowledgeBase(
-        client, embedder or make_embedder(settings.embedder), collection=settings.collection
+        client, embedder or make_embedder(settings.embedder, settings.model_cache_dir), collection=settings.collection
     )
     if ingest_packaged:
         try:

@@ -154,7 +154,7 @@ class QdrantKnowledgeBase:
         from riad_agent.knowledge.embed import make_embedder
 
         client = connect(settings)
-        return cls(client, embedder or make_embedder(settings.embedder), collection=settings.collection)
+        return cls(client, embedder or make_embedder(settings.embedder, settings.model_cache_dir), collection=settings.collection)
 
     def close(self) -> None:
         """Release the client (and the embedded store's lock)."""

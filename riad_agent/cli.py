@@ -329,12 +329,14 @@ def _register_components() -> None:
     from riad_agent.commands.bench_latent import bench_latent
     from riad_agent.commands.eval_expert import eval_expert
     from riad_agent.commands.eval_mmad import eval_mmad
+    from riad_agent.commands.eval_qa import eval_qa
     from riad_agent.commands.kb import app as kb_app
     from riad_agent.commands.serve_reasoner import serve_reasoner
 
     app.add_typer(kb_app, name="kb", help="The defect knowledge base: ingest, list, search, eval.")
     eval_app.command("expert")(eval_expert)
     eval_app.command("mmad")(eval_mmad)
+    eval_app.command("qa")(eval_qa)
     bench_app.callback(invoke_without_command=True)(bench)
     bench_app.command("latent")(bench_latent)
     serve_app.command("reasoner")(serve_reasoner)

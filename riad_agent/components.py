@@ -109,18 +109,15 @@ def _open_reasoner(settings: Settings) -> Reasoner:
         from riad_agent.serving.client import HttpReasoner
 
         return HttpReasoner(settings.reasoner_url, token=settings.reasoner_token, timeout_s=settings.reasoner_timeout_s)
-    if settings.vlm_model == "builtin":
-        raise BackendUnavailableError(
-            "the builtin compact VLM is not part of this build yet; set RIAD_VLM_MODEL to a Qwen2-VL, "
-            "Qwen2.5-VL, Qwen3-VL or LLaVA hub id or local path to run the latent reasoner"
-        )
-    from riad_agent.models.loading import load_vlm
-    from riad_agent.reasoning import LatentConfig, LatentReasoner
+    from riad_agent.models.loading import open_vlm
+    from riad_agent.reasoning import LatentReasoner
+    from riad_agent.reasoning.config import config_for
 
-    vlm = load_vlm(
+    vlm = open_vlm(
         settings.vlm_model,
         device=settings.device,
         dtype=settings.dtype,
         max_image_pixels=settings.max_image_pixels,
+        cache_dir=settings.model_cache_dir,
     )
-    return LatentReasoner(vlm, LatentConfig())
+    return LatentReasoner(vlm, config_for(vlm))

@@ -63,6 +63,10 @@ class Settings(BaseSettings):
 
     # reasoning
     vlm_model: str = Field(default="builtin", description="'builtin', a hub id or a local path.")
+    model_cache_dir: Path = Field(
+        default_factory=lambda: default_data_dir() / "models",
+        description="Converted model weights (the builtin model's language model); shared by data dirs.",
+    )
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     reasoner_url: str | None = Field(
@@ -86,7 +90,7 @@ class Settings(BaseSettings):
         default=None, ge=0, le=0.5, description="Ask a human when |score - 0.5| is below this."
     )
 
-    @field_validator("data_dir", mode="after")
+    @field_validator("data_dir", "model_cache_dir", mode="after")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()

@@ -1,8 +1,8 @@
 """Time every stage of one inspection on generated images, with the real parts where they exist.
 
 Image load (``riad_agent.imaging``), knowledge retrieval (the packaged base in embedded Qdrant),
-the vision expert, then the reasoner's stages on a tiny random Qwen2-VL (the builtin VLM does not
-exist yet): prefix forward, latent loop, decode; finally report formatting (``build_report``).
+the vision expert, then the reasoner's stages on the configured VLM (the builtin model by default):
+prefix forward, latent loop, decode; finally report formatting (``build_report``).
 """
 
 from __future__ import annotations

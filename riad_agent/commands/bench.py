@@ -25,6 +25,9 @@ def bench(
     ] = None,
     steps: Annotated[int, typer.Option(min=1, max=200, help="Latent iterations T.")] = 10,
     threads: Annotated[int, typer.Option(min=1, max=64, help="torch CPU threads.")] = 1,
+    vlm: Annotated[
+        str | None, typer.Option(help="'builtin' (default), 'tiny' (default when reduced) or a model id.")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Also write the JSON here.")] = None,
 ) -> None:
     """Benchmark the pipeline on generated images; print a summary (or JSON) and draw the chart."""
@@ -37,7 +40,7 @@ def bench(
         from riad_agent.errors import OutputWriteError
 
         config = BenchConfig(
-            images=images, reduced=reduced, embedder=embedder, latent_steps=steps, threads=threads
+            images=images, reduced=reduced, embedder=embedder, latent_steps=steps, threads=threads, vlm=vlm
         )
         with console.status("benchmark") as status:
             result = run_bench(config, progress=lambda stage: status.update(f"benchmark: {stage}"))

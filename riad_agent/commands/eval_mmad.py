@@ -29,9 +29,10 @@ def _load_model(model: str, device: str, dtype: str) -> VisionLanguageModel:
         from riad_agent.models.tiny import build_tiny_qwen2_vl
 
         return build_tiny_qwen2_vl("qwen2_vl", seed=0)
-    from riad_agent.models.loading import load_vlm
+    from riad_agent.models.loading import open_vlm
+    from riad_agent.settings import load_settings
 
-    return load_vlm(model, device=device, dtype=dtype)
+    return open_vlm(model, device=device, dtype=dtype, cache_dir=load_settings().model_cache_dir)
 
 
 def _open_knowledge(embedder: str | None, data_dir: Path | None) -> KnowledgeBase:
@@ -69,7 +70,7 @@ def scores_table(scores: MmadScores, title: str) -> Table:
 def eval_mmad(
     data: Annotated[Path, typer.Option(help="The MMAD folder (holds mmad.json and the images).")],
     model: Annotated[
-        str, typer.Option(help="'tiny' (random tiny Qwen2-VL, smoke runs), a hub id or a local path.")
+        str, typer.Option(help="'tiny' (random tiny Qwen2-VL, smoke runs), 'builtin', a hub id or a local path.")
     ] = TINY_MODEL,
     shots: Annotated[int, typer.Option(min=0, max=8, help="Normal templates shown (first similar ones).")] = 1,
     knowledge: Annotated[bool, typer.Option(help="Add the product's retrieved knowledge.")] = False,

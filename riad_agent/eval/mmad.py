@@ -14,6 +14,7 @@ import os
 import random
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -25,7 +26,8 @@ from riad_agent.eval.mmad_data import MmadItem, dataset_of, load_mmad, product_o
 from riad_agent.eval.mmad_scoring import MmadScores, ScoredAnswer, parse_answer, score_answers
 from riad_agent.models.base import VisionLanguageModel
 from riad_agent.protocols import Expert, KnowledgeBase, ReasoningInput
-from riad_agent.reasoning import LatentConfig, LatentReasoner
+from riad_agent.reasoning import LatentReasoner
+from riad_agent.reasoning.config import config_for
 from riad_agent.schemas import KnowledgeHit
 
 MmadProgress = Callable[[int, int], None]
@@ -36,6 +38,7 @@ KNOWLEDGE_DATASETS = {
     "DS-MVTec": "mvtec",
     "MVTec-LOCO": "mvtec_loco",
     "VisA": "visa",
+    "ELPV": "elpv",
 }
 """MMAD source dataset -> dataset name in the knowledge base (others resolve by product alone)."""
 
@@ -49,9 +52,16 @@ class MmadRunConfig(BaseModel):
     templates: Literal["similar", "random"] = Field(
         default="similar", description="Template list of mmad.json the shots come from (first k)."
     )
+    expert_shots: int | None = Field(
+        default=None,
+        ge=1,
+        description="Templates (from the same list) the vision expert compares with; None = shots.",
+    )
     knowledge: bool = False
     knowledge_k: int = Field(default=3, ge=1, le=20)
     latent: bool = True
+    inject: bool | None = Field(default=None, description="Patch injection; None = the same as latent.")
+    prior_weight: float = Field(default=0.5, ge=0, le=1, description="Expert prior weight in patch choice.")
     latent_steps: int = Field(default=10, ge=1, le=200, description="T when latent reasoning is on.")
     latent_tokens: int = Field(default=4, ge=1, le=64)
     rationale_tokens: int = Field(default=24, ge=1, le=512, description="Greedy tokens of the response.")
@@ -61,6 +71,10 @@ class MmadRunConfig(BaseModel):
     )
     sample: int | None = Field(default=None, ge=1, description="Random questions to ask; None = all.")
     seed: int = 0
+
+    @property
+    def injects(self) -> bool:
+        return self.latent if self.inject is None else self.inject and self.latent
 
 
 class MmadAnswer(BaseModel):
@@ -105,9 +119,11 @@ def build_mmad_reasoner(vlm: VisionLanguageModel, config: MmadRunConfig) -> Late
     """The reasoner of a configuration: T steps with injection, or T=0 without (plain decode)."""
     return LatentReasoner(
         vlm,
-        LatentConfig(
+        config_for(
+            vlm,
             steps=config.latent_steps if config.latent else 0,
-            inject_patches=config.latent,
+            inject_patches=config.injects,
+            prior_weight=config.prior_weight,
             latent_tokens=config.latent_tokens,
             rationale_tokens=config.rationale_tokens,
         ),
@@ -152,6 +168,12 @@ def _append(path: Path, answer: MmadAnswer) -> None:
         raise OutputWriteError(f"cannot append to {path}: {exc}") from exc
 
 
+@lru_cache(maxsize=256)
+def _open_template(root: Path, relative: str) -> Image.Image:
+    """Templates repeat across questions (the expert's reference pool): decode each once."""
+    return _open_image(root, relative)
+
+
 def _open_image(root: Path, relative: str) -> Image.Image:
     path = root / relative
     if not path.is_file():
@@ -194,7 +216,8 @@ def answer_question(
     question = mmad_question.to_choice()
     query = _open_image(root, image)
     pool = item.similar_templates if config.templates == "similar" else item.random_templates
-    templates = [_open_image(root, path) for path in pool[: config.shots]]
+    templates = [_open_template(root, path) for path in pool[: config.shots]]
+    references = [_open_template(root, path) for path in pool[: config.expert_shots or config.shots]]
     category: str | None = None
     hits: list[KnowledgeHit] = []
     if config.knowledge and knowledge is not None:
@@ -202,8 +225,8 @@ def answer_question(
         if category is not None:
             hits = knowledge.search(question.render(), category, config.knowledge_k)
     prior = None
-    if expert is not None and templates:
-        prior = expert.analyse(query, templates, category).prior_map()
+    if expert is not None and references:
+        prior = expert.analyse(query, references, category).prior_map()
     result = reasoner.reason(
         ReasoningInput(
             image=query,
@@ -214,7 +237,7 @@ def answer_question(
             category=category,
             latent_steps=config.latent_steps,
             latent_tokens=config.latent_tokens,
-            inject_patches=config.latent,
+            inject_patches=config.injects,
             seed=config.seed,
         )
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -35,10 +36,15 @@ class TextSegment:
 
 @dataclass(frozen=True)
 class ImageSegment:
-    """An image in the prompt; exactly one segment of a prompt has ``role='query'``."""
+    """An image in the prompt; exactly one segment of a prompt has ``role='query'``.
+
+    ``evidence`` is the vision expert's [0, 1] prior map for this image (any 2-D size, 0.5 = edge of
+    normal). Models that read it as input channels (the builtin model) use it; others ignore it.
+    """
 
     image: Image.Image
     role: ImageRole = "query"
+    evidence: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 Segment = TextSegment | ImageSegment
@@ -190,6 +196,24 @@ class VisionLanguageModel(Protocol):
     def decode_tokens(self, ids: list[int]) -> str:
         """Token ids to text, special tokens dropped."""
         ...
+
+
+def labelled_segments(segments: list[Segment]) -> list[tuple[Segment, str]]:
+    """Each segment with the name errors use for it ('query image', 'template image 2', '' for text).
+
+    Raises ``InvalidImageError`` unless exactly one segment is the query image.
+    """
+    if sum(isinstance(s, ImageSegment) and s.role == "query" for s in segments) != 1:
+        raise InvalidImageError("a prompt needs exactly one query image")
+    labelled: list[tuple[Segment, str]] = []
+    templates = 0
+    for segment in segments:
+        if isinstance(segment, TextSegment):
+            labelled.append((segment, ""))
+            continue
+        templates += segment.role == "template"
+        labelled.append((segment, "query image" if segment.role == "query" else f"template image {templates}"))
+    return labelled
 
 
 def check_image(image: object, max_pixels: int, label: str = "image") -> Image.Image:

@@ -26,6 +26,7 @@ from riad_agent.models.base import (
     TextSegment,
     VisualSpan,
     check_image,
+    labelled_segments,
 )
 from riad_agent.models.hf_decoder import HFDecoderAdapter
 
@@ -102,20 +103,15 @@ class LlavaAdapter(HFDecoderAdapter):
 
     def prepare(self, segments: list[Segment]) -> PreparedPrompt:
         """Tokenise system + user turn; each image becomes ``image_seq_length`` projected patch features."""
-        if sum(isinstance(s, ImageSegment) and s.role == "query" for s in segments) != 1:
-            raise InvalidImageError("a prompt needs exactly one query image")
         ids: list[int] = []
         if self.tokenizer.bos_token_id is not None:
             ids.append(int(self.tokenizer.bos_token_id))
         ids += self._encode(self.system_prompt + self.user_prefix)
         pixels, images, starts = [], [], []
-        template_index = 0
-        for segment in segments:
+        for segment, label in labelled_segments(segments):
             if isinstance(segment, TextSegment):
                 ids += self._encode(segment.text)
                 continue
-            template_index += segment.role == "template"
-            label = "query image" if segment.role == "query" else f"template image {template_index}"
             pixels.append(self._process_image(segment.image, label))
             starts.append(len(ids))
             ids += [self.image_token_id] * self.image_seq_length

@@ -36,6 +36,25 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
+BUILTIN = "builtin"
+
+
+def open_vlm(
+    name: str,
+    device: str = "auto",
+    dtype: str = "auto",
+    max_image_pixels: int = 40_000_000,
+    cache_dir: Path | None = None,
+) -> VisionLanguageModel:
+    """'builtin' (the offline compact model, language model cached under ``cache_dir``) or any
+    checkpoint :func:`load_vlm` reads."""
+    if name == BUILTIN:
+        from riad_agent.models.builtin.loading import load_builtin
+
+        return load_builtin(cache_dir=cache_dir, device=device, dtype=dtype, max_image_pixels=max_image_pixels)
+    return load_vlm(name, device=device, dtype=dtype, max_image_pixels=max_image_pixels)
+
+
 def load_vlm(
     name_or_path: str | Path,
     device: str = "auto",

@@ -12,6 +12,11 @@ DEFAULT_INSTRUCTION = (
 )
 
 
+BUILTIN_PROMPT_BUDGET = (160, 2, 0)
+"""(characters per knowledge entry, entries, template images) in the builtin model's prompt: what it
+was trained with (its references reach it as the expert's evidence, not as template images)."""
+
+
 class LatentConfig(BaseModel):
     """Configuration of :class:`~riad_agent.reasoning.reasoner.LatentReasoner`.
 
@@ -62,3 +67,12 @@ class LatentConfig(BaseModel):
     )
     rationale_tokens: int = Field(default=24, ge=0, le=512, description="Greedy tokens of the rationale.")
     instruction: str = DEFAULT_INSTRUCTION
+    knowledge_chars: int = Field(default=600, ge=40, description="Characters kept of each knowledge entry.")
+    knowledge_hits: int | None = Field(default=None, ge=0, description="Entries put in the prompt (None = all).")
+    max_templates: int | None = Field(default=None, ge=0, description="Template images shown (None = all given).")
+
+
+def config_for(vlm: object, **overrides: object) -> LatentConfig:
+    """A config with the model's own defaults (``vlm.latent_defaults``, e.g. its prompt budget) and ``overrides``."""
+    defaults = dict(getattr(vlm, "latent_defaults", {}))
+    return LatentConfig.model_validate({**defaults, **overrides})

@@ -43,7 +43,11 @@ class LatentReasoner:
         """Build the prompt, run the prefix once and collect what the loop needs."""
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        prompt = self.vlm.prepare(build_segments(request, self.config.instruction))
+        config = self.config
+        segments = build_segments(
+            request, config.instruction, config.knowledge_chars, config.knowledge_hits, config.max_templates
+        )
+        prompt = self.vlm.prepare(segments)
         timings["prepare_ms"] = (time.perf_counter() - started) * 1000.0
         started = time.perf_counter()
         prefix = self.vlm.prefix_forward(prompt)
@@ -61,7 +65,6 @@ class LatentReasoner:
                 prior = pool_prior(request.patch_prior, span.rows, span.cols)
             except ValueError as exc:
                 raise InvalidRequestError(str(exc)) from exc
-        config = self.config
         latent_tokens = config.latent_tokens if config.latent_tokens is not None else request.latent_tokens
         steps = config.steps if config.steps is not None else request.latent_steps
         setup = LoopSetup(

@@ -297,16 +297,19 @@ def tiny_reasoner(device: str = "cpu") -> Callable[[], Reasoner]:
 
 
 def model_loader(model: str, device: str = "auto", dtype: str = "auto") -> Callable[[], Reasoner]:
-    """A loader for ``model``: 'tiny' or a hub id / local path given to ``load_vlm``."""
+    """A loader for ``model``: 'tiny', 'builtin' or a hub id / local path given to ``load_vlm``."""
     if model == "tiny":
         from riad_agent.models.loading import resolve_device
 
         return tiny_reasoner(str(resolve_device(device)))
 
     def load() -> Reasoner:
-        from riad_agent.models.loading import load_vlm
-        from riad_agent.reasoning import LatentConfig, LatentReasoner
+        from riad_agent.models.loading import open_vlm
+        from riad_agent.reasoning import LatentReasoner
+        from riad_agent.reasoning.config import config_for
+        from riad_agent.settings import load_settings
 
-        return LatentReasoner(load_vlm(model, device=device, dtype=dtype), LatentConfig())
+        vlm = open_vlm(model, device=device, dtype=dtype, cache_dir=load_settings().model_cache_dir)
+        return LatentReasoner(vlm, config_for(vlm))
 
     return load

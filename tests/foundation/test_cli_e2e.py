@@ -1,4 +1,4 @@
-"""`riad inspect` and `riad demo` end to end with the real expert and knowledge base (no reasoner model)."""
+"""`riad inspect` and `riad demo` end to end: the real expert, knowledge base and builtin reasoner."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from PIL import Image
 
 from riad_agent.data.synthetic import generate_sample
+from riad_agent.settings import Settings
 
 RIAD = str(Path(sys.executable).with_name("riad"))
 
@@ -22,6 +23,8 @@ def _env(tmp: Path) -> dict[str, str]:
         "RIAD_DATA_DIR": str(tmp / "data"),
         "RIAD_EMBEDDER": "hashing",  # the plumbing, not retrieval quality, is under test here
         "HF_HUB_OFFLINE": "1",
+        # the converted builtin language model is shared with the other tests (one conversion per machine)
+        "RIAD_MODEL_CACHE_DIR": str(Settings().model_cache_dir),
     }
 
 
@@ -47,7 +50,8 @@ def test_inspect_finds_the_generated_defect(tmp_path: Path) -> None:
     top = max(report["regions"], key=lambda r: r["score"])
     assert top["x0"] < x1 and x0 < top["x1"] and top["y0"] < y1 and y0 < top["y1"]  # overlaps the defect
     assert report["knowledge"] and all(k["id"].startswith("synthetic/washer/") for k in report["knowledge"])
-    assert report["degraded"] == ["reasoner_unavailable"]  # the default builtin VLM is not in this build
+    assert report["degraded"] == []  # the builtin VLM ran the latent loop
+    assert report["models"]["reasoner"] == "riad-builtin-v1" and report["trace"]["iterations"]
     assert report["models"]["expert"].startswith("efficientnet-lite0")
     assert Image.open(heatmap).size == sample.image.size
 
@@ -61,5 +65,7 @@ def test_demo_runs_the_graph_on_generated_parts(tmp_path: Path) -> None:
     records = [json.loads(line) for line in result.stdout.splitlines()]
     verdicts = {r["case"]: r["verdict"] for r in records}
     assert verdicts == {"normal": "normal", "scratch": "anomalous", "hole": "anomalous"}
+    assert all(r["degraded"] == [] and r["models"]["reasoner"] == "riad-builtin-v1" for r in records)
+    assert all(r["trace"]["iterations"] for r in records)  # the latent loop ran on every image
     assert (tmp_path / "demo" / "heatmap_hole.png").is_file()
     assert (tmp_path / "demo" / "report_scratch.json").is_file()

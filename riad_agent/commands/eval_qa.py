@@ -1,0 +1,104 @@
+"""``riad eval qa``: the builtin model's ablation on MMAD-style questions about held-out real images.
+
+Builds (once) an MMAD-layout question set from the test splits of an MVTec AD folder and of ELPV
+(``riad_agent/qa/sources.py``), then answers it under each ablation row (``riad_agent/qa/ablation.py``)
+and prints the table. Answers are JSONL per row: an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+
+from riad_agent.errors import RiadError
+
+
+def eval_qa(
+    mvtec: Annotated[Path | None, typer.Option(help="MVTec AD-layout folder; its test images are asked about.")] = None,
+    elpv: Annotated[int, typer.Option(min=0, help="ELPV test cells per class and type (0 = no ELPV).")] = 20,
+    model: Annotated[str, typer.Option(help="'builtin', or a hub id / local path of a supported VLM.")] = "builtin",
+    steps: Annotated[int, typer.Option(min=1, max=200, help="Latent iterations T in the latent rows.")] = 6,
+    rows: Annotated[str | None, typer.Option(help="Comma-separated row slugs to run (default all).")] = None,
+    expert_shots: Annotated[int, typer.Option(min=1, help="References the vision expert compares with.")] = 50,
+    out: Annotated[Path, typer.Option(help="Folder for the question set, the answers and the table.")] = Path(
+        "results/qa"
+    ),
+    seed: Annotated[int, typer.Option(help="Seed of the splits, the option order and the latent loop.")] = 0,
+    sample: Annotated[
+        int | None, typer.Option(min=1, help="Ask every row the same random N questions (default all).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="'auto', 'cpu', 'cuda'.")] = "auto",
+    json_out: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+) -> None:
+    """Ablation of the method on questions about held-out real defects (MMAD protocol)."""
+    console = Console(stderr=True)
+    try:
+        from riad_agent.errors import InvalidRequestError
+        from riad_agent.expert import open_expert
+        from riad_agent.knowledge import open_knowledge_base
+        from riad_agent.models.loading import open_vlm
+        from riad_agent.qa.ablation import ablation_markdown, ablation_steps, run_ablation
+        from riad_agent.qa.mmad_layout import write_mmad_layout
+        from riad_agent.qa.sources import LabelledSet, elpv_set, mvtec_set
+        from riad_agent.settings import load_settings
+
+        settings = load_settings()
+        data_root = out / "questions"
+        if not (data_root / "mmad.json").is_file():
+            data = LabelledSet()
+            if mvtec is not None:
+                data.extend(mvtec_set(mvtec, "test"))
+            if elpv > 0:
+                data.extend(elpv_set("test", elpv, seed=seed))
+            if not data.images:
+                raise InvalidRequestError("nothing to ask about: give --mvtec and/or --elpv > 0")
+            with console.status("writing the question set"):
+                counts = write_mmad_layout(data, data_root, seed=seed)
+            console.print(f"question set: {counts['images']} images, {counts['questions']} questions -> {data_root}")
+        chosen = ablation_steps(steps, expert_shots, seed=seed, sample=sample)
+        if rows:
+            wanted = [slug.strip() for slug in rows.split(",") if slug.strip()]
+            unknown = sorted(set(wanted) - {s.slug for s in chosen})
+            if unknown:
+                raise InvalidRequestError(
+                    f"unknown row(s) {', '.join(unknown)}; choose from {', '.join(s.slug for s in chosen)}"
+                )
+            chosen = [s for s in chosen if s.slug in wanted]
+        with console.status(f"loading {model}, the knowledge base and the expert"):
+            vlm = open_vlm(model, device=device, cache_dir=settings.model_cache_dir)
+            knowledge = open_knowledge_base(settings)
+            expert = open_expert(settings)
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+        ) as bar:
+            tasks: dict[str, TaskID] = {}
+
+            def progress(name: str, done: int, total: int) -> None:
+                if name not in tasks:
+                    tasks[name] = bar.add_task(name, total=total)
+                bar.update(tasks[name], completed=done, total=total)
+
+            try:
+                results = run_ablation(data_root, vlm, chosen, out / "answers", knowledge, expert, progress)
+            finally:
+                close = getattr(knowledge, "close", None)
+                if callable(close):
+                    close()
+        table = ablation_markdown(results)
+        (out / "ablation.md").write_text(table + "\n", encoding="utf-8")
+        (out / "ablation.json").write_text(
+            json.dumps([r.model_dump(mode="json") for r in results], indent=1), encoding="utf-8"
+        )
+        if json_out:
+            typer.echo(json.dumps([r.model_dump(mode="json") for r in results], indent=1))
+        else:
+            typer.echo(table)
+            typer.echo(f"answers under {out / 'answers'}; table {out / 'ablation.md'}")
+    except RiadError as exc:
+        console.print(exc.one_line(), markup=False, highlight=False)
+        raise typer.Exit(exc.exit_code) from None
