@@ -12,6 +12,7 @@ localisation question; normal images get detection and the two object questions.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from riad_agent.knowledge.ingest import default_base_path, parse_category_file
-from riad_agent.knowledge.schema import CategoryFile
+from riad_agent.knowledge.schema import CategoryFile, DefectSpec
 from riad_agent.schemas import MultipleChoiceQuestion
 
 DETECTION = "Anomaly Detection"
@@ -31,6 +32,20 @@ OBJECT_CLASSIFICATION = "Object Classification"
 OBJECT_ANALYSIS = "Object Analysis"
 
 PLACES = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
+
+
+DEFECT_QUESTIONS: dict[str, tuple[str, Callable[[DefectSpec], str]]] = {
+    CLASSIFICATION: ("There is a defect in the object. What is the type of the defect?", lambda d: d.name),
+    DESCRIPTION: (
+        "There is a defect in the object. What does the defect look like?",
+        lambda d: first_sentence(d.visual_cues),
+    ),
+    ANALYSIS: (
+        "There is a defect in the object. What is the most likely cause of this defect?",
+        lambda d: first_sentence(d.likely_cause),
+    ),
+}
+"""Defect subtasks answered from the type's knowledge entry: the question and each option's text."""
 
 
 @dataclass(frozen=True)
@@ -161,28 +176,8 @@ class QuestionMaker:
         elsewhere = [d for s in others for d in s.defects]
         rng.shuffle(elsewhere)
         pool = same + elsewhere
-        if subtask == CLASSIFICATION:
-            return _choice(
-                "There is a defect in the object. What is the type of the defect?",
-                true.name,
-                [d.name for d in pool],
-                rng,
-                n,
-            )
-        if subtask == DESCRIPTION:
-            return _choice(
-                "There is a defect in the object. What does the defect look like?",
-                first_sentence(true.visual_cues),
-                [first_sentence(d.visual_cues) for d in pool],
-                rng,
-                n,
-            )
-        if subtask == ANALYSIS:
-            return _choice(
-                "There is a defect in the object. What is the most likely cause of this defect?",
-                first_sentence(true.likely_cause),
-                [first_sentence(d.likely_cause) for d in pool],
-                rng,
-                n,
-            )
+        if subtask not in DEFECT_QUESTIONS:
+            raise ValueError(f"unknown subtask {subtask!r}")
+        text, option = DEFECT_QUESTIONS[subtask]
+        return _choice(text, option(true), [option(d) for d in pool], rng, n)
         raise ValueError(f"unknown subtask {subtask!r}")

@@ -262,8 +262,8 @@ class Trainer:
     @torch.no_grad()
     def letter_accuracy(self, examples: list[Example], rng: random.Random, per_image: int = 2) -> dict[str, float]:
         """Accuracy of the answer letter (argmax over the option letters) per subtask, no latents."""
-        saved = self.config.latent_rate, self.config.knowledge_rate, self.config.evidence_dropout
-        self.config.latent_rate, self.config.knowledge_rate, self.config.evidence_dropout = 0.0, 0.5, 0.0
+        saved = self.config  # validation: no latent suffix, no evidence dropout
+        self.config = saved.model_copy(update={"latent_rate": 0.0, "knowledge_rate": 0.5, "evidence_dropout": 0.0})
         tallies: dict[str, list[int]] = {}
         try:
             for example in examples:
@@ -278,7 +278,7 @@ class Trainer:
                     hit = max(scores, key=lambda k: scores[k]) == question.answer
                     tallies.setdefault(subtask, []).append(int(hit))
         finally:
-            self.config.latent_rate, self.config.knowledge_rate, self.config.evidence_dropout = saved
+            self.config = saved
         return {k: sum(v) / len(v) for k, v in sorted(tallies.items())}
 
 
