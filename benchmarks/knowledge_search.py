@@ -1,9 +1,13 @@
 """Knowledge search latency over the whole packaged base in embedded mode, as JSON.
 
 For each mode (dense, sparse, hybrid) it times the search with the query embedding included
-(``kb.search``) and excluded (``kb.search_encoded`` on pre-encoded queries), unfiltered. With MiniLM,
-hybrid search is also timed with the torch query encoder in place of the default onnxruntime one,
-interleaved query by query in the same run (``query_encoders``: p50s and their ratio).
+(``kb.search``) and excluded (``kb.search_encoded`` on pre-encoded queries), unfiltered; hybrid also
+with a category filter (``hybrid_filtered``, categories taken in turn). ``hybrid_paths`` times, query
+by query in the same run, hybrid search with the sparse search overlapping the query embedding
+(``kb.search``) against embedding first and searching after (``search_encoded(encode_query(q))``),
+filter off and on. With MiniLM, hybrid search is also timed with the torch query encoder in place of
+the default onnxruntime one, interleaved the same way (``query_encoders``: p50s and their ratio).
+The load average before and after is recorded: the timings mean little on a busy machine.
 
     python benchmarks/knowledge_search.py [--repeats 5] [--embedder minilm|hashing] [--out FILE]
 """
@@ -68,6 +72,37 @@ def _compare_query_encoders(kb: object, repeats: int) -> dict[str, object]:
     }
 
 
+def _compare_hybrid_paths(kb: object, categories: list[str], repeats: int) -> dict[str, object]:
+    """Hybrid search overlapped with the embedding vs embedding then search, interleaved."""
+    timings: dict[str, list[float]] = {name: [] for name in ("overlapped", "sequential")}
+    timings |= {f"{name}_filtered": [] for name in ("overlapped", "sequential")}
+    for _ in range(repeats):
+        for index, query in enumerate(QUERIES):
+            for category in (None, categories[index % len(categories)]):
+                suffix = "_filtered" if category else ""
+                t0 = time.perf_counter()
+                kb.search(query, category=category, k=4, mode="hybrid")  # type: ignore[attr-defined]
+                timings["overlapped" + suffix].append((time.perf_counter() - t0) * 1000)
+                t0 = time.perf_counter()
+                encoded = kb.encode_query(query, "hybrid")  # type: ignore[attr-defined]
+                kb.search_encoded(encoded, category=category, k=4, mode="hybrid")  # type: ignore[attr-defined]
+                timings["sequential" + suffix].append((time.perf_counter() - t0) * 1000)
+    result: dict[str, object] = {name: _percentiles(samples) for name, samples in timings.items()}
+    for suffix in ("", "_filtered"):
+        ratio = statistics.median(timings["sequential" + suffix]) / statistics.median(
+            timings["overlapped" + suffix]
+        )
+        result["sequential_over_overlapped" + suffix] = round(ratio, 2)
+    return result
+
+
+def _loadavg() -> str:
+    try:
+        return Path("/proc/loadavg").read_text(encoding="utf-8").strip()
+    except OSError:
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="Passes over the query list.")
@@ -89,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             for query in QUERIES[:3]:  # warm-up: model load, caches
                 kb.search(query, mode="hybrid")
             result: dict[str, object] = {
+                "loadavg_before": _loadavg(),
                 "embedder": kb.embedder.model_id,
                 "points": points,
                 "categories": len(kb.categories()),
@@ -96,26 +132,30 @@ def main(argv: list[str] | None = None) -> int:
                 "queries": len(QUERIES) * args.repeats,
                 "modes": {},
             }
+            categories = kb.categories()
             modes: dict[str, dict[str, object]] = {}
-            for mode in ("dense", "sparse", "hybrid"):
+            for mode, filtered in (("dense", False), ("sparse", False), ("hybrid", False), ("hybrid", True)):
                 encoded = {q: kb.encode_query(q, mode) for q in QUERIES}
                 with_embed: list[float] = []
                 without_embed: list[float] = []
                 for _ in range(args.repeats):
-                    for query in QUERIES:
+                    for index, query in enumerate(QUERIES):
+                        category = categories[index % len(categories)] if filtered else None
                         t0 = time.perf_counter()
-                        kb.search(query, k=4, mode=mode)
+                        kb.search(query, category=category, k=4, mode=mode)
                         with_embed.append((time.perf_counter() - t0) * 1000)
                         t0 = time.perf_counter()
-                        kb.search_encoded(encoded[query], k=4, mode=mode)
+                        kb.search_encoded(encoded[query], category=category, k=4, mode=mode)
                         without_embed.append((time.perf_counter() - t0) * 1000)
-                modes[mode] = {
+                modes[mode + ("_filtered" if filtered else "")] = {
                     "embedding_included": _percentiles(with_embed),
                     "embedding_excluded": _percentiles(without_embed),
                 }
             result["modes"] = modes
+            result["hybrid_paths"] = _compare_hybrid_paths(kb, categories, args.repeats)
             if args.embedder == "minilm":
                 result["query_encoders"] = _compare_query_encoders(kb, args.repeats)
+            result["loadavg_after"] = _loadavg()
         finally:
             kb.close()
     text = json.dumps(result, indent=2)

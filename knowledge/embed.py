@@ -11,7 +11,7 @@ import hashlib
 import os
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -129,6 +129,27 @@ class MiniLMEmbedder:
             encoder = _onnx_encoder(str(self.model_dir), str(self.onnx_cache))
             if encoder is not None:
                 return _embed_onnx(loaded.tokenizer, encoder, texts, self.max_length)
+        return self._embed_torch(loaded, texts)
+
+    def start_query(self, text: str) -> Callable[[], np.ndarray]:
+        """Tokenize one query now; the returned call runs the forward and gives ``embed([text])[0]``.
+
+        On the onnxruntime path that call holds the GIL only briefly (the forward drops it), which
+        lets the caller start Python work on another thread in between; otherwise the vector is
+        computed here at once.
+        """
+        loaded = self._model()
+        encoder = _onnx_encoder(str(self.model_dir), str(self.onnx_cache)) if self.onnx_cache is not None else None
+        if encoder is None:
+            vector = self._embed_torch(loaded, [text])[0]
+            return lambda: vector
+        encoded = loaded.tokenizer(
+            [text], padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
+        )
+        ids, mask = encoded["input_ids"], encoded["attention_mask"]
+        return lambda: _mean_pool(encoder(ids, mask), mask)[0]
+
+    def _embed_torch(self, loaded: _LoadedModel, texts: Sequence[str]) -> np.ndarray:
         torch = loaded.torch
         # A query (a few short texts) runs on one thread: on a busy machine, spreading a 20-token
         # forward over several threads costs far more in synchronisation than it saves (measured:
@@ -164,12 +185,30 @@ def _onnx_encoder(folder: str, cache: str) -> Any:
 
 def _embed_onnx(tokenizer: Any, encoder: Any, texts: Sequence[str], max_length: int) -> np.ndarray:
     encoded = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="np")
-    hidden = encoder(encoded["input_ids"], encoded["attention_mask"])
-    mask = encoded["attention_mask"][..., None].astype(np.float32)
+    return _mean_pool(encoder(encoded["input_ids"], encoded["attention_mask"]), encoded["attention_mask"])
+
+
+def _mean_pool(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    """Masked mean of the token states, L2-normalised, float32."""
+    mask = attention_mask[..., None].astype(np.float32)
     pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
     norms = np.linalg.norm(pooled, axis=1, keepdims=True)
     out: np.ndarray = (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
     return out
+
+
+def start_query_embedding(embedder: Any, text: str) -> Callable[[], np.ndarray]:
+    """Prepare one query's embedding; calling the result finishes it (the vector of ``embed([text])``).
+
+    MiniLM on onnxruntime tokenizes here and leaves the forward, which runs without the GIL, to the
+    call; any other embedder computes the vector here and now.
+    """
+    start = getattr(embedder, "start_query", None)
+    if callable(start):
+        pending: Callable[[], np.ndarray] = start(text)
+        return pending
+    vector: np.ndarray = embedder.embed([text])[0]
+    return lambda: vector
 
 
 class HashingEmbedder:

@@ -31,8 +31,10 @@ from riad_agent.errors import (
     UnknownCategoryError,
 )
 from riad_agent.knowledge.backend import backend_errors, connect, is_local
+from riad_agent.knowledge.embed import start_query_embedding
 from riad_agent.knowledge.fusion import dbsf
 from riad_agent.knowledge.ingest import MMAD_DATASETS, check_unique, snake
+from riad_agent.knowledge.offload import HelperThread, run_beside
 from riad_agent.knowledge.schema import KnowledgeEntry
 from riad_agent.knowledge.sparse import BM25Stats, HashingBM25, SparseVector, avgdl_drifted
 from riad_agent.protocols import TextEmbedder
@@ -48,6 +50,8 @@ SearchMode = Literal["hybrid", "dense", "sparse"]
 FusionMethod = Literal["dbsf", "rrf"]
 ProgressFn = Callable[[int, int], None]
 _BATCH = 64
+# runs the sparse half of hybrid searches while the caller computes the query embedding
+_SIDE = HelperThread("riad-kb-sparse")
 
 
 def point_id(entry_id: str) -> str:
@@ -135,6 +139,7 @@ class QdrantKnowledgeBase:
         fusion_weights: tuple[float, float] = (0.4, 0.6),
         rrf_k: int | None = None,
         prefetch: int = 64,
+        overlap_embedding: bool = True,
     ) -> None:
         self.client = client
         self.embedder = embedder
@@ -144,9 +149,12 @@ class QdrantKnowledgeBase:
         self.rrf_k = rrf_k
         self.fusion_weights = fusion_weights
         self.prefetch = prefetch
+        self.overlap_embedding = overlap_embedding
         self.local = is_local(client)
         self._meta: StoreMeta | None = None
         self._catalogue: dict[str, CategoryInfo] | None = None
+        self._members: dict[str, list[str]] = {}
+        self._filters: dict[str, models.Filter] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, embedder: TextEmbedder | None = None) -> QdrantKnowledgeBase:
@@ -452,8 +460,10 @@ class QdrantKnowledgeBase:
         if self._catalogue is None:
             physical = self.physical_collection()
             catalogue: dict[str, CategoryInfo] = {}
-            for payload in (self._points(physical) if physical else {}).values():
+            members: dict[str, list[str]] = {}
+            for entry_id, payload in (self._points(physical) if physical else {}).items():
                 key = payload["category"]
+                members.setdefault(key, []).append(point_id(entry_id))
                 info = catalogue.setdefault(
                     key, CategoryInfo(category=key, dataset=payload["dataset"], name=payload["name"])
                 )
@@ -464,6 +474,8 @@ class QdrantKnowledgeBase:
             for info in catalogue.values():
                 info.defect_types.sort()
             self._catalogue = dict(sorted(catalogue.items()))
+            self._members = {key: sorted(ids) for key, ids in members.items()}
+            self._filters = {}
         return list(self._catalogue.values())
 
     def categories(self) -> list[str]:
@@ -533,7 +545,35 @@ class QdrantKnowledgeBase:
         """Top-k entries for the query (within ``category`` when given), best first."""
         if category:
             self.resolve_category(category)
+        overlap = self.overlap_embedding and self.local and self.fusion == "dbsf"
+        if mode == "hybrid" and overlap and k >= 1:
+            return self._search_hybrid(query, category, k)
         return self.search_encoded(self.encode_query(query, mode), category=category, k=k, mode=mode)
+
+    def _search_hybrid(self, query: str, category: str | None, k: int) -> list[KnowledgeHit]:
+        """Hybrid DBSF search with the sparse search run beside the query's dense embedding.
+
+        Same hits as ``search_encoded(encode_query(query))``: only the order of the work changes.
+        The sparse search (pure Python in embedded Qdrant) goes to a helper thread while the
+        MiniLM forward (onnxruntime, no GIL) runs here; the dense search follows both. Embedded
+        mode only: a server gets both searches in one batch request after the embedding.
+        """
+        if not query or not query.strip():
+            raise InvalidRequestError("the knowledge query is empty")
+        meta = self.meta()
+        sparse = self.bm25.query_vector(query, meta.bm25 if meta else BM25Stats())
+        if not sparse.indices or self.physical_collection() is None:
+            return self.search_encoded(self.encode_query(query, "hybrid"), category=category, k=k)
+        where = self._where(category)
+        limit = max(self.prefetch, k)
+        finish = start_query_embedding(self.embedder, query)
+        sparse_query = self._sparse(sparse)
+        with backend_errors("searching the knowledge base"):
+            dense, sparse_ranked = run_beside(
+                _SIDE, lambda: self._ranked(sparse_query, SPARSE, where, limit), finish
+            )
+            dense_ranked = self._ranked(dense.tolist(), DENSE, where, limit)
+        return self._fuse_dbsf([dense_ranked, sparse_ranked], k)
 
     def search_encoded(
         self, encoded: EncodedQuery, category: str | None = None, k: int = 4, mode: SearchMode = "hybrid"
@@ -546,12 +586,7 @@ class QdrantKnowledgeBase:
         physical = self.physical_collection()
         if physical is None:
             return []
-        where = None
-        if category:
-            key = self.resolve_category(category)
-            where = models.Filter(
-                must=[models.FieldCondition(key="category", match=models.MatchValue(value=key))]
-            )
+        where = self._where(category)
         sparse = self._sparse(encoded.sparse) if encoded.sparse.indices else None
         dense = encoded.dense.tolist() if encoded.dense is not None else None
         with backend_errors("searching the knowledge base"):
@@ -588,19 +623,64 @@ class QdrantKnowledgeBase:
                 return self._search_dbsf(dense, sparse, where, k)
         return [self._hit(point) for point in response.points]
 
+    def _where(self, category: str | None) -> models.Filter | None:
+        """The filter of a category (built once per category and catalogue), None without one.
+
+        A server matches the indexed ``category`` payload field. The embedded store evaluates a
+        filter in Python point by point, twice per hybrid search, and a payload field condition
+        parses its key at every point (measured: 2.6 ms per evaluation, 0.9 ms for an id list);
+        there the filter lists the category's point ids instead: the same points, taken from the
+        catalogue, which is rebuilt after every write made through this object (the embedded store
+        is locked to one process).
+        """
+        if not category:
+            return None
+        key = self.resolve_category(category)
+        where = self._filters.get(key)
+        if where is None:
+            condition: models.Condition
+            if self.local:
+                condition = models.HasIdCondition(has_id=list(self._members.get(key, [])))
+            else:
+                condition = models.FieldCondition(key="category", match=models.MatchValue(value=key))
+            where = models.Filter(must=[condition])
+            self._filters[key] = where
+        return where
+
+    def _ranked(
+        self, query: Any, using: str, where: models.Filter | None, limit: int
+    ) -> list[tuple[str, float]]:
+        """``(point id, score)`` of one vector search, best first, without payloads."""
+        response = self.client.query_points(
+            self.collection, query=query, using=using, query_filter=where, limit=limit, with_payload=False
+        )
+        return [(str(p.id), float(p.score)) for p in response.points]
+
     def _search_dbsf(
         self, dense: list[float] | None, sparse: models.SparseVector, where: models.Filter | None, k: int
     ) -> list[KnowledgeHit]:
-        """Both searches in one batch, fused here with weighted DBSF; payloads fetched for the top k only."""
+        """Both searches, fused here with weighted DBSF; payloads fetched for the top k only.
+
+        A server gets them in one batch request; the embedded store gets two plain calls (its
+        batch call deep-copies every request, which costs more than the second call).
+        """
         limit = max(self.prefetch, k)
-        requests = [
-            models.QueryRequest(query=dense, using=DENSE, filter=where, limit=limit, with_payload=False),
-            models.QueryRequest(query=sparse, using=SPARSE, filter=where, limit=limit, with_payload=False),
-        ]
         with backend_errors("searching the knowledge base"):
-            responses = self.client.query_batch_points(self.collection, requests=requests)
-            lists = [[(str(p.id), float(p.score)) for p in r.points] for r in responses]
-            top = dbsf(lists, self.fusion_weights, fills=[None, 0.0])[:k]
+            if self.local:
+                lists = [self._ranked(dense, DENSE, where, limit), self._ranked(sparse, SPARSE, where, limit)]
+            else:
+                requests = [
+                    models.QueryRequest(query=dense, using=DENSE, filter=where, limit=limit, with_payload=False),
+                    models.QueryRequest(query=sparse, using=SPARSE, filter=where, limit=limit, with_payload=False),
+                ]
+                responses = self.client.query_batch_points(self.collection, requests=requests)
+                lists = [[(str(p.id), float(p.score)) for p in r.points] for r in responses]
+        return self._fuse_dbsf(lists, k)
+
+    def _fuse_dbsf(self, lists: list[list[tuple[str, float]]], k: int) -> list[KnowledgeHit]:
+        """Weighted DBSF of the dense and sparse lists; the top k with their payloads."""
+        top = dbsf(lists, self.fusion_weights, fills=[None, 0.0])[:k]
+        with backend_errors("searching the knowledge base"):
             records = self.client.retrieve(self.collection, [key for key, _ in top], with_payload=True)
         by_id = {str(r.id): r for r in records}
         return [

@@ -17,6 +17,9 @@ def serve_reasoner(
     host: Annotated[str, typer.Option(help="Bind address; anything but loopback needs --token.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8700,
     max_queue: Annotated[int, typer.Option(min=1, max=10_000, help="Requests waiting per model before 429.")] = 8,
+    max_batch: Annotated[
+        int, typer.Option(min=1, max=256, help="Waiting requests run together in one batch (1 = one at a time).")
+    ] = 4,
     timeout: Annotated[float, typer.Option(min=0.1, help="Per-request timeout in seconds (then 504).")] = 120.0,
     token: Annotated[
         str | None, typer.Option(envvar="RIAD_REASONER_TOKEN", help="Bearer token clients must send.")
@@ -41,7 +44,9 @@ def serve_reasoner(
             from riad_agent.models.loading import resolve_device
 
             resolve_device(device)
-        config = ServiceConfig(host=host, port=port, token=token, max_queue=max_queue, timeout_s=timeout)
+        config = ServiceConfig(
+            host=host, port=port, token=token, max_queue=max_queue, max_batch=max_batch, timeout_s=timeout
+        )
         loader = model_loader(model, device=device, dtype=dtype)
         if ray:
             from riad_agent.serving.ray_app import RayOptions, run_ray

@@ -1,6 +1,7 @@
 """Vision-language model adapters behind one protocol (:class:`VisionLanguageModel`)."""
 
 from riad_agent.models.base import (
+    BatchedVisionLanguageModel,
     ImageSegment,
     Injection,
     PrefixState,
@@ -13,6 +14,7 @@ from riad_agent.models.base import (
 )
 
 __all__ = [
+    "BatchedVisionLanguageModel",
     "ImageSegment",
     "Injection",
     "PrefixState",

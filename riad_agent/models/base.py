@@ -198,6 +198,41 @@ class VisionLanguageModel(Protocol):
         ...
 
 
+@runtime_checkable
+class BatchedVisionLanguageModel(VisionLanguageModel, Protocol):
+    """A model that can also run several requests, each on its own prefix, in one forward.
+
+    Every method returns, per request, what its single-request counterpart returns (up to float
+    rounding); :class:`~riad_agent.models.hf_decoder.HFDecoderAdapter` implements them.
+    """
+
+    def prefix_forward_batch(self, prompts: list[PreparedPrompt]) -> list[PrefixState]:
+        """:meth:`prefix_forward` of several prompts."""
+        ...
+
+    def suffix_forward_batch(
+        self,
+        prefixes: list[PrefixState],
+        rows: list[list[torch.Tensor]],
+        positions: list[list[list[int]]],
+        attend_from: list[list[list[int]] | None],
+        attention_layers: list[int] | None = None,
+        injected: list[list[Injection]] | None = None,
+    ) -> list[SuffixOutput]:
+        """:meth:`suffix_forward` of several requests (request i: ``prefixes[i]``, ``rows[i]``...)."""
+        ...
+
+    def generate_batch(
+        self,
+        prefixes: list[PrefixState],
+        rows: list[torch.Tensor],
+        max_new_tokens: int,
+        injected: list[Injection | None] | None = None,
+    ) -> list[tuple[torch.Tensor, list[int]]]:
+        """:meth:`generate` of several requests."""
+        ...
+
+
 def labelled_segments(segments: list[Segment]) -> list[tuple[Segment, str]]:
     """Each segment with the name errors use for it ('query image', 'template image 2', '' for text).
 

@@ -180,4 +180,3 @@ class QuestionMaker:
             raise ValueError(f"unknown subtask {subtask!r}")
         text, option = DEFECT_QUESTIONS[subtask]
         return _choice(text, option(true), [option(d) for d in pool], rng, n)
-        raise ValueError(f"unknown subtask {subtask!r}")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from riad_agent.models.base import VisionLanguageModel
+from riad_agent.models.base import BatchedVisionLanguageModel, VisionLanguageModel
 from riad_agent.reasoning.latent_loop import LoopSetup, State, build_row
 from riad_agent.reasoning.reward import option_probabilities
 
@@ -38,8 +38,28 @@ def decode_answer(vlm: VisionLanguageModel, setup: LoopSetup, state: State, max_
     option logits at the answer position; both are recorded.
     """
     row = build_row(setup, state.latents, state.patches)
-    injected = (int(state.latents.shape[0]), list(state.patches))
-    first_logits, ids = vlm.generate(setup.prefix, row, max(1, max_new_tokens), injected=injected)
+    first_logits, ids = vlm.generate(setup.prefix, row, max(1, max_new_tokens), injected=_injection(state))
+    return _decoded(vlm, setup, first_logits, ids)
+
+
+def decode_answers(
+    vlm: VisionLanguageModel, setups: list[LoopSetup], states: list[State], max_new_tokens: int
+) -> list[Decoded]:
+    """:func:`decode_answer` for several requests, decoding them in lockstep when the model can."""
+    if len(setups) < 2 or not isinstance(vlm, BatchedVisionLanguageModel):
+        return [decode_answer(vlm, s, state, max_new_tokens) for s, state in zip(setups, states, strict=True)]
+    rows = [build_row(s, state.latents, state.patches) for s, state in zip(setups, states, strict=True)]
+    outputs = vlm.generate_batch(
+        [s.prefix for s in setups], rows, max(1, max_new_tokens), [_injection(state) for state in states]
+    )
+    return [_decoded(vlm, s, logits, ids) for s, (logits, ids) in zip(setups, outputs, strict=True)]
+
+
+def _injection(state: State) -> tuple[int, list[int]]:
+    return int(state.latents.shape[0]), list(state.patches)
+
+
+def _decoded(vlm: VisionLanguageModel, setup: LoopSetup, first_logits: torch.Tensor, ids: list[int]) -> Decoded:
     letters = list(setup.option_ids)
     probs = option_probabilities(first_logits[None], setup.option_ids)[0]
     by_logits = letters[int(torch.argmax(probs))]

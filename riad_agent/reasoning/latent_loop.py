@@ -22,18 +22,29 @@ Per iteration t (T at most):
   5. new candidate S' = top-m patches by (attention, expert prior) score, if rounds remain
   6. stop early once the best reward reaches the threshold
 Finally the last z is evaluated too, and the best state goes to the decode (patches included).
+
+Driving. The loop is written as a generator (:func:`latent_loop_steps`): wherever it needs the model
+it yields an :class:`Evaluation` (its rows) and receives the :class:`Scores`. :func:`run_latent_loop`
+answers each one with a packed forward on the request's own prefix. :func:`run_latent_loops` runs
+the loops of several requests in lockstep: per round it gathers the pending evaluation of every
+live loop and answers all of them with one group forward (``suffix_forward_batch``: the requests'
+prefixes stacked on the batch axis). Each loop keeps its own seeded generator and its own state,
+so it takes the same path as alone (up to float rounding); a loop that fails or is cancelled (its
+progress callback raises) leaves the group without disturbing the others.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 import torch
 
-from riad_agent.models.base import PrefixState, VisionLanguageModel
+from riad_agent.models.base import BatchedVisionLanguageModel, PrefixState, VisionLanguageModel
 from riad_agent.reasoning.config import LatentConfig
 from riad_agent.reasoning.injection import patch_refs, score_patches, select_patches
 from riad_agent.reasoning.reward import entropy_reward, option_confidence_reward, topk_entropy
@@ -80,6 +91,109 @@ def build_row(setup: LoopSetup, latents: torch.Tensor, patches: list[int]) -> to
     return torch.cat(parts, dim=0)
 
 
+@dataclass
+class Evaluation:
+    """Rows ``(latents, patches)`` a loop wants scored in one packed forward.
+
+    ``attend``: the first row also returns its latents' attention onto the query image.
+    ``gradient``: every row shares the first row's latents z; also return d reward(row 0) / dz.
+    """
+
+    rows: list[tuple[torch.Tensor, list[int]]]
+    attend: bool
+    gradient: bool = False
+
+
+@dataclass
+class Scores:
+    """Rewards and mean latent entropies of an evaluation's rows, and what else it asked for."""
+
+    rewards: torch.Tensor
+    entropies: torch.Tensor
+    attention: torch.Tensor | None
+    gradient: torch.Tensor | None = None
+
+
+def _row_inputs(
+    setup: LoopSetup, rows: list[tuple[torch.Tensor, list[int]]], attend: bool
+) -> tuple[list[torch.Tensor], list[list[int]], list[list[int]] | None, list[tuple[int, list[int]]]]:
+    """Built rows, rewarded positions, attending positions and injections of packed rows."""
+    n_latent = int(setup.latents.shape[0])
+    built = [build_row(setup, z, s) for z, s in rows]
+    positions = [[*list(range(n_latent)), int(r.shape[0]) - 1] for r in built]
+    attend_from = [list(range(n_latent))] + [[] for _ in built[1:]] if attend else None
+    injected = [(n_latent, list(s)) for _, s in rows]
+    return built, positions, attend_from, injected
+
+
+def _rewards(setup: LoopSetup, config: LatentConfig, logits: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    stacked = torch.stack(logits)  # rows x (L latent positions + answer position) x vocab
+    entropy = topk_entropy(stacked, config.top_k).mean(-1)
+    if config.reward == "entropy":
+        return entropy_reward(stacked, config.top_k), entropy
+    n_latent = int(setup.latents.shape[0])
+    return option_confidence_reward(stacked[:, n_latent], setup.option_ids), entropy
+
+
+def _leaf_rows(evaluation: Evaluation) -> tuple[list[tuple[torch.Tensor, list[int]]], torch.Tensor | None]:
+    """The rows to run; for a gradient evaluation, z is replaced by a fresh leaf in every row."""
+    if not evaluation.gradient:
+        return evaluation.rows, None
+    shared = evaluation.rows[0][0]
+    leaf = shared.detach().clone().requires_grad_(True)
+    return [(leaf if z is shared else z, s) for z, s in evaluation.rows], leaf
+
+
+def score_batch(
+    vlm: VisionLanguageModel, config: LatentConfig, items: list[tuple[LoopSetup, Evaluation]]
+) -> list[Scores]:
+    """Answer the evaluations of one or more loops in one forward (a group forward when several).
+
+    Runs under the caller's grad mode; evaluations asking for a gradient turn autograd on and get
+    d reward(row 0) / dz (requests never see each other, so one backward serves them all).
+    """
+    prepared = [_leaf_rows(evaluation) for _, evaluation in items]
+    leaves = [leaf for _, leaf in prepared if leaf is not None]
+    with torch.enable_grad() if leaves else contextlib.nullcontext():
+        inputs = [
+            _row_inputs(setup, rows, evaluation.attend)
+            for (setup, evaluation), (rows, _) in zip(items, prepared, strict=True)
+        ]
+        if len(items) == 1 or not isinstance(vlm, BatchedVisionLanguageModel):
+            outputs = [
+                vlm.suffix_forward(
+                    setup.prefix,
+                    built,
+                    positions,
+                    attend_from=attend_from,
+                    attention_layers=config.attention_layers,
+                    injected=injected,
+                )
+                for (setup, _), (built, positions, attend_from, injected) in zip(items, inputs, strict=True)
+            ]
+        else:
+            outputs = vlm.suffix_forward_batch(
+                [setup.prefix for setup, _ in items],
+                [built for built, _, _, _ in inputs],
+                [positions for _, positions, _, _ in inputs],
+                [attend_from for _, _, attend_from, _ in inputs],
+                attention_layers=config.attention_layers,
+                injected=[injected for _, _, _, injected in inputs],
+            )
+        scores = []
+        for (setup, _), out in zip(items, outputs, strict=True):
+            reward, entropy = _rewards(setup, config, out.logits)
+            scores.append(Scores(reward, entropy, out.attention[0] if out.attention is not None else None))
+        if leaves:
+            wanted = [score for score, (_, leaf) in zip(scores, prepared, strict=True) if leaf is not None]
+            grads = torch.autograd.grad(torch.stack([score.rewards[0] for score in wanted]).sum(), leaves)
+            for score, grad in zip(wanted, grads, strict=True):
+                score.gradient = grad.detach()
+    for score in scores:
+        score.rewards, score.entropies = score.rewards.detach(), score.entropies.detach()
+    return scores
+
+
 def evaluate(
     vlm: VisionLanguageModel,
     setup: LoopSetup,
@@ -91,27 +205,8 @@ def evaluate(
 
     With ``attend`` the first row also returns its latents' attention onto the query image.
     """
-    n_latent = int(setup.latents.shape[0])
-    built = [build_row(setup, z, s) for z, s in rows]
-    positions = [[*list(range(n_latent)), int(r.shape[0]) - 1] for r in built]
-    attend_from = [list(range(n_latent))] + [[] for _ in built[1:]] if attend else None
-    injected = [(n_latent, list(s)) for _, s in rows]
-    out = vlm.suffix_forward(
-        setup.prefix,
-        built,
-        positions,
-        attend_from=attend_from,
-        attention_layers=config.attention_layers,
-        injected=injected,
-    )
-    logits = torch.stack(out.logits)  # rows x (L latent positions + answer position) x vocab
-    entropy = topk_entropy(logits, config.top_k).mean(-1)
-    if config.reward == "entropy":
-        reward = entropy_reward(logits, config.top_k)
-    else:
-        reward = option_confidence_reward(logits[:, n_latent], setup.option_ids)
-    attention = out.attention[0] if out.attention is not None else None
-    return reward, entropy, attention
+    (scores,) = score_batch(vlm, config, [(setup, Evaluation(rows, attend))])
+    return scores.rewards, scores.entropies, scores.attention
 
 
 def sigma_at(config: LatentConfig, setup: LoopSetup, step: int) -> float:
@@ -127,6 +222,66 @@ def _normalised(direction: torch.Tensor, config: LatentConfig, setup: LoopSetup)
     return config.lr * setup.embedding_rms * direction / rms
 
 
+StepOutcome = tuple[torch.Tensor, list[State], torch.Tensor | None]
+"""The updated latents, every state evaluated, the current row's attention onto the query image."""
+
+
+def reinforce_steps(
+    setup: LoopSetup,
+    config: LatentConfig,
+    current: State,
+    candidate: list[int] | None,
+    step: int,
+    generator: torch.Generator,
+) -> Generator[Evaluation, Scores, StepOutcome]:
+    """One REINFORCE iteration (as a generator: yields its one evaluation)."""
+    sigma = sigma_at(config, setup, step)
+    z = current.latents
+    eps = torch.randn((config.perturbations, *z.shape), generator=generator).to(z) * sigma
+    rows = [(z, current.patches)] + [(z + e, current.patches) for e in eps]
+    if candidate is not None:
+        rows.append((z, candidate))
+    scores = yield Evaluation(rows, attend=setup.inject)
+    evaluated = [
+        State(latents, patches, float(r), float(h))
+        for (latents, patches), r, h in zip(rows, scores.rewards, scores.entropies, strict=True)
+    ]
+    perturbed = scores.rewards[1 : 1 + config.perturbations]
+    advantage = (perturbed - perturbed.mean()).to(z)
+    estimate = (advantage.view(-1, 1, 1) * eps).mean(0) / sigma**2
+    return z + _normalised(estimate, config, setup), evaluated, scores.attention
+
+
+def gradient_steps(
+    setup: LoopSetup, config: LatentConfig, current: State, candidate: list[int] | None
+) -> Generator[Evaluation, Scores, StepOutcome]:
+    """One exact-gradient ascent iteration on the (differentiable) reward of the current row."""
+    z = current.latents
+    rows = [(z, current.patches)] + ([(z, candidate)] if candidate is not None else [])
+    scores = yield Evaluation(rows, attend=setup.inject, gradient=True)
+    assert scores.gradient is not None
+    evaluated = [
+        State(z, patches, float(r), float(h))
+        for (_, patches), r, h in zip(rows, scores.rewards, scores.entropies, strict=True)
+    ]
+    return z + _normalised(scores.gradient, config, setup), evaluated, scores.attention
+
+
+T = TypeVar("T")
+
+
+def drive(vlm: VisionLanguageModel, setup: LoopSetup, config: LatentConfig, steps: Generator[Evaluation, Scores, T]) -> T:
+    """Run a loop generator alone: answer each evaluation with a forward on its own prefix."""
+    try:
+        evaluation = next(steps)
+        while True:
+            with torch.no_grad():
+                (scores,) = score_batch(vlm, config, [(setup, evaluation)])
+            evaluation = steps.send(scores)
+    except StopIteration as stop:
+        return cast(T, stop.value)
+
+
 def reinforce_step(
     vlm: VisionLanguageModel,
     setup: LoopSetup,
@@ -135,24 +290,9 @@ def reinforce_step(
     candidate: list[int] | None,
     step: int,
     generator: torch.Generator,
-) -> tuple[torch.Tensor, list[State], torch.Tensor | None]:
+) -> StepOutcome:
     """One REINFORCE iteration: returns the updated latents, every evaluated state, the attention."""
-    sigma = sigma_at(config, setup, step)
-    z = current.latents
-    eps = torch.randn((config.perturbations, *z.shape), generator=generator).to(z) * sigma
-    rows = [(z, current.patches)] + [(z + e, current.patches) for e in eps]
-    if candidate is not None:
-        rows.append((z, candidate))
-    with torch.no_grad():
-        rewards, entropies, attention = evaluate(vlm, setup, config, rows, attend=setup.inject)
-    evaluated = [
-        State(latents, patches, float(r), float(h))
-        for (latents, patches), r, h in zip(rows, rewards, entropies, strict=True)
-    ]
-    perturbed = rewards[1 : 1 + config.perturbations]
-    advantage = (perturbed - perturbed.mean()).to(z)
-    estimate = (advantage.view(-1, 1, 1) * eps).mean(0) / sigma**2
-    return z + _normalised(estimate, config, setup), evaluated, attention
+    return drive(vlm, setup, config, reinforce_steps(setup, config, current, candidate, step, generator))
 
 
 def gradient_step(
@@ -161,27 +301,77 @@ def gradient_step(
     config: LatentConfig,
     current: State,
     candidate: list[int] | None,
-) -> tuple[torch.Tensor, list[State], torch.Tensor | None]:
+) -> StepOutcome:
     """One exact-gradient ascent iteration on the (differentiable) reward of the current row."""
-    z = current.latents.detach().clone().requires_grad_(True)
-    rows = [(z, current.patches)] + ([(z, candidate)] if candidate is not None else [])
-    with torch.enable_grad():
-        rewards, entropies, attention = evaluate(vlm, setup, config, rows, attend=setup.inject)
-        (grad,) = torch.autograd.grad(rewards[0], z)
-    evaluated = [
-        State(current.latents, patches, float(r), float(h))
-        for (_, patches), r, h in zip(rows, rewards.detach(), entropies.detach(), strict=True)
-    ]
-    return current.latents + _normalised(grad.detach(), config, setup), evaluated, attention
+    return drive(vlm, setup, config, gradient_steps(setup, config, current, candidate))
+
+
+Progress = Callable[[dict[str, object]], None]
 
 
 def run_latent_loop(
-    vlm: VisionLanguageModel,
-    setup: LoopSetup,
-    config: LatentConfig,
-    progress: Callable[[dict[str, object]], None] | None = None,
+    vlm: VisionLanguageModel, setup: LoopSetup, config: LatentConfig, progress: Progress | None = None
 ) -> LoopResult:
     """Optimise the latents (and the injected patch set) for ``setup.steps`` iterations at most."""
+    return drive(vlm, setup, config, latent_loop_steps(setup, config, progress))
+
+
+def run_latent_loops(
+    vlm: VisionLanguageModel,
+    setups: list[LoopSetup],
+    config: LatentConfig,
+    progress: list[Progress | None] | None = None,
+) -> list[LoopResult | Exception]:
+    """Several requests' loops in lockstep, one group forward per round for all loops still running.
+
+    Each entry is the loop's result, or the exception that ended it (e.g. its progress callback
+    raised because the caller gave up); the other loops carry on. Should a group forward itself
+    fail, the round is retried one loop at a time, so only the loop at fault ends.
+    """
+    callbacks = progress or [None] * len(setups)
+    loops = [latent_loop_steps(s, config, p) for s, p in zip(setups, callbacks, strict=True)]
+    outcomes: list[LoopResult | Exception | None] = [None] * len(loops)
+    pending: dict[int, Evaluation] = {}
+
+    def advance(index: int, scores: Scores | None) -> None:
+        try:
+            pending[index] = next(loops[index]) if scores is None else loops[index].send(scores)
+        except StopIteration as stop:
+            outcomes[index] = stop.value
+        except Exception as exc:  # noqa: BLE001 - it ends this loop only
+            outcomes[index] = exc
+
+    for index in range(len(loops)):
+        advance(index, None)
+    while pending:
+        order = sorted(pending)
+        items = [(setups[i], pending.pop(i)) for i in order]
+        try:
+            with torch.no_grad():
+                answers: list[Scores | Exception] = list(score_batch(vlm, config, items))
+        except Exception:  # noqa: BLE001 - find the culprit: score each loop alone
+            answers = [_score_alone(vlm, config, item) for item in items]
+        for index, answer in zip(order, answers, strict=True):
+            if isinstance(answer, Exception):
+                outcomes[index] = answer
+                loops[index].close()
+            else:
+                advance(index, answer)
+    return [cast(LoopResult | Exception, outcome) for outcome in outcomes]
+
+
+def _score_alone(vlm: VisionLanguageModel, config: LatentConfig, item: tuple[LoopSetup, Evaluation]) -> Scores | Exception:
+    try:
+        with torch.no_grad():
+            return score_batch(vlm, config, [item])[0]
+    except Exception as exc:  # noqa: BLE001 - reported to this loop's request only
+        return exc
+
+
+def latent_loop_steps(
+    setup: LoopSetup, config: LatentConfig, progress: Progress | None = None
+) -> Generator[Evaluation, Scores, LoopResult]:
+    """The loop itself, yielding each evaluation it needs (see the module docstring)."""
     generator = torch.Generator().manual_seed(setup.seed)
     span = setup.prefix.prompt.query_span
     current = State(setup.latents.float(), [], float("nan"), float("nan"))
@@ -196,11 +386,11 @@ def run_latent_loop(
         started = time.perf_counter()
         # 1-2. evaluate the current row, its perturbations and the pending candidate; update z
         if config.optimiser == "reinforce":
-            new_latents, evaluated, attention = reinforce_step(
-                vlm, setup, config, current, candidate, step, generator
+            new_latents, evaluated, attention = yield from reinforce_steps(
+                setup, config, current, candidate, step, generator
             )
         else:
-            new_latents, evaluated, attention = gradient_step(vlm, setup, config, current, candidate)
+            new_latents, evaluated, attention = yield from gradient_steps(setup, config, current, candidate)
         for state in evaluated:
             state.scores = current.scores
         if candidate is not None:
@@ -246,11 +436,10 @@ def run_latent_loop(
             break
 
     # the last update has not been evaluated yet: do it (this is also the T = 0 evaluation)
-    with torch.no_grad():
-        rewards, entropies, _ = evaluate(
-            vlm, setup, config, [(current.latents, current.patches)], attend=False
-        )
-    final = State(current.latents, current.patches, float(rewards[0]), float(entropies[0]), current.scores)
+    scores = yield Evaluation([(current.latents, current.patches)], attend=False)
+    final = State(
+        current.latents, current.patches, float(scores.rewards[0]), float(scores.entropies[0]), current.scores
+    )
     if best is None or final.reward > best.reward:
         best = final
     if not traces:

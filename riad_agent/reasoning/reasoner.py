@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import cast
 
 import torch
 
 from riad_agent.errors import InvalidRequestError
-from riad_agent.models.base import VisionLanguageModel
+from riad_agent.models.base import (
+    BatchedVisionLanguageModel,
+    PrefixState,
+    PreparedPrompt,
+    VisionLanguageModel,
+)
 from riad_agent.protocols import ProgressCallback, ReasoningInput, ReasoningResult
 from riad_agent.reasoning.config import LatentConfig
-from riad_agent.reasoning.decode import decode_answer
+from riad_agent.reasoning.decode import Decoded, decode_answer, decode_answers
 from riad_agent.reasoning.injection import pool_prior
-from riad_agent.reasoning.latent_loop import LoopSetup, injected_refs, run_latent_loop
+from riad_agent.reasoning.latent_loop import (
+    LoopResult,
+    LoopSetup,
+    injected_refs,
+    run_latent_loop,
+    run_latent_loops,
+)
 from riad_agent.reasoning.prompt import build_segments
 from riad_agent.schemas import ReasoningTrace
 
@@ -41,24 +53,32 @@ class LatentReasoner:
 
     def setup(self, request: ReasoningInput) -> tuple[LoopSetup, dict[str, float]]:
         """Build the prompt, run the prefix once and collect what the loop needs."""
-        timings: dict[str, float] = {}
+        prompt, timings = self._prompt(request)
+        started = time.perf_counter()
+        prefix = self.vlm.prefix_forward(prompt)
+        timings["prefix_ms"] = (time.perf_counter() - started) * 1000.0
+        return self._loop_setup(request, prefix), timings
+
+    def _prompt(self, request: ReasoningInput) -> tuple[PreparedPrompt, dict[str, float]]:
+        """The request's prepared prompt (visual features in place) and its preparation time."""
         started = time.perf_counter()
         config = self.config
         segments = build_segments(
             request, config.instruction, config.knowledge_chars, config.knowledge_hits, config.max_templates
         )
         prompt = self.vlm.prepare(segments)
-        timings["prepare_ms"] = (time.perf_counter() - started) * 1000.0
-        started = time.perf_counter()
-        prefix = self.vlm.prefix_forward(prompt)
-        timings["prefix_ms"] = (time.perf_counter() - started) * 1000.0
+        return prompt, {"prepare_ms": (time.perf_counter() - started) * 1000.0}
+
+    def _loop_setup(self, request: ReasoningInput, prefix: PrefixState) -> LoopSetup:
+        """Option tokens, the pooled prior and the initial latents of one request."""
+        config = self.config
         option_ids = self.vlm.option_token_ids(list(request.question.options))
         missing = [letter for letter, ids in option_ids.items() if not ids]
         if missing:
             raise InvalidRequestError(
                 f"option letters {', '.join(missing)} are not single tokens for {self.model_id}"
             )
-        span = prompt.query_span
+        span = prefix.prompt.query_span
         prior = None
         if request.patch_prior is not None:
             try:
@@ -67,7 +87,7 @@ class LatentReasoner:
                 raise InvalidRequestError(str(exc)) from exc
         latent_tokens = config.latent_tokens if config.latent_tokens is not None else request.latent_tokens
         steps = config.steps if config.steps is not None else request.latent_steps
-        setup = LoopSetup(
+        return LoopSetup(
             prefix=prefix,
             latents=self.initial_latents(latent_tokens),
             answer_start=self.vlm.answer_start(),
@@ -78,12 +98,30 @@ class LatentReasoner:
             seed=request.seed,
             embedding_rms=self._embedding_rms,
         )
-        return setup, timings
 
     def reason(self, request: ReasoningInput, progress: ProgressCallback | None = None) -> ReasoningResult:
         """Optimise the latents, inject patches, decode the answer; the trace records every step."""
         with self._lock:
             return self._reason(request, progress)
+
+    def reason_batch(
+        self, requests: list[ReasoningInput], progress: list[ProgressCallback | None] | None = None
+    ) -> list[ReasoningResult | Exception]:
+        """:meth:`reason` for several requests at once, with fewer, larger forwards.
+
+        Prefixes run as one padded batch, the latent loops in lockstep (one group forward per
+        iteration for all requests still running) and the decodes in lockstep too. Each request
+        gets the result it would get alone (same seed, up to float rounding), or the exception that
+        stopped it: a bad image or a cancelled caller ends only its own request. Stage timings are
+        the batch's; ``timings_ms["batch_size"]`` counts its requests.
+        """
+        with self._lock:
+            try:
+                return self._reason_batch(requests, progress or [None] * len(requests))
+            finally:
+                release = getattr(self.vlm, "release_group", None)
+                if release is not None:
+                    release()
 
     def _reason(self, request: ReasoningInput, progress: ProgressCallback | None) -> ReasoningResult:
         total = time.perf_counter()
@@ -95,6 +133,92 @@ class LatentReasoner:
         decoded = decode_answer(self.vlm, setup, result.best, self.config.rationale_tokens)
         timings["decode_ms"] = (time.perf_counter() - started) * 1000.0
         timings["total_ms"] = (time.perf_counter() - total) * 1000.0
+        return self._result(setup, result, decoded, timings)
+
+    def _reason_batch(
+        self, requests: list[ReasoningInput], progress: list[ProgressCallback | None]
+    ) -> list[ReasoningResult | Exception]:
+        total = time.perf_counter()
+        outcomes: list[ReasoningResult | Exception | None] = [None] * len(requests)
+        timings: dict[int, dict[str, float]] = {}
+        prompts: dict[int, PreparedPrompt] = {}
+        for i, request in enumerate(requests):  # 1. prompts, each alone: a bad image fails only its request
+            try:
+                prompts[i], timings[i] = self._prompt(request)
+            except Exception as exc:  # noqa: BLE001 - reported to this request only
+                outcomes[i] = exc
+        started = time.perf_counter()  # 2. prefixes, one padded batch
+        setups: dict[int, LoopSetup] = {}
+        for i, prefix in self._prefixes(prompts, outcomes).items():
+            try:
+                setups[i] = self._loop_setup(requests[i], prefix)
+            except Exception as exc:  # noqa: BLE001
+                outcomes[i] = exc
+        shared = {"prefix_ms": (time.perf_counter() - started) * 1000.0}
+        started = time.perf_counter()  # 3. latent loops in lockstep
+        order = sorted(setups)
+        loops = run_latent_loops(
+            self.vlm, [setups[i] for i in order], self.config, [progress[i] for i in order]
+        )
+        shared["latent_ms"] = (time.perf_counter() - started) * 1000.0
+        done: dict[int, LoopResult] = {}
+        for i, loop in zip(order, loops, strict=True):
+            if isinstance(loop, Exception):
+                outcomes[i] = loop
+            else:
+                done[i] = loop
+        started = time.perf_counter()  # 4. decodes in lockstep
+        decoded = self._decodes({i: setups[i] for i in done}, done, outcomes)
+        shared["decode_ms"] = (time.perf_counter() - started) * 1000.0
+        shared["total_ms"] = (time.perf_counter() - total) * 1000.0
+        shared["batch_size"] = float(len(requests))
+        for i, answer in decoded.items():
+            outcomes[i] = self._result(setups[i], done[i], answer, {**timings[i], **shared})
+        return [cast(ReasoningResult | Exception, outcome) for outcome in outcomes]
+
+    def _prefixes(
+        self, prompts: dict[int, PreparedPrompt], outcomes: list[ReasoningResult | Exception | None]
+    ) -> dict[int, PrefixState]:
+        """Prefix states of the prompts: one batch, or one by one should the batch fail."""
+        order = sorted(prompts)
+        if isinstance(self.vlm, BatchedVisionLanguageModel) and len(order) > 1:
+            try:
+                return dict(zip(order, self.vlm.prefix_forward_batch([prompts[i] for i in order]), strict=True))
+            except Exception:  # noqa: BLE001 - retried one by one below to find the culprit
+                pass
+        prefixes = {}
+        for i in order:
+            try:
+                prefixes[i] = self.vlm.prefix_forward(prompts[i])
+            except Exception as exc:  # noqa: BLE001
+                outcomes[i] = exc
+        return prefixes
+
+    def _decodes(
+        self,
+        setups: dict[int, LoopSetup],
+        loops: dict[int, LoopResult],
+        outcomes: list[ReasoningResult | Exception | None],
+    ) -> dict[int, Decoded]:
+        """Decoded answers of the finished loops: in lockstep, or one by one should that fail."""
+        order = sorted(loops)
+        tokens = self.config.rationale_tokens
+        try:
+            answers = decode_answers(self.vlm, [setups[i] for i in order], [loops[i].best for i in order], tokens)
+            return dict(zip(order, answers, strict=True))
+        except Exception:  # noqa: BLE001 - retried one by one below to find the culprit
+            pass
+        decoded = {}
+        for i in order:
+            try:
+                decoded[i] = decode_answer(self.vlm, setups[i], loops[i].best, tokens)
+            except Exception as exc:  # noqa: BLE001
+                outcomes[i] = exc
+        return decoded
+
+    def _result(
+        self, setup: LoopSetup, result: LoopResult, decoded: Decoded, timings: dict[str, float]
+    ) -> ReasoningResult:
         trace = ReasoningTrace(
             model_id=self.model_id,
             reward_kind=self.config.reward,

@@ -97,8 +97,8 @@ def build_application(model: str, config: ServiceConfig, options: RayOptions) ->
     deployment: Any = serve.deployment(
         name="reasoner",
         ray_actor_options=actor,
-        # one running + max_queue waiting inside each replica; beyond that Ray answers 503 (client retries)
-        max_ongoing_requests=config.max_queue + 1,
+        # a running batch + max_queue waiting inside each replica; beyond that Ray answers 503 (client retries)
+        max_ongoing_requests=config.max_queue + config.max_batch,
         max_queued_requests=config.max_queue * max(options.replicas, options.max_replicas),
         health_check_period_s=10,
         **scaling,

@@ -56,6 +56,7 @@ class ServiceConfig:
     port: int = 8700
     token: str | None = None
     max_queue: int = 8
+    max_batch: int = 4  # requests run together by the model worker (1 = one at a time)
     timeout_s: float = 120.0
     limits: WireLimits = field(default_factory=WireLimits)
     replica: str = ""
@@ -95,7 +96,7 @@ class ReasonerService:
     def __init__(self, reasoner: ReasonerSource, config: ServiceConfig) -> None:
         check_bind(config.host, config.token)
         self.config = config
-        self.worker = ModelWorker(reasoner, max_queue=config.max_queue)
+        self.worker = ModelWorker(reasoner, max_queue=config.max_queue, max_batch=config.max_batch)
 
     def start(self) -> None:
         self.worker.start()

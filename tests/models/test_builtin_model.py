@@ -18,6 +18,7 @@ from riad_agent.models.base import ImageSegment, Segment, TextSegment, VisionLan
 from riad_agent.models.builtin import language
 from riad_agent.models.builtin.loading import WEIGHTS_PATH, load_builtin, read_weights
 from riad_agent.models.builtin.lora import add_lora, lora_state, merge_lora
+from riad_agent.models.builtin.vision import VERDICT_LIMIT, evidence_cells, evidence_sentence
 from riad_agent.protocols import ReasoningInput
 from riad_agent.reasoning import LatentReasoner
 from riad_agent.reasoning.config import config_for
@@ -76,11 +77,16 @@ def test_evidence_reaches_the_visual_tokens_and_bad_evidence_is_typed(builtin: A
         builtin.visual_tokens([ImageSegment(image, evidence=np.zeros((2, 3, 4)))])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 8 open: the shipped builtin weights do not yet use the expert evidence (docs/builtin.md); "
-    "this starts passing - and must then lose its mark - once a trained model tells the parts apart",
-)
+def test_evidence_line_answers_in_the_options_words() -> None:
+    prior = np.zeros((60, 60), dtype=np.float32)
+    prior[45:, :15] = VERDICT_LIMIT + 0.01  # bottom left
+    line = evidence_sentence(evidence_cells(prior, 6), 6)
+    assert line.startswith("Vision expert: any defect? Yes") and line.rstrip().endswith("area: bottom left.")
+    prior[45:, :15] = VERDICT_LIMIT - 0.02
+    assert "any defect? No" in evidence_sentence(evidence_cells(prior, 6), 6)
+    assert evidence_sentence(evidence_cells(None, 6), 6) == ""
+
+
 def test_builtin_tells_generated_defects_from_normal_parts(builtin: Any) -> None:
     expert = PatchCoreExpert(ExpertConfig(heatmap=False))
     references = [generate_sample("synthetic/washer", None, seed=500 + i).image for i in range(8)]

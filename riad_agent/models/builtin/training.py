@@ -79,6 +79,7 @@ class TrainConfig(BaseModel):
     validation_share: float = 0.05
     threads: int = 2
     init_from: str | None = Field(default=None, description="Continue from this weights file (projector + LoRA).")
+    validate_every: int = Field(default=0, ge=0, description="Validation letter accuracy every N steps (0 = only at the ends).")
     subtask_weights: dict[str, float] = Field(
         default_factory=dict,
         description="Relative draw weight per subtask (default 1 each), among those an image allows.",
@@ -113,8 +114,31 @@ def data_hash(data: LabelledSet) -> str:
     return digest.hexdigest()
 
 
-def prepare_examples(data: LabelledSet, tower: VisionTower, expert: PatchCoreExpert, log: Log) -> list[Example]:
-    """Expert evidence against each image's pool, then the tower's cells, for every image."""
+def prepare_examples(
+    data: LabelledSet, tower: VisionTower, expert: PatchCoreExpert, log: Log, cache: Path | None = None
+) -> list[Example]:
+    """Expert evidence against each image's pool, then the tower's cells, for every image.
+
+    With ``cache`` (a folder), the cells are stored under a name made of the data hash and the vision
+    and expert configurations, and a later run with the same three loads them instead.
+    """
+    stored = None
+    if cache is not None:
+        fingerprint = f"{data_hash(data)}|{tower.config.model_dump_json()}|{expert.config.model_dump_json()}"
+        stored = cache / f"examples-{hashlib.sha256(fingerprint.encode()).hexdigest()[:20]}.pt"
+        if stored.is_file():
+            saved = torch.load(stored)
+            if saved["keys"] == [item.key for item in data.images]:
+                log(f"  evidence and cells loaded from {stored}")
+                return [Example(item, cells) for item, cells in zip(data.images, saved["cells"], strict=True)]
+    examples = _compute_examples(data, tower, expert, log)
+    if stored is not None:
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"keys": [e.source.key for e in examples], "cells": torch.stack([e.cells for e in examples])}, stored)
+    return examples
+
+
+def _compute_examples(data: LabelledSet, tower: VisionTower, expert: PatchCoreExpert, log: Log) -> list[Example]:
     banks = {}
     for pool, references in data.pools.items():
         banks[pool] = expert.fit([load() for _, load in references])
@@ -282,8 +306,13 @@ class Trainer:
         return {k: sum(v) / len(v) for k, v in sorted(tallies.items())}
 
 
-def train(config: TrainConfig, out: Path, cache_dir: Path | None, log: Log = print) -> dict[str, Any]:
-    """Run the whole pipeline and write the weights to ``out``; returns the run record."""
+def train(
+    config: TrainConfig, out: Path, cache_dir: Path | None, log: Log = print, examples_cache: Path | None = None
+) -> dict[str, Any]:
+    """Run the whole pipeline and write the weights to ``out``; returns the run record.
+
+    ``examples_cache``: a folder that keeps the prepared evidence and cells between runs.
+    """
     torch.set_num_threads(config.threads)
     started = time.perf_counter()
     rng = random.Random(config.seed)
@@ -292,7 +321,7 @@ def train(config: TrainConfig, out: Path, cache_dir: Path | None, log: Log = pri
     log(f"training images: {len(data.images)} (data sha256 {digest[:16]})")
     trainer = Trainer(config, cache_dir, log)
     expert = PatchCoreExpert(ExpertConfig(features=FeatureConfig(image_size=256)), cache_dir=None)
-    examples = prepare_examples(data, trainer.tower, expert, log)
+    examples = prepare_examples(data, trainer.tower, expert, log, examples_cache)
     prep_seconds = time.perf_counter() - started
     log(f"evidence and cells ready in {prep_seconds:.0f} s")
     rng.shuffle(examples)
@@ -325,12 +354,18 @@ def train(config: TrainConfig, out: Path, cache_dir: Path | None, log: Log = pri
         loss = trainer.loss(batch)
         optimiser.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(projector_params + lora_params, 1.0)
+        for params in (projector_params, lora_params):  # apart, so the projector's grads don't mute LoRA's
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimiser.step()
         losses.append(float(loss.detach()))
         if (step + 1) % 25 == 0:
             elapsed = time.perf_counter() - train_started
             log(f"step {step + 1}/{config.steps} loss {np.mean(losses[-25:]):.3f} ({elapsed / (step + 1):.2f} s/step)")
+        if config.validate_every and (step + 1) % config.validate_every == 0 and step + 1 < config.steps:
+            trainer.projector.eval()
+            middle = trainer.letter_accuracy(validation, random.Random(config.seed + 1))
+            trainer.projector.train()
+            log(f"validation letter accuracy at step {step + 1}: {json.dumps(middle)}")
     trainer.projector.eval()
     after = trainer.letter_accuracy(validation, random.Random(config.seed + 1))
     log(f"validation letter accuracy after: {json.dumps(after)}")
