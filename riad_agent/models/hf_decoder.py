@@ -207,6 +207,18 @@ class HFDecoderAdapter:
     tokenizer: Any
     _group_scratch: tuple[list[PrefixState], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
+    def _bind(self, model: Any, tokenizer: Any, model_id: str) -> None:
+        """Set what every adapter reads off its model: eval mode, device, dtype and text sizes."""
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        param = next(model.parameters())
+        self.device = param.device
+        self.dtype = param.dtype
+        text_config = model.config.get_text_config()
+        self.hidden_size = int(text_config.hidden_size)
+        self.num_layers = int(text_config.num_hidden_layers)
+
     # -- tokens (shared by every transformers tokenizer) -------------------------------------------
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False))

@@ -50,20 +50,12 @@ class LlavaAdapter(HFDecoderAdapter):
         user_prefix: str = " USER: ",
         assistant_start: str = " ASSISTANT:",
     ) -> None:
-        self.model = model.eval()
-        self.tokenizer = tokenizer
+        self._bind(model, tokenizer, model_id)
         self.image_processor = image_processor
-        self.model_id = model_id
         self.max_image_pixels = max_image_pixels
         self.system_prompt = system_prompt
         self.user_prefix = user_prefix
         self.assistant_start = assistant_start
-        param = next(model.parameters())
-        self.device = param.device
-        self.dtype = param.dtype
-        text_config = model.config.get_text_config()
-        self.hidden_size = int(text_config.hidden_size)
-        self.num_layers = int(text_config.num_hidden_layers)
         self.image_token_id = int(model.config.image_token_id)
         self.image_seq_length = int(model.config.image_seq_length)
         side = math.isqrt(self.image_seq_length)

@@ -47,18 +47,10 @@ class QwenVLAdapter(HFDecoderAdapter):
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         system_prompt: str = SYSTEM_PROMPT,
     ) -> None:
-        self.model = model.eval()
-        self.tokenizer = tokenizer
+        self._bind(model, tokenizer, model_id)
         self.image_processor = image_processor
-        self.model_id = model_id
         self.max_image_pixels = max_image_pixels
         self.system_prompt = system_prompt
-        param = next(model.parameters())
-        self.device = param.device
-        self.dtype = param.dtype
-        text_config = model.config.get_text_config()
-        self.hidden_size = int(text_config.hidden_size)
-        self.num_layers = int(text_config.num_hidden_layers)
         self.merge_size = int(model.config.vision_config.spatial_merge_size)
         self.image_token_id = self._token_id("<|image_pad|>")
         if self.image_token_id != int(model.config.image_token_id):

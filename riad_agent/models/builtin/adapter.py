@@ -68,18 +68,11 @@ class BuiltinAdapter(HFDecoderAdapter):
         max_image_pixels: int = 40_000_000,
         system_prompt: str = SYSTEM_PROMPT,
     ) -> None:
-        self.model = model.eval()
-        self.tokenizer = tokenizer
+        self._bind(model, tokenizer, model_id)
         self.tower = tower
         self.projector = projector.eval()
-        self.model_id = model_id
         self.max_image_pixels = max_image_pixels
         self.system_prompt = system_prompt
-        param = next(model.parameters())
-        self.device = param.device
-        self.dtype = param.dtype
-        self.hidden_size = int(model.config.hidden_size)
-        self.num_layers = int(model.config.num_hidden_layers)
         self.grid = tower.config.grid
         self.eos_token_ids = {int(tokenizer.eos_token_id)} if tokenizer.eos_token_id is not None else set()
         self._slot_id = int(tokenizer.pad_token_id or 0)  # placeholder ids under the visual tokens
