@@ -198,6 +198,7 @@ def make_nodes(components: Components) -> dict[str, Node]:
             knowledge=state.get("knowledge", []),
             templates=[Image.fromarray(ref) for ref in state["references"][:1]],
             patch_prior=anomaly.prior_map() if anomaly is not None else None,
+            image_score=anomaly.score if anomaly is not None else None,
             category=state.get("category"),
             latent_steps=request.options.latent_steps,
             latent_tokens=request.options.latent_tokens,

@@ -50,8 +50,10 @@ class AnomalyMap:
     """The vision expert's evidence for one image.
 
     ``patch_scores`` is the raw patch grid (rows x cols) of nearest-neighbour distances,
-    ``pixel_scores`` the smoothed map at image size (height x width) on the same raw scale,
-    ``score`` the calibrated image score in [0, 1] (0.5 = edge of normal).
+    ``pixel_scores`` the map at image size (height x width) on the same raw scale, ``score`` the
+    calibrated image score in [0, 1] (0.5 = edge of normal). ``patch_prior`` is the expert's
+    evidence for the reasoner on the same raw scale, at any size: the patch grid smoothed without
+    following the image's edges (see :meth:`prior_map`); None means "use ``pixel_scores``".
     """
 
     patch_scores: np.ndarray
@@ -62,15 +64,23 @@ class AnomalyMap:
     regions: list[Region]
     backbone: str
     heatmap_png: bytes | None = None
+    patch_prior: np.ndarray | None = None
 
     def prior_map(self) -> np.ndarray:
-        """The pixel map as a [0, 1] prior for patch injection: 0.5 at the image threshold."""
+        """The evidence as a [0, 1] prior for the reasoner and patch injection: 0.5 at the image threshold.
+
+        From ``patch_prior`` when the expert gave one: the pixel map's edge-aware upsampling places
+        its peak less reliably (on generated parts the peak's 3 x 3 place matched the mask for 80 of
+        105 defects, against 92 of 105 for the Gaussian-smoothed grid), and the reasoner reads peaks
+        and places, not pixel-exact outlines.
+        """
+        values = self.pixel_scores if self.patch_prior is None else self.patch_prior
         if self.threshold <= 0:
-            span = float(self.pixel_scores.max() - self.pixel_scores.min())
+            span = float(values.max() - values.min())
             if span <= 0:
-                return np.zeros_like(self.pixel_scores, dtype=np.float32)
-            return ((self.pixel_scores - self.pixel_scores.min()) / span).astype(np.float32)
-        return np.clip(0.5 * self.pixel_scores / self.threshold, 0.0, 1.0).astype(np.float32)
+                return np.zeros_like(values, dtype=np.float32)
+            return ((values - values.min()) / span).astype(np.float32)
+        return np.clip(0.5 * values / self.threshold, 0.0, 1.0).astype(np.float32)
 
 
 @runtime_checkable
@@ -98,6 +108,7 @@ class ReasoningInput:
     knowledge: list[KnowledgeHit] = field(default_factory=list)
     templates: list[Image.Image] = field(default_factory=list)
     patch_prior: np.ndarray | None = None
+    image_score: float | None = None  # the expert's calibrated image score (0.5 = edge of normal)
     category: str | None = None
     latent_steps: int = 10
     latent_tokens: int = 4

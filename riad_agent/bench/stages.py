@@ -79,6 +79,7 @@ def inspect_once(
         knowledge=hits,
         templates=references[:1],
         patch_prior=anomaly.prior_map(),
+        image_score=anomaly.score,
         category=category,
         latent_steps=latent_steps,
         seed=index,

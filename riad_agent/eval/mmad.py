@@ -224,9 +224,10 @@ def answer_question(
         category = knowledge_category(knowledge, image)
         if category is not None:
             hits = knowledge.search(question.render(), category, config.knowledge_k)
-    prior = None
+    prior, image_score = None, None
     if expert is not None and references:
-        prior = expert.analyse(query, references, category).prior_map()
+        anomaly = expert.analyse(query, references, category)
+        prior, image_score = anomaly.prior_map(), anomaly.score
     result = reasoner.reason(
         ReasoningInput(
             image=query,
@@ -234,6 +235,7 @@ def answer_question(
             knowledge=hits,
             templates=templates,
             patch_prior=prior,
+            image_score=image_score,
             category=category,
             latent_steps=config.latent_steps,
             latent_tokens=config.latent_tokens,

@@ -27,11 +27,12 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from riad_agent.errors import InvalidImageError, ReferenceImageError
+from riad_agent.expert.alignment import best_shift, cell_steps, shift_positions
 from riad_agent.expert.backbones import load_backbone
 from riad_agent.expert.bank import BankCache, MemoryBank, bank_key, greedy_coreset, nearest_distances
 from riad_agent.expert.calibration import Calibration, fit_calibration
 from riad_agent.expert.features import FeatureConfig, PatchFeatureExtractor, images_to_batch
-from riad_agent.expert.regions import find_regions, heatmap_overlay, upsample_map
+from riad_agent.expert.regions import find_regions, guided_upsample, heatmap_overlay, upsample_map
 from riad_agent.protocols import AnomalyMap
 
 
@@ -47,7 +48,35 @@ class ExpertConfig(BaseModel):
     coreset_min: int = Field(default=4096, ge=1, description="Never subsample below this many patches.")
     top_k: int = Field(default=1, ge=1, description="Image score = mean of the top-k patch scores.")
     grid_sigma: float = Field(default=0.0, ge=0, description="Smoothing of the patch grid (cells).")
-    pixel_sigma: float = Field(default=8.0, ge=0, description="Smoothing of the pixel map (pixels).")
+    pixel_sigma: float = Field(
+        default=8.0,
+        ge=0,
+        description=(
+            "Gaussian smoothing (pixels) of the upsampled grid: the pixel map when guide_radius is 0, "
+            "and always the reasoner's prior (AnomalyMap.patch_prior)."
+        ),
+    )
+    guide_radius: int = Field(
+        default=8,
+        ge=0,
+        description=(
+            "Window radius (network-input pixels) of the colour guided filter that upsamples the patch "
+            "grid along the image's edges; 0 = bilinear upsampling + Gaussian pixel_sigma."
+        ),
+    )
+    guide_eps: float = Field(default=1e-3, gt=0, description="Guided-filter regularisation.")
+    guide_subsample: int = Field(
+        default=4, ge=1, description="Guided-filter coefficients fitted this much smaller."
+    )
+    align_reach: int = Field(
+        default=1,
+        ge=0,
+        description=(
+            "Register each query to the references by shifting its position features by whole grid "
+            "cells, up to this many, keeping the shift with the lowest mean patch distance (only "
+            "with position features); 0 = off. See riad_agent.expert.alignment."
+        ),
+    )
     loo_max_references: int = Field(default=16, ge=2, description="References scored leave-one-out.")
     calibration_z: float = Field(default=2.0, ge=0)
     single_reference_margin: float = Field(default=1.25, ge=1.0)
@@ -190,22 +219,24 @@ class PatchCoreExpert:
         if bank.n_references >= 2:
             generator = np.random.default_rng(self.config.features.seed)
             order = generator.permutation(bank.n_references)[: self.config.loo_max_references]
+            features_config = self.config.features
             for index in sorted(int(i) for i in order):
-                flat = grids[index].reshape(-1, grids.shape[-1])
-                distances = nearest_distances(flat, bank.features, exclude=bank.owners, exclude_owner=index)
-                grid = distances.reshape(bank.grid).numpy()
-                image_raw, pixel_map = self._scores(grid)
+                grid = self._aligned_distances(grids[index], bank, exclude_owner=index)
+                guide = images_to_batch(
+                    [images[index]], features_config.image_size, features_config.normalise_intensity
+                )[0]
+                image_raw, pixel_map = self._scores(grid, guide)
                 image_scores.append(image_raw)
                 pixel_peaks.append(float(pixel_map.max()))
             method, margin = "leave-one-out", 1.0
         else:
             views = _augmented_views(images[0], self.config.features.image_size, self.config.features.seed)
+            view_batch = images_to_batch(
+                views, self.config.features.image_size, self.config.features.normalise_intensity
+            )
             view_grids = self.extractor(views)
-            for grid_features in view_grids:
-                distances = nearest_distances(
-                    grid_features.reshape(-1, grid_features.shape[-1]), bank.features
-                )
-                image_raw, pixel_map = self._scores(distances.reshape(bank.grid).numpy())
+            for grid_features, guide in zip(view_grids, view_batch, strict=True):
+                image_raw, pixel_map = self._scores(self._aligned_distances(grid_features, bank), guide)
                 image_scores.append(image_raw)
                 pixel_peaks.append(float(pixel_map.max()))
             method, margin = "augmented-views", self.config.single_reference_margin
@@ -217,8 +248,33 @@ class PatchCoreExpert:
 
     # ---- query -> map ------------------------------------------------------------------------------
 
-    def _scores(self, grid: np.ndarray) -> tuple[float, np.ndarray]:
-        """(image raw score, pixel map at network input size) from a raw patch-distance grid."""
+    def _aligned_distances(
+        self, grid_features: torch.Tensor, bank: MemoryBank, exclude_owner: int | None = None
+    ) -> np.ndarray:
+        """Nearest-bank distance grid of one (rows, cols, D) feature grid, registered to the bank's pose.
+
+        With position features on and ``align_reach > 0`` the query's position columns are first
+        moved by the whole-cell offset that best matches the bank (see ``alignment.best_shift``).
+        ``exclude_owner`` leaves that reference's patches out (leave-one-out calibration).
+        """
+        skip = None if exclude_owner is None else bank.owners == exclude_owner
+        weight = self.config.features.position_weight * bank.calibration.get("position", 1.0)
+        if weight > 0 and self.config.align_reach > 0:
+            steps = cell_steps(bank.grid, weight)
+            shift = best_shift(grid_features, bank.features, steps, self.config.align_reach, skip=skip)
+            if shift != (0.0, 0.0):
+                grid_features = shift_positions(grid_features, shift)
+        flat = grid_features.reshape(-1, grid_features.shape[-1])
+        exclude = None if exclude_owner is None else bank.owners
+        distances = nearest_distances(flat, bank.features, exclude=exclude, exclude_owner=exclude_owner)
+        return distances.reshape(bank.grid).numpy()
+
+    def _scores(self, grid: np.ndarray, guide: torch.Tensor | None = None) -> tuple[float, np.ndarray]:
+        """(image raw score, pixel map at network input size) from a raw patch-distance grid.
+
+        ``guide`` is the (3, S, S) network input of the same image; with it and ``guide_radius > 0``
+        the grid is upsampled by the guided filter, otherwise bilinearly + Gaussian ``pixel_sigma``.
+        """
         from scipy import ndimage
 
         smooth = (
@@ -229,18 +285,25 @@ class PatchCoreExpert:
         k = min(self.config.top_k, smooth.size)
         image_raw = float(np.sort(smooth.ravel())[-k:].mean())
         size = self.config.features.image_size
-        pixel_map = upsample_map(grid, size, size, self.config.pixel_sigma)
+        if guide is not None and self.config.guide_radius > 0:
+            pixel_map = guided_upsample(
+                grid, guide, self.config.guide_radius, self.config.guide_eps, self.config.guide_subsample
+            )
+        else:
+            pixel_map = upsample_map(grid, size, size, self.config.pixel_sigma)
         return image_raw, pixel_map
 
     def patch_distances(self, image: Image.Image, bank: MemoryBank) -> np.ndarray:
         """Raw nearest-neighbour distance of every patch of ``image`` (rows x cols grid)."""
         features_config = self.config.features
         batch = images_to_batch([image], features_config.image_size, features_config.normalise_intensity)
+        return self._batch_distances(batch, bank)
+
+    def _batch_distances(self, batch: torch.Tensor, bank: MemoryBank) -> np.ndarray:
         features = self.extractor.from_batch(batch)
         scale = bank.calibration.get("position", 1.0)
         features = _scale_position(features, scale, self.config.features.position_weight)[0]
-        distances = nearest_distances(features.reshape(-1, features.shape[-1]), bank.features)
-        return distances.reshape(bank.grid).numpy()
+        return self._aligned_distances(features, bank)
 
     def analyse(
         self, image: Image.Image, references: Sequence[Image.Image], category: str | None = None
@@ -256,8 +319,14 @@ class PatchCoreExpert:
     def analyse_with_bank(self, image: Image.Image, bank: MemoryBank) -> AnomalyMap:
         """Score an image against an already fitted bank."""
         query = _check_image(image, "image")
-        grid = self.patch_distances(query, bank)
-        image_raw, pixel_map = self._scores(grid)
+        features_config = self.config.features
+        batch = images_to_batch([query], features_config.image_size, features_config.normalise_intensity)
+        grid = self._batch_distances(batch, bank)
+        image_raw, pixel_map = self._scores(grid, batch[0])
+        patch_prior = None  # the reasoner's prior: the grid smoothed, not edge-following (AnomalyMap.prior_map)
+        if self.config.guide_radius > 0:
+            size = features_config.image_size
+            patch_prior = upsample_map(grid, size, size, self.config.pixel_sigma)
         width, height = query.size
         if (width, height) != pixel_map.shape[::-1]:
             pixel_map = np.asarray(
@@ -278,6 +347,7 @@ class PatchCoreExpert:
             regions=regions,
             backbone=self.backbone_id,
             heatmap_png=heatmap,
+            patch_prior=patch_prior,
         )
 
 

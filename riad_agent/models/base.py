@@ -39,12 +39,14 @@ class ImageSegment:
     """An image in the prompt; exactly one segment of a prompt has ``role='query'``.
 
     ``evidence`` is the vision expert's [0, 1] prior map for this image (any 2-D size, 0.5 = edge of
-    normal). Models that read it as input channels (the builtin model) use it; others ignore it.
+    normal) and ``score`` its calibrated image score (0.5 = edge of normal). Models that read them
+    (the builtin model: channels and an evidence line) use them; others ignore them.
     """
 
     image: Image.Image
     role: ImageRole = "query"
     evidence: np.ndarray | None = field(default=None, compare=False, repr=False)
+    score: float | None = field(default=None, compare=False)
 
 
 Segment = TextSegment | ImageSegment

@@ -45,6 +45,6 @@ def build_segments(
         segments.append(TextSegment("\n"))
     category = f" ({request.category})" if request.category else ""
     segments.append(TextSegment(f"Query image{category}: "))
-    segments.append(ImageSegment(request.image, role="query", evidence=request.patch_prior))
+    segments.append(ImageSegment(request.image, role="query", evidence=request.patch_prior, score=request.image_score))
     segments.append(TextSegment("\n" + request.question.render() + "\n" + ANSWER_FORMAT))
     return segments

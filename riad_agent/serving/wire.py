@@ -49,6 +49,9 @@ class WireRequest(_Wire):
     patch_prior: list[list[float]] | None = Field(
         default=None, max_length=PRIOR_MAX_SIDE, description="[0, 1] prior grid, rows of floats."
     )
+    image_score: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="The expert's calibrated image score (0.5 = edge of normal)."
+    )
     category: str | None = Field(default=None, max_length=200)
     latent_steps: int = Field(default=10, ge=0, le=200)
     latent_tokens: int = Field(default=4, ge=1, le=64)
@@ -191,6 +194,7 @@ def encode_input(request: ReasoningInput) -> WireRequest:
         question=request.question,
         knowledge=list(request.knowledge),
         patch_prior=prior,
+        image_score=None if request.image_score is None else float(request.image_score),
         category=request.category,
         latent_steps=request.latent_steps,
         latent_tokens=request.latent_tokens,
@@ -214,6 +218,7 @@ def decode_input(body: WireRequest, limits: WireLimits) -> ReasoningInput:
         knowledge=list(body.knowledge),
         templates=templates,
         patch_prior=prior,
+        image_score=body.image_score,
         category=body.category,
         latent_steps=body.latent_steps,
         latent_tokens=body.latent_tokens,

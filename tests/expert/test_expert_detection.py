@@ -60,6 +60,25 @@ def test_washer_defect_is_found_inside_its_mask(
     assert 0.5 < top.score <= 1.0
 
 
+def test_reasoner_prior_is_the_smoothed_grid_peaking_at_the_defect(
+    expert: PatchCoreExpert, washer_refs: list
+) -> None:
+    sample = generate_sample("synthetic/washer", "hole", seed=101, size=SIZE)
+    result = expert.analyse(sample.image, washer_refs, "synthetic/washer")
+    prior = result.prior_map()
+    assert result.patch_prior is not None and prior.shape == (SIZE, SIZE)  # network input size
+    assert prior.dtype == np.float32 and prior.min() >= 0.0 and prior.max() <= 1.0
+    assert prior.max() > 0.5  # above the image threshold, like the score
+    peak = np.unravel_index(np.argmax(prior), prior.shape)
+    x0, y0, x1, y1 = sample.bbox
+    assert y0 - 12 <= peak[0] < y1 + 12 and x0 - 12 <= peak[1] < x1 + 12
+    # without the guided filter the pixel map is that smoothed grid and serves as the prior itself
+    plain = PatchCoreExpert(ExpertConfig(features={"image_size": SIZE}, guide_radius=0))
+    gaussian = plain.analyse(sample.image, washer_refs, "synthetic/washer")
+    assert gaussian.patch_prior is None
+    assert np.allclose(gaussian.prior_map(), prior, atol=1e-5)
+
+
 @pytest.mark.parametrize("seed", [200, 201, 202])
 def test_normal_washers_score_below_half(expert: PatchCoreExpert, washer_refs: list, seed: int) -> None:
     result = expert.analyse(

@@ -18,7 +18,7 @@ from riad_agent.models.base import ImageSegment, Segment, TextSegment, VisionLan
 from riad_agent.models.builtin import language
 from riad_agent.models.builtin.loading import WEIGHTS_PATH, load_builtin, read_weights
 from riad_agent.models.builtin.lora import add_lora, lora_state, merge_lora
-from riad_agent.models.builtin.vision import VERDICT_LIMIT, evidence_cells, evidence_sentence
+from riad_agent.models.builtin.vision import SCORE_LIMIT, VERDICT_LIMIT, evidence_cells, evidence_sentence
 from riad_agent.protocols import ReasoningInput
 from riad_agent.reasoning import LatentReasoner
 from riad_agent.reasoning.config import config_for
@@ -85,6 +85,11 @@ def test_evidence_line_answers_in_the_options_words() -> None:
     prior[45:, :15] = VERDICT_LIMIT - 0.02
     assert "any defect? No" in evidence_sentence(evidence_cells(prior, 6), 6)
     assert evidence_sentence(evidence_cells(None, 6), 6) == ""
+    # with the expert's calibrated image score, the verdict and the value shown are the score's
+    cells = evidence_cells(prior, 6)
+    assert "any defect? Yes (anomaly evidence 0.41)" in evidence_sentence(cells, 6, score=SCORE_LIMIT + 0.01)
+    low = evidence_sentence(cells, 6, score=SCORE_LIMIT - 0.01)
+    assert "any defect? No (anomaly evidence 0.39)" in low and low.rstrip().endswith("area: bottom left.")
 
 
 def test_builtin_tells_generated_defects_from_normal_parts(builtin: Any) -> None:

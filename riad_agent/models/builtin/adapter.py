@@ -100,10 +100,11 @@ class BuiltinAdapter(HFDecoderAdapter):
                 ids += self._encode(segment.text)
                 continue
             image = check_image(segment.image, self.max_image_pixels, label)
-            images.append((len(ids), ImageSegment(image, segment.role, segment.evidence)))
+            images.append((len(ids), ImageSegment(image, segment.role, segment.evidence, segment.score)))
             ids += [self._slot_id] * self.grid * self.grid
             if segment.role == "query" and segment.evidence is not None:
-                ids += self._encode("\n" + evidence_sentence(self._evidence(segment.evidence), self.grid).rstrip("\n"))
+                line = evidence_sentence(self._evidence(segment.evidence), self.grid, segment.score)
+                ids += self._encode("\n" + line.rstrip("\n"))
         return PromptLayout(ids=ids, images=images)
 
     def _evidence(self, evidence: object) -> torch.Tensor:

@@ -88,10 +88,11 @@ class TrainConfig(BaseModel):
 
 @dataclass
 class Example:
-    """One training image, ready: its cells (appearance + evidence) and its labels."""
+    """One training image, ready: its cells (appearance + evidence), the expert's score, its labels."""
 
     source: SourceImage
     cells: torch.Tensor  # grid*grid x cell_dim
+    score: float  # the expert's calibrated image score
 
 
 def training_images(config: TrainConfig) -> LabelledSet:
@@ -128,13 +129,21 @@ def prepare_examples(
         stored = cache / f"examples-{hashlib.sha256(fingerprint.encode()).hexdigest()[:20]}.pt"
         if stored.is_file():
             saved = torch.load(stored)
-            if saved["keys"] == [item.key for item in data.images]:
+            if saved["keys"] == [item.key for item in data.images] and "scores" in saved:
                 log(f"  evidence and cells loaded from {stored}")
-                return [Example(item, cells) for item, cells in zip(data.images, saved["cells"], strict=True)]
+                pairs = zip(saved["cells"], saved["scores"].tolist(), strict=True)
+                return [Example(item, cells, score) for item, (cells, score) in zip(data.images, pairs, strict=True)]
     examples = _compute_examples(data, tower, expert, log)
     if stored is not None:
         stored.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"keys": [e.source.key for e in examples], "cells": torch.stack([e.cells for e in examples])}, stored)
+        torch.save(
+            {
+                "keys": [e.source.key for e in examples],
+                "cells": torch.stack([e.cells for e in examples]),
+                "scores": torch.tensor([e.score for e in examples], dtype=torch.float64),
+            },
+            stored,
+        )
     return examples
 
 
@@ -144,17 +153,17 @@ def _compute_examples(data: LabelledSet, tower: VisionTower, expert: PatchCoreEx
         banks[pool] = expert.fit([load() for _, load in references])
     examples: list[Example] = []
     started = time.perf_counter()
-    batch: list[tuple[SourceImage, Image.Image, np.ndarray]] = []
+    batch: list[tuple[SourceImage, Image.Image, np.ndarray, float]] = []
 
     def flush() -> None:
-        cells = tower.cells([image for _, image, _ in batch], [prior for _, _, prior in batch])
-        examples.extend(Example(item, c) for (item, _, _), c in zip(batch, cells, strict=True))
+        cells = tower.cells([image for _, image, _, _ in batch], [prior for _, _, prior, _ in batch])
+        examples.extend(Example(item, c, score) for (item, _, _, score), c in zip(batch, cells, strict=True))
         batch.clear()
 
     for index, item in enumerate(data.images, start=1):
         image = item.load()
-        prior = expert.analyse_with_bank(image, banks[item.pool]).prior_map()
-        batch.append((item, image, prior))
+        anomaly = expert.analyse_with_bank(image, banks[item.pool])
+        batch.append((item, image, anomaly.prior_map(), anomaly.score))
         if len(batch) == 16:
             flush()
         if index % 200 == 0:
@@ -230,6 +239,7 @@ class Trainer:
             question=question.question,
             knowledge=hits,
             patch_prior=peaks,
+            image_score=None if dropped else example.score,
             category=example.source.label.category if with_knowledge else None,
         )
         chars, count, _ = BUILTIN_PROMPT_BUDGET
@@ -306,6 +316,11 @@ class Trainer:
         return {k: sum(v) / len(v) for k, v in sorted(tallies.items())}
 
 
+def expert_for_training() -> PatchCoreExpert:
+    """The vision expert whose evidence the model is trained on (the defaults, 256 px)."""
+    return PatchCoreExpert(ExpertConfig(features=FeatureConfig(image_size=256)), cache_dir=None)
+
+
 def train(
     config: TrainConfig, out: Path, cache_dir: Path | None, log: Log = print, examples_cache: Path | None = None
 ) -> dict[str, Any]:
@@ -320,7 +335,7 @@ def train(
     digest = data_hash(data)
     log(f"training images: {len(data.images)} (data sha256 {digest[:16]})")
     trainer = Trainer(config, cache_dir, log)
-    expert = PatchCoreExpert(ExpertConfig(features=FeatureConfig(image_size=256)), cache_dir=None)
+    expert = expert_for_training()
     examples = prepare_examples(data, trainer.tower, expert, log, examples_cache)
     prep_seconds = time.perf_counter() - started
     log(f"evidence and cells ready in {prep_seconds:.0f} s")
