@@ -51,7 +51,7 @@ class AnomalyMap:
 
     ``patch_scores`` is the raw patch grid (rows x cols) of nearest-neighbour distances,
     ``pixel_scores`` the map at image size (height x width) on the same raw scale, ``score`` the
-    calibrated image score in [0, 1] (0.5 = edge of normal). ``patch_prior`` is the expert's
+    calibrated image score in [0, 1] (0.5 = edge of normal). ``prior_scores`` is the expert's
     evidence for the reasoner on the same raw scale, at any size: the patch grid smoothed without
     following the image's edges (see :meth:`prior_map`); None means "use ``pixel_scores``".
     """
@@ -64,17 +64,17 @@ class AnomalyMap:
     regions: list[Region]
     backbone: str
     heatmap_png: bytes | None = None
-    patch_prior: np.ndarray | None = None
+    prior_scores: np.ndarray | None = None
 
     def prior_map(self) -> np.ndarray:
         """The evidence as a [0, 1] prior for the reasoner and patch injection: 0.5 at the image threshold.
 
-        From ``patch_prior`` when the expert gave one: the pixel map's edge-aware upsampling places
+        From ``prior_scores`` when the expert gave one: the pixel map's edge-aware upsampling places
         its peak less reliably (on generated parts the peak's 3 x 3 place matched the mask for 80 of
         105 defects, against 92 of 105 for the Gaussian-smoothed grid), and the reasoner reads peaks
         and places, not pixel-exact outlines.
         """
-        values = self.pixel_scores if self.patch_prior is None else self.patch_prior
+        values = self.pixel_scores if self.prior_scores is None else self.prior_scores
         if self.threshold <= 0:
             span = float(values.max() - values.min())
             if span <= 0:

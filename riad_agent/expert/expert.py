@@ -53,7 +53,7 @@ class ExpertConfig(BaseModel):
         ge=0,
         description=(
             "Gaussian smoothing (pixels) of the upsampled grid: the pixel map when guide_radius is 0, "
-            "and always the reasoner's prior (AnomalyMap.patch_prior)."
+            "and always the reasoner's prior (AnomalyMap.prior_scores)."
         ),
     )
     guide_radius: int = Field(
@@ -323,10 +323,10 @@ class PatchCoreExpert:
         batch = images_to_batch([query], features_config.image_size, features_config.normalise_intensity)
         grid = self._batch_distances(batch, bank)
         image_raw, pixel_map = self._scores(grid, batch[0])
-        patch_prior = None  # the reasoner's prior: the grid smoothed, not edge-following (AnomalyMap.prior_map)
+        prior_scores = None  # the reasoner's prior: the grid smoothed, not edge-following (AnomalyMap.prior_map)
         if self.config.guide_radius > 0:
             size = features_config.image_size
-            patch_prior = upsample_map(grid, size, size, self.config.pixel_sigma)
+            prior_scores = upsample_map(grid, size, size, self.config.pixel_sigma)
         width, height = query.size
         if (width, height) != pixel_map.shape[::-1]:
             pixel_map = np.asarray(
@@ -347,7 +347,7 @@ class PatchCoreExpert:
             regions=regions,
             backbone=self.backbone_id,
             heatmap_png=heatmap,
-            patch_prior=patch_prior,
+            prior_scores=prior_scores,
         )
 
 

@@ -66,7 +66,7 @@ def test_reasoner_prior_is_the_smoothed_grid_peaking_at_the_defect(
     sample = generate_sample("synthetic/washer", "hole", seed=101, size=SIZE)
     result = expert.analyse(sample.image, washer_refs, "synthetic/washer")
     prior = result.prior_map()
-    assert result.patch_prior is not None and prior.shape == (SIZE, SIZE)  # network input size
+    assert result.prior_scores is not None and prior.shape == (SIZE, SIZE)  # network input size
     assert prior.dtype == np.float32 and prior.min() >= 0.0 and prior.max() <= 1.0
     assert prior.max() > 0.5  # above the image threshold, like the score
     peak = np.unravel_index(np.argmax(prior), prior.shape)
@@ -75,7 +75,7 @@ def test_reasoner_prior_is_the_smoothed_grid_peaking_at_the_defect(
     # without the guided filter the pixel map is that smoothed grid and serves as the prior itself
     plain = PatchCoreExpert(ExpertConfig(features={"image_size": SIZE}, guide_radius=0))
     gaussian = plain.analyse(sample.image, washer_refs, "synthetic/washer")
-    assert gaussian.patch_prior is None
+    assert gaussian.prior_scores is None
     assert np.allclose(gaussian.prior_map(), prior, atol=1e-5)
 
 
