@@ -219,23 +219,17 @@ class PatchCoreExpert:
         if bank.n_references >= 2:
             generator = np.random.default_rng(self.config.features.seed)
             order = generator.permutation(bank.n_references)[: self.config.loo_max_references]
-            features_config = self.config.features
-            for index in sorted(int(i) for i in order):
+            indices = sorted(int(i) for i in order)
+            for index, guide in zip(indices, self._guides([images[i] for i in indices]), strict=True):
                 grid = self._aligned_distances(grids[index], bank, exclude_owner=index)
-                guide = images_to_batch(
-                    [images[index]], features_config.image_size, features_config.normalise_intensity
-                )[0]
                 image_raw, pixel_map = self._scores(grid, guide)
                 image_scores.append(image_raw)
                 pixel_peaks.append(float(pixel_map.max()))
             method, margin = "leave-one-out", 1.0
         else:
             views = _augmented_views(images[0], self.config.features.image_size, self.config.features.seed)
-            view_batch = images_to_batch(
-                views, self.config.features.image_size, self.config.features.normalise_intensity
-            )
             view_grids = self.extractor(views)
-            for grid_features, guide in zip(view_grids, view_batch, strict=True):
+            for grid_features, guide in zip(view_grids, self._guides(views), strict=True):
                 image_raw, pixel_map = self._scores(self._aligned_distances(grid_features, bank), guide)
                 image_scores.append(image_raw)
                 pixel_peaks.append(float(pixel_map.max()))
@@ -245,6 +239,13 @@ class PatchCoreExpert:
             fit_calibration(image_scores, method, z=z, margin=margin),
             fit_calibration(pixel_peaks, method, z=z, margin=margin),
         )
+
+    def _guides(self, images: Sequence[Image.Image]) -> list[torch.Tensor | None]:
+        """The images' network inputs as guided-filter guides (Nones when the filter is off)."""
+        if self.config.guide_radius <= 0:
+            return [None] * len(images)
+        features = self.config.features
+        return list(images_to_batch(images, features.image_size, features.normalise_intensity))
 
     # ---- query -> map ------------------------------------------------------------------------------
 

@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
-import time
 
 import pytest
-from serving_inputs import build_input
+from serving_inputs import build_input, wait_until
 from support.fakes import FakeReasoner
 
 from riad_agent.errors import NotReadyError, QueueFullError
 from riad_agent.serving.worker import JobCancelled, ModelWorker
-
-
-def _wait(condition: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
 
 
 def test_jobs_run_one_at_a_time_in_order() -> None:
@@ -36,7 +28,7 @@ def test_full_queue_refuses_and_cancelled_jobs_are_skipped_or_stopped() -> None:
     worker = ModelWorker(slow, max_queue=2)
     worker.start()
     running = worker.submit(build_input(seed=0, steps=50))
-    _wait(lambda: len(slow.calls) == 1)
+    wait_until(lambda: len(slow.calls) == 1)
     waiting = worker.submit(build_input(seed=1, steps=1))
     kept = worker.submit(build_input(seed=2, steps=1))
     with pytest.raises(QueueFullError, match="2 waiting"):
@@ -58,7 +50,7 @@ def test_close_fails_waiting_jobs_and_not_ready_before_start() -> None:
     worker.start()
     assert worker.wait_ready(10) and worker.model_id == "fake-reasoner"
     first = worker.submit(build_input(seed=0, steps=1))
-    _wait(lambda: worker.queued == 0)  # the first one is running
+    wait_until(lambda: worker.queued == 0)  # the first one is running
     second = worker.submit(build_input(seed=1, steps=1))
     worker.close()
     assert first.future.result(10).answer == "A"

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
-import time
 from collections.abc import Callable
 
 import pytest
-from serving_inputs import build_input
+from serving_inputs import build_input, wait_until
 from support.fakes import FakeReasoner
 
 from riad_agent.errors import InvalidImageError, QueueFullError
@@ -49,20 +48,13 @@ class FakeBatchReasoner(FakeReasoner):
         return outcomes
 
 
-def _wait(condition: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-
-
 def test_waiting_jobs_run_together_and_fail_or_cancel_alone() -> None:
     fake = FakeBatchReasoner()
     assert isinstance(fake, BatchReasoner)
     worker = ModelWorker(fake, max_queue=6, max_batch=4)
     worker.start()
     first = worker.submit(build_input(seed=0, steps=1))
-    _wait(lambda: len(fake.calls) == 1)  # running alone, held at the gate
+    wait_until(lambda: len(fake.calls) == 1)  # running alone, held at the gate
     jobs = [worker.submit(build_input(seed=s, steps=3)) for s in (1, 13, 2, 3, 4, 5)]
     with pytest.raises(QueueFullError):
         worker.submit(build_input(seed=6))
@@ -85,7 +77,7 @@ def test_a_running_job_cancelled_stops_alone() -> None:
     worker = ModelWorker(fake, max_queue=4, max_batch=4)
     worker.start()
     first = worker.submit(build_input(seed=0, steps=1))
-    _wait(lambda: len(fake.calls) == 1)
+    wait_until(lambda: len(fake.calls) == 1)
     kept, dropped = worker.submit(build_input(seed=1, steps=3)), worker.submit(build_input(seed=2, steps=3))
     fake.on_batch.append(dropped.cancel)  # the caller gives up once its batch has started
     fake.gate.set()
@@ -101,7 +93,7 @@ def test_max_batch_one_runs_one_at_a_time() -> None:
     worker = ModelWorker(fake, max_queue=4, max_batch=1)
     worker.start()
     first = worker.submit(build_input(seed=0, steps=1))
-    _wait(lambda: len(fake.calls) == 1)
+    wait_until(lambda: len(fake.calls) == 1)
     jobs = [worker.submit(build_input(seed=s, steps=1)) for s in (1, 2, 3)]
     fake.gate.set()
     assert [j.future.result(10).answer for j in [first, *jobs]] == ["A"] * 4
