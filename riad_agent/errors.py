@@ -6,6 +6,8 @@ the HTTP and MCP surfaces map :attr:`RiadError.code` to their own error payloads
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import ValidationError
 
 
@@ -62,9 +64,17 @@ class PathNotAllowedError(RiadError):
 
 
 class UnknownCategoryError(RiadError):
-    """The category is not in the knowledge base (the message lists close matches)."""
+    """The category is not in the knowledge base (the message lists close matches).
+
+    ``close_matches`` holds the known categories the name is a likely typo of; empty when the name
+    is close to none (a new product, which callers may inspect without knowledge).
+    """
 
     code = "unknown_category"
+
+    def __init__(self, message: str, close_matches: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.close_matches = list(close_matches)
 
 
 class ReferenceImageError(InvalidImageError):
