@@ -30,8 +30,8 @@ from scipy import ndimage
 from riad_agent.data.synthetic import CATEGORIES, DEFECTS, generate_sample
 from riad_agent.expert import PatchCoreExpert
 from riad_agent.knowledge.schema import DefectSpec
-from riad_agent.qa.questions import knowledge_files
-from riad_agent.qa.sources import mvtec_set
+from riad_agent.question_sets.questions import knowledge_files
+from riad_agent.question_sets.sources import mvtec_set
 
 WORDS = {
     "line": "line lines streak streaks scratch crack groove slice split linear elongated long thin narrow stroke fissure cut",

@@ -20,14 +20,17 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing_extensions import TypedDict  # pydantic builds JSON schemas of typing_extensions' TypedDict only
 
 from riad_agent.components import Components, build_components
-from riad_agent.errors import InvalidRequestError, OutputWriteError, RiadError
+from riad_agent.errors import InvalidRequestError, OutputWriteError, RiadError, first_problem
+from riad_agent.graphs.context import bind, configured
 from riad_agent.graphs.inspection import build_inspection_graph, run_inspection
 from riad_agent.schemas import InspectionOptions, InspectionReport, InspectionRequest
 from riad_agent.settings import Settings
@@ -35,6 +38,8 @@ from riad_agent.settings import Settings
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+INSPECTION_KEY = "riad_inspection_graph"  # the compiled inspection graph, bound into the config
+PROGRESS_KEY = "riad_triage_progress"  # the progress callback, bound into the config
 
 
 class TriageJob(BaseModel):
@@ -75,6 +80,20 @@ class TriageSummary(BaseModel):
     uncertain: int
     errors: int
     out: str
+
+
+class TriageInput(BaseModel):
+    """What a caller sends: ``{"job": {...}}`` (JSON is validated into a TriageJob)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job: TriageJob
+
+
+class TriageOutput(TypedDict):
+    """What a caller gets back: the summary."""
+
+    summary: TriageSummary
 
 
 class TriageState(TypedDict, total=False):
@@ -137,14 +156,17 @@ class JsonlWriter:
     async def write(self, record: TriageRecord) -> None:
         line = record.model_dump_json(exclude={"report": {"heatmap_png"}}) + "\n"
         async with self._lock:
-            try:
-                self._handle.write(line)
-                self._handle.flush()
-                os.fsync(self._handle.fileno())
-            except OSError as exc:
-                raise OutputWriteError(
-                    f"cannot write to {self.path}: {exc.strerror or exc}; lines already written are kept"
-                ) from exc
+            await asyncio.to_thread(self._append, line)  # fsync off the event loop
+
+    def _append(self, line: str) -> None:
+        try:
+            self._handle.write(line)
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        except OSError as exc:
+            raise OutputWriteError(
+                f"cannot write to {self.path}: {exc.strerror or exc}; lines already written are kept"
+            ) from exc
 
     def close(self) -> None:
         # after a failed write (already raised as OutputWriteError) closing flushes and fails again;
@@ -153,111 +175,137 @@ class JsonlWriter:
             self._handle.close()
 
 
+def _save_heatmap(out: Path, image: str, png: bytes) -> str:
+    """Write an image's heatmap beside the JSONL; its path."""
+    path = _heatmap_path(out, image)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
+    return str(path)
+
+
 def _heatmap_path(out: Path, image: str) -> Path:
     folder = out.with_name(out.stem + ".heatmaps")
     digest = hashlib.sha1(image.encode("utf-8")).hexdigest()[:10]
     return folder / f"{Path(image).stem}-{digest}.png"
 
 
-def build_triage_graph(
-    settings: Settings | None = None,
-    *,
-    components: Components | None = None,
-    progress: Callable[[dict[str, Any]], None] | None = None,
-) -> CompiledStateGraph[Any, Any, Any, Any]:
-    """Compile the triage graph. Invoke it with ``{"job": TriageJob(...)}``; the summary is in ``summary``."""
-    if components is None:
-        components = build_components(settings or Settings())
-    inspection = build_inspection_graph(components=components, checkpointer=False)
+def parse_job(value: TriageJob | dict[str, Any]) -> TriageJob:
+    """Validate a job given as a dict (JSON); typed error naming the first bad field."""
+    if isinstance(value, TriageJob):
+        return value
+    try:
+        return TriageJob.model_validate(value)
+    except ValidationError as exc:
+        where, problem = first_problem(exc, "job")
+        raise InvalidRequestError(f"invalid job field {where}: {problem}") from exc
 
-    async def list_node(state: TriageState) -> dict[str, Any]:
-        return {"images": list_images(state["job"].images)}
 
-    async def skip_finished(state: TriageState) -> dict[str, Any]:
-        job = state["job"]
-        finished = read_finished(job.out, job.retry_errors)
-        return {"pending": [image for image in state["images"] if image not in finished]}
+async def list_node(state: TriageState) -> dict[str, Any]:
+    """Every image of the job (a job given as JSON becomes a TriageJob here)."""
+    given = state["job"]
+    job = parse_job(given)
+    update: dict[str, Any] = {"images": await asyncio.to_thread(list_images, job.images)}
+    if job is not given:
+        update["job"] = job
+    return update
 
-    async def inspect_all(state: TriageState) -> dict[str, Any]:
-        job = state["job"]
-        writer = JsonlWriter(job.out)
-        semaphore = asyncio.Semaphore(job.concurrency)
-        options = job.options.model_copy(update={"return_heatmap": job.heatmaps})
-        done = 0
 
-        async def one(image: str) -> None:
-            nonlocal done
-            async with semaphore:
-                start = time.perf_counter()
-                record: TriageRecord
-                try:
-                    request = InspectionRequest(
-                        image=image,
-                        category=job.category,
-                        references=[str(p) for p in job.references],
-                        options=options,
-                    )
-                    report = await run_inspection(inspection, request)
-                    heatmap = None
-                    if report.heatmap_png:
-                        path = _heatmap_path(job.out, image)
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        path.write_bytes(report.heatmap_png)
-                        heatmap = str(path)
-                    record = TriageRecord(
-                        image=image, report=report, heatmap=heatmap, elapsed_ms=_elapsed(start)
-                    )
-                except OutputWriteError:
-                    raise
-                except RiadError as exc:
-                    record = TriageRecord(
-                        image=image,
-                        error={"type": type(exc).__name__, "message": exc.message},
-                        elapsed_ms=_elapsed(start),
-                    )
-                except OSError as exc:  # heatmap file
-                    raise OutputWriteError(f"cannot write the heatmap of {image}: {exc.strerror or exc}") from exc
-                except Exception as exc:  # a bug on one image must not end the batch: record it
-                    logger.exception("inspection of %s failed", image)
-                    record = TriageRecord(
-                        image=image,
-                        error={"type": "InternalError", "message": f"{type(exc).__name__}: {exc}"},
-                        elapsed_ms=_elapsed(start),
-                    )
-                await writer.write(record)
-                done += 1
-                if progress is not None:
-                    progress({"stage": "triage", "done": done, "total": len(state["pending"]), "image": image})
+async def skip_finished(state: TriageState) -> dict[str, Any]:
+    """The images without a line in the output yet."""
+    job = state["job"]
+    finished = await asyncio.to_thread(read_finished, job.out, job.retry_errors)
+    return {"pending": [image for image in state["images"] if image not in finished]}
 
-        try:
-            await asyncio.gather(*(one(image) for image in state["pending"]))
-        finally:
-            writer.close()
-        return {"finished": done}
 
-    async def summarise(state: TriageState) -> dict[str, Any]:
-        job = state["job"]
-        counts = {"anomalous": 0, "normal": 0, "uncertain": 0, "errors": 0}
-        wanted = set(state["images"])
-        with job.out.open(encoding="utf-8") as handle:
-            for line in handle:
-                record = json.loads(line)
-                if record["image"] not in wanted:
-                    continue
-                if record.get("error"):
-                    counts["errors"] += 1
-                else:
-                    counts[record["report"]["verdict"]] += 1
-        summary = TriageSummary(
-            total=len(state["images"]),
-            skipped=len(state["images"]) - len(state["pending"]),
-            inspected=state.get("finished", 0),
-            out=str(job.out),
-            **counts,
+async def inspect_all(state: TriageState, config: RunnableConfig) -> dict[str, Any]:
+    """Inspect the pending images with bounded concurrency, one JSON line each as it finishes."""
+    job = state["job"]
+    inspection = configured(config, INSPECTION_KEY)
+    progress: Callable[[dict[str, Any]], None] | None = configured(config, PROGRESS_KEY)
+    writer = await asyncio.to_thread(JsonlWriter, job.out)
+    semaphore = asyncio.Semaphore(job.concurrency)
+    options = job.options.model_copy(update={"return_heatmap": job.heatmaps})
+    done = 0
+
+    async def one(image: str) -> None:
+        nonlocal done
+        async with semaphore:
+            record = await _inspect_one(inspection, job, options, image)
+            await writer.write(record)
+            done += 1
+            if progress is not None:
+                progress({"stage": "triage", "done": done, "total": len(state["pending"]), "image": image})
+
+    try:
+        await asyncio.gather(*(one(image) for image in state["pending"]))
+    finally:
+        await asyncio.to_thread(writer.close)
+    return {"finished": done}
+
+
+async def _inspect_one(
+    inspection: CompiledStateGraph[Any, Any, Any, Any], job: TriageJob, options: InspectionOptions, image: str
+) -> TriageRecord:
+    """One image's record: its report (heatmap saved beside the JSONL) or its error."""
+    start = time.perf_counter()
+    try:
+        request = InspectionRequest(
+            image=image, category=job.category, references=[str(p) for p in job.references], options=options
         )
-        return {"summary": summary}
+        report = await run_inspection(inspection, request)
+        heatmap = None
+        if report.heatmap_png:
+            heatmap = await asyncio.to_thread(_save_heatmap, job.out, image, report.heatmap_png)
+        return TriageRecord(image=image, report=report, heatmap=heatmap, elapsed_ms=_elapsed(start))
+    except OutputWriteError:
+        raise
+    except RiadError as exc:
+        return TriageRecord(
+            image=image, error={"type": type(exc).__name__, "message": exc.message}, elapsed_ms=_elapsed(start)
+        )
+    except OSError as exc:  # heatmap file
+        raise OutputWriteError(f"cannot write the heatmap of {image}: {exc.strerror or exc}") from exc
+    except Exception as exc:  # a bug on one image must not end the batch: record it
+        logger.exception("inspection of %s failed", image)
+        return TriageRecord(
+            image=image,
+            error={"type": "InternalError", "message": f"{type(exc).__name__}: {exc}"},
+            elapsed_ms=_elapsed(start),
+        )
 
-    graph = StateGraph(TriageState)
+
+def count_outcomes(out: Path, images: set[str]) -> dict[str, int]:
+    """Verdicts and errors of ``images`` in the JSONL ``out``."""
+    counts = {"anomalous": 0, "normal": 0, "uncertain": 0, "errors": 0}
+    with out.open(encoding="utf-8") as handle:
+        for line in handle:
+            record = json.loads(line)
+            if record["image"] not in images:
+                continue
+            if record.get("error"):
+                counts["errors"] += 1
+            else:
+                counts[record["report"]["verdict"]] += 1
+    return counts
+
+
+async def summarise(state: TriageState) -> dict[str, Any]:
+    """Counts over the job's lines in the output (earlier runs' lines included)."""
+    job = state["job"]
+    counts = await asyncio.to_thread(count_outcomes, job.out, set(state["images"]))
+    summary = TriageSummary(
+        total=len(state["images"]),
+        skipped=len(state["images"]) - len(state["pending"]),
+        inspected=state.get("finished", 0),
+        out=str(job.out),
+        **counts,
+    )
+    return {"summary": summary}
+
+
+def triage_graph() -> StateGraph[TriageState, None, TriageInput, TriageOutput]:
+    """The uncompiled graph: state, nodes and edges."""
+    graph = StateGraph(TriageState, input_schema=TriageInput, output_schema=TriageOutput)
     graph.add_node("list_images", list_node)
     graph.add_node("skip_finished", skip_finished)
     graph.add_node("inspect_all", inspect_all)
@@ -267,7 +315,22 @@ def build_triage_graph(
     graph.add_edge("skip_finished", "inspect_all")
     graph.add_edge("inspect_all", "summarise")
     graph.add_edge("summarise", END)
-    return graph.compile(name="riad-triage")
+    return graph
+
+
+def build_triage_graph(
+    settings: Settings | None = None,
+    *,
+    components: Components | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """Compile the triage graph. Invoke it with ``{"job": TriageJob(...)}`` (or its JSON); the summary is
+    in ``summary``. ``progress`` receives ``{"stage": "triage", "done", "total", "image"}`` per image."""
+    if components is None:
+        components = build_components(settings or Settings())
+    inspection = build_inspection_graph(components=components, checkpointer=False)
+    compiled = triage_graph().compile(name="riad-triage")
+    return bind(compiled, components, **{INSPECTION_KEY: inspection, PROGRESS_KEY: progress})
 
 
 def _elapsed(start: float) -> float:

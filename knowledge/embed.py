@@ -120,7 +120,7 @@ class MiniLMEmbedder:
         """Unit-norm float32 rows, one per text.
 
         Queries (at most ``query_batch`` texts) go through onnxruntime when ``onnx_cache`` is set
-        (see ``onnx_encoder.py``: ~3x faster, same vectors to ~1e-6); bulk ingestion uses torch.
+        (see ``onnx_encoder.py``: faster, the same vectors); bulk ingestion uses torch.
         """
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
@@ -152,8 +152,8 @@ class MiniLMEmbedder:
     def _embed_torch(self, loaded: _LoadedModel, texts: Sequence[str]) -> np.ndarray:
         torch = loaded.torch
         # A query (a few short texts) runs on one thread: on a busy machine, spreading a 20-token
-        # forward over several threads costs far more in synchronisation than it saves (measured:
-        # 13 ms on 1 thread vs ~500 ms on 2 under load). Bulk ingestion uses up to num_threads.
+        # forward over several threads costs far more in synchronisation than it saves (figures in
+        # docs/results.md). Bulk ingestion uses up to num_threads.
         threads = 1 if len(texts) <= self.query_batch else self.num_threads
         previous = torch.get_num_threads()
         # batches of similar length waste less compute on padding; the order is restored at the end

@@ -12,7 +12,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from riad_agent.errors import KnowledgeFormatError, first_problem
-from riad_agent.knowledge.store import QdrantKnowledgeBase, SearchMode
+from riad_agent.knowledge.search import SearchMode
+from riad_agent.knowledge.store import QdrantKnowledgeBase
 
 MODES: tuple[SearchMode, ...] = ("hybrid", "dense", "sparse")
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from riad_agent.knowledge.backend import connect
 from riad_agent.knowledge.embed import make_embedder
-from riad_agent.knowledge.ingest import default_base_path, load_riad, tree_fingerprint
-from riad_agent.knowledge.store import ProgressFn, QdrantKnowledgeBase
+from riad_agent.knowledge.loaders import default_base_path, load_riad, tree_fingerprint
+from riad_agent.knowledge.store import QdrantKnowledgeBase
+from riad_agent.knowledge.writer import ProgressFn
 from riad_agent.protocols import TextEmbedder
 from riad_agent.settings import Settings
 

@@ -13,7 +13,9 @@ from typing import Any
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
-from riad_agent.knowledge.store import DENSE, SPARSE, QdrantKnowledgeBase, SearchMode
+from riad_agent.knowledge.points import DENSE, SPARSE
+from riad_agent.knowledge.search import SearchMode
+from riad_agent.knowledge.store import QdrantKnowledgeBase
 from riad_agent.schemas import KnowledgeHit
 
 

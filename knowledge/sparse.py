@@ -8,7 +8,6 @@ and hashed into ``2**index_bits`` slots so no vocabulary has to be stored.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import zlib
@@ -82,13 +81,6 @@ class BM25Stats(BaseModel):
         """Okapi IDF, always positive: ``ln(1 + (N - df + 0.5) / (df + 0.5))``."""
         df = self.df.get(index, 0)
         return math.log(1.0 + (self.n_docs - df + 0.5) / (df + 0.5))
-
-    def to_json(self) -> str:
-        return self.model_dump_json()
-
-    @classmethod
-    def from_json(cls, blob: str) -> BM25Stats:
-        return cls.model_validate(json.loads(blob))
 
 
 class HashingBM25:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from riad_agent.blobs import BlobStore
 from riad_agent.errors import BackendUnavailableError, RiadError
 from riad_agent.imaging import ImagePolicy
 from riad_agent.protocols import Expert, KnowledgeBase, Reasoner
@@ -64,6 +65,7 @@ class Components:
 
     settings: Settings
     policy: ImagePolicy
+    blobs: BlobStore
     knowledge: Lazy[KnowledgeBase]
     expert: Lazy[Expert]
     reasoner: Lazy[Reasoner]
@@ -80,6 +82,7 @@ def build_components(
     return Components(
         settings=settings,
         policy=ImagePolicy.from_settings(settings),
+        blobs=BlobStore(settings.blob_dir, max_bytes=settings.blob_max_mb * 1024 * 1024),
         knowledge=Lazy.of(knowledge, "knowledge base")
         if knowledge is not None
         else Lazy(lambda: _open_knowledge(settings), "knowledge base"),

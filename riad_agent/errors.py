@@ -64,10 +64,12 @@ class PathNotAllowedError(RiadError):
 
 
 class UnknownCategoryError(RiadError):
-    """The category is not in the knowledge base (the message lists close matches).
+    """The category is not in the knowledge base, or is ambiguous (the message lists close matches).
 
-    ``close_matches`` holds the known categories the name is a likely typo of; empty when the name
-    is close to none (a new product, which callers may inspect without knowledge).
+    ``close_matches`` holds the known categories the name is a likely typo of (for an ambiguous
+    short name: the categories it could mean); empty when the name is close to none (a new product,
+    which callers may inspect without knowledge) or the base is empty. The policy lives in
+    ``riad_agent.knowledge.categories``.
     """
 
     code = "unknown_category"
@@ -126,30 +128,42 @@ class OutputWriteError(RiadError):
     code = "output_write"
 
 
+class BlobNotFoundError(RiadError):
+    """A stored image or array of an inspection is gone (pruned by the size limit, or another data dir)."""
+
+    code = "blob_not_found"
+
+
 # -- the reasoner service's own refusals (riad_agent.serving) ------------------------------------
 
 
-class QueueFullError(RiadError):
+class ServiceError(RiadError):
+    """Base class of the reasoner service's own refusals (queue, token, readiness, body size)."""
+
+    code = "service_error"
+
+
+class QueueFullError(ServiceError):
     """The service's request queue is full (HTTP 429); retry after the advertised delay."""
 
     code = "queue_full"
     exit_code = 3
 
 
-class UnauthorizedError(RiadError):
+class UnauthorizedError(ServiceError):
     """The bearer token is missing or wrong (HTTP 401)."""
 
     code = "unauthorized"
 
 
-class NotReadyError(RiadError):
+class NotReadyError(ServiceError):
     """The model is still loading or failed to load (HTTP 503)."""
 
     code = "not_ready"
     exit_code = 3
 
 
-class BodyTooLargeError(RiadError):
+class BodyTooLargeError(ServiceError):
     """The request body exceeds the service's byte limit (HTTP 413)."""
 
     code = "body_too_large"

@@ -6,7 +6,10 @@ explanation and the citations are decided here and nowhere else.
 
 from __future__ import annotations
 
-from riad_agent.protocols import AnomalyMap, ReasoningResult
+from typing import TYPE_CHECKING, Any, get_args
+
+from riad_agent.errors import RiadError
+from riad_agent.protocols import ReasoningResult
 from riad_agent.schemas import (
     InspectionReport,
     InspectionRequest,
@@ -16,6 +19,9 @@ from riad_agent.schemas import (
     Region,
     Verdict,
 )
+
+if TYPE_CHECKING:
+    from riad_agent.evidence import ExpertFindings
 
 #: Scores within this distance of 0.5 are "uncertain" (the calibrated edge of normal).
 UNCERTAIN_BAND = 0.05
@@ -50,17 +56,18 @@ def reasoner_anomaly_probability(result: ReasoningResult) -> float | None:
 
 
 def anomaly_score(
-    anomaly: AnomalyMap | None, reasoning: ReasoningResult | None, asked_default: bool
+    anomaly: ExpertFindings | None, reasoning: ReasoningResult | None, question: MultipleChoiceQuestion | None
 ) -> float:
     """The report's calibrated score: the expert's when it ran, else the reasoner's P(defect), else 0.5.
 
     The expert's score is calibrated on normal references per category; the reasoner's probability
     is only used when no references were given, because an uncalibrated language model must not
-    move a calibrated score.
+    move a calibrated score, and only when the reasoner answered the default question (``question``
+    None), whose option A is "defect".
     """
     if anomaly is not None:
         return float(min(1.0, max(0.0, anomaly.score)))
-    if reasoning is not None and asked_default:
+    if reasoning is not None and question is None:
         probability = reasoner_anomaly_probability(reasoning)
         if probability is not None:
             return float(min(1.0, max(0.0, probability)))
@@ -116,7 +123,7 @@ def explanation_text(
     score: float,
     regions: list[Region],
     size: tuple[int, int],
-    anomaly: AnomalyMap | None,
+    anomaly: ExpertFindings | None,
     reasoning: ReasoningResult | None,
     question: MultipleChoiceQuestion | None,
     defect: KnowledgeHit | None,
@@ -158,22 +165,24 @@ def build_report(
     category: str | None,
     category_guessed: bool,
     knowledge: list[KnowledgeHit],
-    anomaly: AnomalyMap | None,
+    anomaly: ExpertFindings | None,
     reasoning: ReasoningResult | None,
-    asked_default: bool,
     degraded: list[str],
     timings_ms: dict[str, float],
     models: dict[str, str],
 ) -> InspectionReport:
-    """Assemble the :class:`InspectionReport` from the graph's parts."""
-    score = anomaly_score(anomaly, reasoning, asked_default)
+    """Assemble the :class:`InspectionReport` from the graph's parts.
+
+    ``anomaly`` carries the heatmap PNG only when the request asked for one.
+    """
+    question = request.question
+    score = anomaly_score(anomaly, reasoning, question)
     verdict = verdict_for(score)
     regions: list[Region] = []
     if anomaly is not None:
         factor_x = image_size[0] / max(working_size[0], 1)
         factor_y = image_size[1] / max(working_size[1], 1)
         regions = scale_regions(anomaly.regions, factor_x, factor_y, image_size)
-    question = None if asked_default else request.question
     answer = reasoning.answer if reasoning is not None and question is not None else None
     defect = _defect_from_answer(reasoning, question, knowledge)
     explanation = explanation_text(
@@ -208,4 +217,44 @@ def build_report(
         models=models,
         degraded=degraded,
         image_size=image_size,
+    )
+
+
+def needs_review(score: float | None, threshold: float | None) -> bool:
+    """Whether a human should confirm the verdict: the score is within ``threshold`` of 0.5.
+
+    No expert score counts as 0.5 (the edge of normal); no threshold means never ask.
+    """
+    if threshold is None:
+        return False
+    return abs((0.5 if score is None else score) - 0.5) < threshold
+
+
+def review_request(score: float | None) -> dict[str, Any]:
+    """What a human reviewer is shown when the inspection pauses for review."""
+    score = 0.5 if score is None else score
+    return {
+        "reason": "low confidence",
+        "anomaly_score": score,
+        "proposed_verdict": verdict_for(score),
+        "resume_with": {"verdict": "normal|anomalous|uncertain", "note": "optional text"},
+    }
+
+
+def check_review(decision: object) -> dict[str, Any]:
+    """The reviewer's decision, checked: a dict with a valid ``verdict`` and an optional ``note``."""
+    if not isinstance(decision, dict) or decision.get("verdict") not in get_args(Verdict):
+        raise RiadError("resume the review with {'verdict': 'normal' | 'anomalous' | 'uncertain'}")
+    return decision
+
+
+def apply_review(report: InspectionReport, review: dict[str, Any]) -> InspectionReport:
+    """The report with the reviewer's verdict, and a sentence saying so (with the note, if any)."""
+    note = str(review.get("note", "")).strip()
+    return report.model_copy(
+        update={
+            "verdict": review["verdict"],
+            "explanation": f"{report.explanation} Human review set the verdict to "
+            f"{review['verdict']}." + (f" Note: {note}" if note else ""),
+        }
     )

@@ -218,6 +218,28 @@ def load_image(value: str | bytes | Path, policy: ImagePolicy | None = None) -> 
     )
 
 
+#: Working copies of images (what the graph's nodes analyse) have at most this many pixels on their
+#: longest side; regions are mapped back to the original size in the report.
+WORKING_MAX_SIDE = 1024
+
+
+def working_size(size: tuple[int, int], max_side: int = WORKING_MAX_SIDE) -> tuple[int, int]:
+    """(width, height) of the working copy of an image of ``size``."""
+    width, height = size
+    scale = max_side / max(width, height)
+    if scale >= 1.0:
+        return size
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def working_copy(image: Image.Image, max_side: int = WORKING_MAX_SIDE) -> Image.Image:
+    """The image shrunk (bilinear) to :func:`working_size`; the image itself when already small enough."""
+    size = working_size(image.size, max_side)
+    if size == image.size:
+        return image
+    return image.resize(size, Image.Resampling.BILINEAR)
+
+
 def encode_png(image: Image.Image, compress_level: int = 6) -> bytes:
     """PNG bytes of an image (``compress_level`` 1 is fast, 9 is small)."""
     buffer = io.BytesIO()

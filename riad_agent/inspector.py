@@ -15,25 +15,15 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
-from pydantic import ValidationError
 
 from riad_agent.components import Components, build_components
-from riad_agent.errors import InvalidRequestError, RiadError, first_problem
-from riad_agent.schemas import InspectionReport, InspectionRequest
+from riad_agent.errors import RiadError
+from riad_agent.schemas import InspectionReport, InspectionRequest, parse_request
 from riad_agent.settings import Settings, load_settings
 
 ProgressHandler = Callable[[dict[str, Any]], None]
 
-
-def parse_request(value: InspectionRequest | dict[str, Any]) -> InspectionRequest:
-    """Validate a request given as a dict; typed error naming the first bad field."""
-    if isinstance(value, InspectionRequest):
-        return value
-    try:
-        return InspectionRequest.model_validate(value)
-    except ValidationError as exc:
-        where, problem = first_problem(exc, "request")
-        raise InvalidRequestError(f"invalid request field {where}: {problem}") from exc
+__all__ = ["Inspector", "ProgressHandler", "parse_request"]
 
 
 class Inspector:

@@ -54,6 +54,8 @@ class AnomalyMap:
     calibrated image score in [0, 1] (0.5 = edge of normal). ``prior_scores`` is the expert's
     evidence for the reasoner on the same raw scale, at any size: the patch grid smoothed without
     following the image's edges (see :meth:`prior_map`); None means "use ``pixel_scores``".
+    An expert may leave ``heatmap_png`` unset and give ``render_heatmap`` instead, so that the PNG
+    is encoded only when a caller asks for it (:meth:`heatmap`).
     """
 
     patch_scores: np.ndarray
@@ -65,14 +67,20 @@ class AnomalyMap:
     backbone: str
     heatmap_png: bytes | None = None
     prior_scores: np.ndarray | None = None
+    render_heatmap: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
+
+    def heatmap(self) -> bytes | None:
+        """The heatmap overlay PNG: ``heatmap_png``, or encoded now by ``render_heatmap`` (once)."""
+        if self.heatmap_png is None and self.render_heatmap is not None:
+            self.heatmap_png = self.render_heatmap()
+        return self.heatmap_png
 
     def prior_map(self) -> np.ndarray:
         """The evidence as a [0, 1] prior for the reasoner and patch injection: 0.5 at the image threshold.
 
         From ``prior_scores`` when the expert gave one: the pixel map's edge-aware upsampling places
-        its peak less reliably (on generated parts the peak's 3 x 3 place matched the mask for 80 of
-        105 defects, against 92 of 105 for the Gaussian-smoothed grid), and the reasoner reads peaks
-        and places, not pixel-exact outlines.
+        its peak less reliably than the Gaussian-smoothed grid (measured in ``docs/results.md``), and
+        the reasoner reads peaks and places, not pixel-exact outlines.
         """
         values = self.pixel_scores if self.prior_scores is None else self.prior_scores
         if self.threshold <= 0:
@@ -89,9 +97,7 @@ class Expert(Protocol):
 
     backbone_id: str
 
-    def analyse(
-        self, image: Image.Image, references: Sequence[Image.Image], category: str | None = None
-    ) -> AnomalyMap:
+    def analyse(self, image: Image.Image, references: Sequence[Image.Image]) -> AnomalyMap:
         """Score the image against the references (the reference bank is cached)."""
         ...
 

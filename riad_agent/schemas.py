@@ -11,7 +11,9 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from riad_agent.errors import InvalidRequestError, first_problem
 
 SCHEMA_VERSION = "1"
 
@@ -133,6 +135,17 @@ class InspectionRequest(_Strict):
         if len(self.image) == 0:
             raise ValueError("image is empty")
         return self
+
+
+def parse_request(value: InspectionRequest | dict[str, Any]) -> InspectionRequest:
+    """Validate a request given as a dict (JSON); typed error naming the first bad field."""
+    if isinstance(value, InspectionRequest):
+        return value
+    try:
+        return InspectionRequest.model_validate(value)
+    except ValidationError as exc:
+        where, problem = first_problem(exc, "request")
+        raise InvalidRequestError(f"invalid request field {where}: {problem}") from exc
 
 
 class Region(_Strict):

@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     # graph
     checkpointer: Literal["memory", "sqlite", "postgres", "none"] = "memory"
     checkpoint_dsn: str | None = None
+    blob_max_mb: int = Field(
+        default=1024,
+        ge=1,
+        description="Size limit of the blob store (images sent as bytes, expert maps); least recently used go first.",
+    )
     review_threshold: float | None = Field(
         default=None, ge=0, le=0.5, description="Ask a human when |score - 0.5| is below this."
     )
@@ -119,6 +124,11 @@ class Settings(BaseSettings):
     def cache_dir(self) -> Path:
         """Folder for derived artefacts (expert banks, compiled prompts)."""
         return self.data_dir / "cache"
+
+    @property
+    def blob_dir(self) -> Path:
+        """The content-addressed blob store of the graphs (images and arrays by SHA-256)."""
+        return self.data_dir / "blobs"
 
 
 def load_settings(**overrides: object) -> Settings:

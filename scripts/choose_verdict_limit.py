@@ -6,7 +6,7 @@ Runs the vision expert (the training configuration) on every training image agai
 pool and prints, for each limit on the calibrated image score (``SCORE_LIMIT``) and on the peak of
 the prior map (``VERDICT_LIMIT``), the balanced accuracy per source (generated parts, ELPV cells,
 MVTec normals - for those, the share called normal) and their mean, MMAD's way of averaging. Held
-out images are never read. About 8 minutes on 2 cores.
+out images are never read.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from riad_agent.models.builtin.training import TrainConfig, expert_for_training, training_images
+from riad_agent.training import TrainConfig, expert_for_training, training_images
 
 SCORE_LIMITS = (0.3, 0.35, 0.38, 0.4, 0.42, 0.44, 0.5, 0.55, 0.6)
 PEAK_LIMITS = (0.4, 0.42, 0.44, 0.46, 0.5, 0.55)

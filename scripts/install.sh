@@ -14,6 +14,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+echo "installing riad-agent[${EXTRAS}] into $VENV (the first time takes a few minutes)"
 "${PIP[@]}" install -q --upgrade pip
 # The CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
 "${PIP[@]}" install -q "torch==2.13.0"

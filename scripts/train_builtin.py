@@ -1,4 +1,4 @@
-"""Train the builtin model's projector and LoRA deltas (CPU, seeded); see riad_agent/models/builtin/training.py.
+"""Train the builtin model's projector and LoRA deltas (CPU, seeded); see riad_agent/training/.
 
     python scripts/train_builtin.py --mvtec ../shared/data/mvtec_subset --out riad_agent/models/builtin/weights/riad-builtin-v1.safetensors
 
@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 
 from riad_agent.models.builtin.loading import WEIGHTS_PATH
-from riad_agent.models.builtin.training import TrainConfig, train
 from riad_agent.settings import load_settings
+from riad_agent.training import TrainConfig, train
 
 
 def main() -> None:

@@ -1,11 +1,12 @@
-"""Test-suite root: makes ``tests/support`` (shared fakes and tiny models) importable as ``support``."""
+"""Test-suite root: offline model hubs for every test.
+
+Shared fakes and tiny models live in ``tests/support`` and import as ``support`` (pytest's
+``pythonpath = ["tests"]`` in pyproject.toml).
+"""
 
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent))

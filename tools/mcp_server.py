@@ -14,13 +14,14 @@ from mcp.types import ImageContent, TextContent
 from pydantic import Field
 
 from riad_agent.errors import RiadError
+from riad_agent.graphs.inspection import PROGRESS_STAGES
 from riad_agent.inspector import Inspector
 from riad_agent.schemas import InspectionOptions, InspectionReport, InspectionRequest, MultipleChoiceQuestion
 from riad_agent.settings import Settings
 from riad_agent.tools.common import TOOL_DESCRIPTION, TOOL_NAME, heatmap_base64, tool_inspector
 
-#: Stages of the inspection graph in order, for progress fractions.
-STAGES = ("load_inputs", "retrieve_knowledge", "expert_analysis", "latent_reasoning", "explain")
+#: Stages of the inspection graph in the order they run, for progress fractions.
+STAGES = PROGRESS_STAGES
 
 
 def build_mcp_server(

@@ -4,7 +4,7 @@ Everything runs in one process on the embedded default: the packaged knowledge b
 Qdrant under a temporary data dir, the configured vision expert and the builtin VLM (the reduced CI
 run uses a tiny random Qwen2-VL instead; the model is reported as ``vlm``).
 The latent loop's goals (cached vs naive loop, inspection vs plain forward+decode) come from
-:mod:`riad_agent.reasoning.bench`, measured in the same run.
+:mod:`riad_agent.bench.latent`, measured in the same run.
 """
 
 from __future__ import annotations
@@ -18,20 +18,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+from riad_agent.bench.latent import LatentBenchConfig, LatentBenchResult, run_latent_benchmark
 from riad_agent.bench.stages import STAGES, StageSamples, inspect_once
 from riad_agent.bench.stats import StageTiming, summarise
 from riad_agent.bench.triage_throughput import TriageThroughput, measure_triage
+from riad_agent.components import build_components
 from riad_agent.data.synthetic import DEFECTS, generate_sample
-from riad_agent.imaging import ImagePolicy
+from riad_agent.graphs.inspection import build_inspection_graph
 from riad_agent.models.base import VisionLanguageModel
 from riad_agent.models.loading import open_vlm
 from riad_agent.models.tiny import build_tiny_qwen2_vl
 from riad_agent.reasoning import LatentReasoner
-from riad_agent.reasoning.bench import LatentBenchConfig, LatentBenchResult, run_latent_benchmark
 from riad_agent.reasoning.config import config_for
+from riad_agent.schemas import InspectionOptions, InspectionRequest
 from riad_agent.settings import Settings
 
 TINY_VLM = "tiny-random-qwen2-vl"
@@ -166,7 +167,6 @@ def run_bench(config: BenchConfig, progress: BenchProgress | None = None) -> Ben
         paths = _write_images(root / "images", images, config.image_size, config.seed)
         triage_folder = root / "triage"
         _write_images(triage_folder, triage_images, config.image_size, config.seed + 500)
-        references = [Image.open(p).convert("RGB") for p in reference_paths]
 
         from riad_agent.expert import open_expert
         from riad_agent.knowledge import open_knowledge_base
@@ -178,18 +178,23 @@ def run_bench(config: BenchConfig, progress: BenchProgress | None = None) -> Ben
             say(f"loading the VLM ({config.effective_vlm()})")
             vlm = _open_vlm(config, settings)
             reasoner = LatentReasoner(vlm, config_for(vlm, steps=steps, reward_threshold=1.0, rationale_tokens=8))
-            policy = ImagePolicy.from_settings(settings)
+            components = build_components(settings, knowledge=knowledge, expert=expert, reasoner=reasoner)
+            graph = build_inspection_graph(components=components, checkpointer=False)
+
+            def request(index: int, path: Path) -> InspectionRequest:
+                return InspectionRequest(
+                    image=str(path),
+                    category=CATEGORY,
+                    references=[str(p) for p in reference_paths],
+                    options=InspectionOptions(latent_steps=steps, seed=index),
+                )
 
             say("warm-up (expert bank, model, store)")
-            inspect_once(
-                paths[0], 0, references, CATEGORY, knowledge, expert, reasoner, policy, StageSamples(), steps
-            )
+            inspect_once(graph, request(0, paths[0]), StageSamples())
             samples = StageSamples()
             for index, path in enumerate(paths):
                 say(f"stages: image {index + 1}/{len(paths)}")
-                inspect_once(
-                    path, index, references, CATEGORY, knowledge, expert, reasoner, policy, samples, steps
-                )
+                inspect_once(graph, request(index, path), samples)
             stages = {name: summarise(samples.samples[name]) for name in STAGES}
 
             say("peak memory (tracemalloc pass)")
@@ -197,10 +202,7 @@ def run_bench(config: BenchConfig, progress: BenchProgress | None = None) -> Ben
             tracemalloc.start()
             try:
                 for index, path in enumerate(paths[: config.memory_images]):
-                    inspect_once(
-                        path, index, references, CATEGORY, knowledge, expert, reasoner, policy, StageSamples(),
-                        steps,
-                    )
+                    inspect_once(graph, request(index, path), StageSamples())
                 peak = tracemalloc.get_traced_memory()[1]
             finally:
                 tracemalloc.stop()
@@ -232,9 +234,12 @@ def run_bench(config: BenchConfig, progress: BenchProgress | None = None) -> Ben
     notes = [
         f"VLM stages run on {vlm_id}"
         + (" (random weights: its answers are random)" if vlm_id == TINY_VLM else ""),
-        "latent_loop_speedup and inspection_vs_plain come from riad_agent.reasoning.bench "
+        "latent_loop_speedup and inspection_vs_plain come from riad_agent.bench.latent "
         f"({latent.clock}, a {latent.model_parameters:,}-parameter tiny model, "
         f"{latent.prompt_tokens}-token prompt)",
+        "stages are the inspection graph's nodes (image_load: load_inputs, the query and its "
+        f"{config.references} references; retrieval: retrieve_knowledge; expert: expert_analysis; "
+        "formatting: explain); prefix_forward, latent_loop and decode are latent_reasoning's reasoner timings",
         "triage: the in-process reasoner runs one inspection at a time (one model); "
         "workers overlap image loading, retrieval, expert and formatting",
         *latent.notes,

@@ -1,27 +1,28 @@
-"""Time every stage of one inspection on generated images, with the real parts where they exist.
+"""Time every stage of one inspection: the inspection graph's own nodes, streamed.
 
-Image load (``riad_agent.imaging``), knowledge retrieval (the packaged base in embedded Qdrant),
-the vision expert, then the reasoner's stages on the configured VLM (the builtin model by default):
-prefix forward, latent loop, decode; finally report formatting (``build_report``).
+Each inspection runs through the compiled graph with ``stream_mode="tasks"``; a node's time is
+from its task's start event to its result event. The reasoner's stages (prompt preparation and
+prefix forward, latent loop, decode) are the timings the ``latent_reasoning`` node reports.
+
+    image_load  load_inputs (query and references)     prefix_forward  reasoner prepare + prefix
+    retrieval   retrieve_knowledge                     latent_loop     reasoner latent loop
+    expert      expert_analysis                        decode          reasoner decode
+    formatting  explain (the report)
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
-from PIL import Image
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph.state import CompiledStateGraph
 
-from riad_agent.explain import DEFAULT_QUESTION, build_report
-from riad_agent.imaging import ImagePolicy, load_image
-from riad_agent.protocols import Expert, KnowledgeBase, ReasoningInput, ReasoningResult
-from riad_agent.reasoning import LatentReasoner
-from riad_agent.reasoning.decode import decode_answer
-from riad_agent.reasoning.latent_loop import LoopSetup, injected_refs, run_latent_loop
-from riad_agent.schemas import InspectionRequest, ReasoningTrace
+from riad_agent.errors import RiadError
+from riad_agent.schemas import InspectionReport, InspectionRequest
 
 STAGES: tuple[str, ...] = (
     "image_load",
@@ -33,14 +34,19 @@ STAGES: tuple[str, ...] = (
     "formatting",
 )
 
-T = TypeVar("T")
-
-QUERIES = (
-    "Is there any defect in the object?",
-    "what does a scratch on a washer look like",
-    "normal appearance of the washer surface",
-    "hole or missing piece near the rim",
-)
+#: Stage timed as a whole node of the graph.
+NODE_STAGES = {
+    "load_inputs": "image_load",
+    "retrieve_knowledge": "retrieval",
+    "expert_analysis": "expert",
+    "explain": "formatting",
+}
+#: Stage timed inside ``latent_reasoning``: the sum of these reasoner timings (``ReasoningResult.timings_ms``).
+REASONER_STAGES = {
+    "prefix_forward": ("prepare_ms", "prefix_ms"),
+    "latent_loop": ("latent_ms",),
+    "decode": ("decode_ms",),
+}
 
 
 @dataclass
@@ -49,84 +55,46 @@ class StageSamples:
 
     samples: dict[str, list[float]] = field(default_factory=lambda: {name: [] for name in STAGES})
 
-    def timed(self, stage: str, fn: Callable[[], T]) -> T:
-        started = time.perf_counter()
-        value = fn()
-        self.samples[stage].append((time.perf_counter() - started) * 1000.0)
-        return value
+    def add(self, timings: dict[str, float]) -> None:
+        """Append one inspection's stage times."""
+        for stage in STAGES:
+            self.samples[stage].append(timings[stage])
+
+
+async def timed_inspection(
+    graph: CompiledStateGraph[Any, Any, Any, Any], request: InspectionRequest
+) -> tuple[dict[str, float], InspectionReport]:
+    """Run one inspection through ``graph``; every stage's milliseconds and the report."""
+    config: RunnableConfig = {"configurable": {"thread_id": uuid.uuid4().hex}}
+    started: dict[str, float] = {}
+    timings: dict[str, float] = {}
+    report: InspectionReport | None = None
+    async for event in graph.astream({"request": request}, config=config, stream_mode="tasks"):
+        now = time.perf_counter()
+        name = event["name"]
+        if "result" not in event:  # a task starts
+            started[event["id"]] = now
+            continue
+        if name in NODE_STAGES:
+            timings[NODE_STAGES[name]] = (now - started[event["id"]]) * 1000.0
+        result = event["result"] or {}
+        if name == "latent_reasoning" and result.get("reasoning") is not None:
+            reasoner = result["reasoning"].timings_ms
+            for stage, keys in REASONER_STAGES.items():
+                timings[stage] = sum(reasoner[key] for key in keys)
+        if name == "explain":
+            report = result["report"]
+    missing = [stage for stage in STAGES if stage not in timings]
+    if report is None or missing:
+        degraded = ", ".join(report.degraded) if report is not None else "no report"
+        raise RiadError(f"the inspection skipped the stages {', '.join(missing)} ({degraded})")
+    return timings, report
 
 
 def inspect_once(
-    path: Path,
-    index: int,
-    references: list[Image.Image],
-    category: str,
-    knowledge: KnowledgeBase,
-    expert: Expert,
-    reasoner: LatentReasoner,
-    policy: ImagePolicy,
-    samples: StageSamples,
-    latent_steps: int,
-) -> None:
-    """One inspection of ``path``, stage by stage, appending each stage's time to ``samples``."""
-    loaded = samples.timed("image_load", lambda: load_image(path, policy))
-    image = loaded.image
-    hits = samples.timed("retrieval", lambda: knowledge.search(QUERIES[index % len(QUERIES)], category, 4))
-    anomaly = samples.timed("expert", lambda: expert.analyse(image, references, category))
-    request = ReasoningInput(
-        image=image,
-        question=DEFAULT_QUESTION,
-        knowledge=hits,
-        templates=references[:1],
-        patch_prior=anomaly.prior_map(),
-        image_score=anomaly.score,
-        category=category,
-        latent_steps=latent_steps,
-        seed=index,
-    )
-    vlm = reasoner.vlm
-
-    def prefix() -> LoopSetup:
-        # prepare (processor + vision tower) and the prefix forward are one stage: the prompt's cost
-        setup, _ = reasoner.setup(request)
-        return setup
-
-    setup = samples.timed("prefix_forward", prefix)
-    loop = samples.timed("latent_loop", lambda: run_latent_loop(vlm, setup, reasoner.config))
-    best = loop.best
-    decoded = samples.timed(
-        "decode", lambda: decode_answer(vlm, setup, best, reasoner.config.rationale_tokens)
-    )
-    result = ReasoningResult(
-        answer=decoded.answer,
-        text=decoded.text,
-        trace=ReasoningTrace(
-            model_id=reasoner.model_id,
-            reward_kind=reasoner.config.reward,
-            latent_tokens=int(setup.latents.shape[0]),
-            initial_reward=loop.initial_reward,
-            final_reward=best.reward,
-            iterations=loop.iterations,
-            injected=injected_refs(setup, loop),
-            option_probabilities=decoded.probabilities,
-            rationale=decoded.text,
-        ),
-    )
-    inspection = InspectionRequest(image=str(path), category=category)
-    samples.timed(
-        "formatting",
-        lambda: build_report(
-            request=inspection,
-            image_size=image.size,
-            working_size=image.size,
-            category=category,
-            category_guessed=False,
-            knowledge=hits,
-            anomaly=anomaly,
-            reasoning=result,
-            asked_default=True,
-            degraded=[],
-            timings_ms={},
-            models={"reasoner": reasoner.model_id},
-        ),
-    )
+    graph: CompiledStateGraph[Any, Any, Any, Any], request: InspectionRequest, samples: StageSamples
+) -> InspectionReport:
+    """One inspection through the graph, appending each stage's time to ``samples``."""
+    timings, report = asyncio.run(timed_inspection(graph, request))
+    samples.add(timings)
+    return report

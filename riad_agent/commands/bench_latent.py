@@ -36,7 +36,7 @@ def bench_latent(
                 raise InvalidRequestError("CUDA is not available on this machine; use --device cpu")
         elif device != "cpu":
             raise InvalidRequestError(f"unknown device {device!r}; use 'cpu' or 'cuda'")
-        from riad_agent.reasoning.bench import LatentBenchConfig, run_latent_benchmark
+        from riad_agent.bench.latent import LatentBenchConfig, run_latent_benchmark
 
         config = LatentBenchConfig(
             variant="qwen2_5_vl" if variant == "qwen2_5_vl" else "qwen2_vl",

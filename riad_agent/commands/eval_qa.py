@@ -1,7 +1,7 @@
 """``riad eval qa``: the builtin model's ablation on MMAD-style questions about held-out real images.
 
 Builds (once) an MMAD-layout question set from the test splits of an MVTec AD folder and of ELPV
-(``riad_agent/qa/sources.py``), then answers it under each ablation row (``riad_agent/qa/ablation.py``)
+(``riad_agent/question_sets/sources.py``), then answers it under each ablation row (``riad_agent/eval/qa_ablation.py``)
 and prints the table. Answers are JSONL per row: an interrupted run resumes where it stopped.
 """
 
@@ -39,12 +39,12 @@ def eval_qa(
     console = Console(stderr=True)
     try:
         from riad_agent.errors import InvalidRequestError
+        from riad_agent.eval.qa_ablation import ablation_markdown, ablation_steps, run_ablation
         from riad_agent.expert import open_expert
         from riad_agent.knowledge import open_knowledge_base
         from riad_agent.models.loading import open_vlm
-        from riad_agent.qa.ablation import ablation_markdown, ablation_steps, run_ablation
-        from riad_agent.qa.mmad_layout import write_mmad_layout
-        from riad_agent.qa.sources import LabelledSet, elpv_set, mvtec_set
+        from riad_agent.question_sets.mmad_layout import write_mmad_layout
+        from riad_agent.question_sets.sources import LabelledSet, elpv_set, mvtec_set
         from riad_agent.settings import load_settings
 
         settings = load_settings()

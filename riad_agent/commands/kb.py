@@ -16,8 +16,9 @@ from rich.table import Table
 from riad_agent.errors import RiadError
 
 if TYPE_CHECKING:
-    from riad_agent.knowledge.ingest import SourceFormat
-    from riad_agent.knowledge.store import QdrantKnowledgeBase, SearchMode
+    from riad_agent.knowledge.loaders import SourceFormat
+    from riad_agent.knowledge.search import SearchMode
+    from riad_agent.knowledge.store import QdrantKnowledgeBase
 
 app = typer.Typer(help="The defect knowledge base: ingest, list, search, evaluate.", no_args_is_help=True)
 console = Console()
@@ -73,7 +74,7 @@ def ingest(
 ) -> None:
     """Validate a knowledge source and make the base hold it (re-ingest updates only what changed)."""
     from riad_agent.errors import InvalidRequestError
-    from riad_agent.knowledge.ingest import load_entries, scope_of, tree_fingerprint
+    from riad_agent.knowledge.loaders import load_entries, scope_of, tree_fingerprint
 
     try:
         if fmt not in (None, "riad", "mmad", "markdown"):

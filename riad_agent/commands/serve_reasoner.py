@@ -41,7 +41,7 @@ def serve_reasoner(
 
         check_bind(host, token)
         if not ray:  # fail now rather than report a failed load on /readyz; Ray replicas resolve on their node
-            from riad_agent.models.loading import resolve_device
+            from riad_agent.models.device import resolve_device
 
             resolve_device(device)
         config = ServiceConfig(

@@ -102,7 +102,7 @@ def expert_for(backbone: str, size: int, texture: bool, cache_dir: Path | None) 
     features = FeatureConfig(image_size=size, normalise_intensity=texture)
     if texture:
         # a defect in a cell or texture spans many patches: the image score is the mean of the top 20
-        # (about 2 % of a 32 x 32 grid), unsmoothed (ELPV mono, 50 shots: top-5 + grid sigma 1 gave 0.927)
+        # (about 2 % of a 32 x 32 grid), unsmoothed (the alternatives tried are in docs/results.md)
         config = ExpertConfig(backbone=backbone, features=features, top_k=20, grid_sigma=0.0, heatmap=False)
     else:
         config = ExpertConfig(backbone=backbone, features=features, heatmap=False)

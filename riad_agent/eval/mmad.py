@@ -24,8 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from riad_agent.errors import ImageNotFoundError, InvalidImageError, OutputWriteError, UnknownCategoryError
 from riad_agent.eval.mmad_data import MmadItem, dataset_of, load_mmad, product_of
 from riad_agent.eval.mmad_scoring import MmadScores, ScoredAnswer, parse_answer, score_answers
+from riad_agent.evidence import reasoning_input
 from riad_agent.models.base import VisionLanguageModel
-from riad_agent.protocols import Expert, KnowledgeBase, ReasoningInput
+from riad_agent.protocols import Expert, KnowledgeBase
 from riad_agent.reasoning import LatentReasoner
 from riad_agent.reasoning.config import config_for
 from riad_agent.schemas import KnowledgeHit
@@ -224,18 +225,14 @@ def answer_question(
         category = knowledge_category(knowledge, image)
         if category is not None:
             hits = knowledge.search(question.render(), category, config.knowledge_k)
-    prior, image_score = None, None
-    if expert is not None and references:
-        anomaly = expert.analyse(query, references, category)
-        prior, image_score = anomaly.prior_map(), anomaly.score
+    anomaly = expert.analyse(query, references) if expert is not None and references else None
     result = reasoner.reason(
-        ReasoningInput(
-            image=query,
-            question=question,
-            knowledge=hits,
+        reasoning_input(
+            query,
+            question,
             templates=templates,
-            patch_prior=prior,
-            image_score=image_score,
+            knowledge=hits,
+            expert=anomaly,
             category=category,
             latent_steps=config.latent_steps,
             latent_tokens=config.latent_tokens,

@@ -26,12 +26,12 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+from riad_agent.backbones import images_to_batch, load_backbone
 from riad_agent.errors import InvalidImageError, ReferenceImageError
 from riad_agent.expert.alignment import best_shift, cell_steps, shift_positions
-from riad_agent.expert.backbones import load_backbone
 from riad_agent.expert.bank import BankCache, MemoryBank, bank_key, greedy_coreset, nearest_distances
 from riad_agent.expert.calibration import Calibration, fit_calibration
-from riad_agent.expert.features import FeatureConfig, PatchFeatureExtractor, images_to_batch
+from riad_agent.expert.features import FeatureConfig, PatchFeatureExtractor
 from riad_agent.expert.regions import find_regions, guided_upsample, heatmap_overlay, upsample_map
 from riad_agent.protocols import AnomalyMap
 
@@ -294,21 +294,13 @@ class PatchCoreExpert:
             pixel_map = upsample_map(grid, size, size, self.config.pixel_sigma)
         return image_raw, pixel_map
 
-    def patch_distances(self, image: Image.Image, bank: MemoryBank) -> np.ndarray:
-        """Raw nearest-neighbour distance of every patch of ``image`` (rows x cols grid)."""
-        features_config = self.config.features
-        batch = images_to_batch([image], features_config.image_size, features_config.normalise_intensity)
-        return self._batch_distances(batch, bank)
-
     def _batch_distances(self, batch: torch.Tensor, bank: MemoryBank) -> np.ndarray:
         features = self.extractor.from_batch(batch)
         scale = bank.calibration.get("position", 1.0)
         features = _scale_position(features, scale, self.config.features.position_weight)[0]
         return self._aligned_distances(features, bank)
 
-    def analyse(
-        self, image: Image.Image, references: Sequence[Image.Image], category: str | None = None
-    ) -> AnomalyMap:
+    def analyse(self, image: Image.Image, references: Sequence[Image.Image]) -> AnomalyMap:
         """Score ``image`` against the references; maps come back at the image's own size.
 
         ``AnomalyMap.threshold`` is the raw image-score threshold (raw == threshold <=> score 0.5).
@@ -338,7 +330,12 @@ class PatchCoreExpert:
         image_cal = Calibration(cal["threshold"], cal["scale"], bank.meta.get("calibration", ""), 0)
         pixel_cal = Calibration(cal["pixel_threshold"], cal["pixel_scale"], image_cal.method, 0)
         regions = find_regions(pixel_map, pixel_cal.threshold, pixel_cal, self.config.min_region_area)
-        heatmap = heatmap_overlay(query, pixel_cal.array(pixel_map)) if self.config.heatmap else None
+        render = None
+        if self.config.heatmap:
+
+            def render() -> bytes:
+                return heatmap_overlay(query, pixel_cal.array(pixel_map))
+
         return AnomalyMap(
             patch_scores=grid.astype(np.float32),
             pixel_scores=pixel_map.astype(np.float32),
@@ -347,8 +344,8 @@ class PatchCoreExpert:
             threshold=image_cal.threshold,
             regions=regions,
             backbone=self.backbone_id,
-            heatmap_png=heatmap,
             prior_scores=prior_scores,
+            render_heatmap=render,
         )
 
 
@@ -357,10 +354,9 @@ def reference_alignment(images: Sequence[Image.Image], side: int = 64) -> float:
 
     Per-pixel standard deviation across the (grayscale, 64 px, slightly blurred) references,
     divided by the mean spatial standard deviation of each reference. Aligned objects (a part at a
-    fixed pose) give small values (MVTec hazelnut 0.26, transistor 0.36, synthetic washer 0.35);
-    textures with a random phase and cells with varying brightness give large ones (synthetic tile
-    0.69, fabric 3.2, ELPV cells 1.1-1.3). Above ``alignment_threshold`` the position features are
-    dropped because a patch may legitimately appear anywhere.
+    fixed pose) give small values; textures with a random phase and cells with varying brightness
+    give large ones. Above ``alignment_threshold`` the position features are dropped because a
+    patch may legitimately appear anywhere.
     """
     from scipy import ndimage
 

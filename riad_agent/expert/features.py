@@ -12,13 +12,12 @@ import hashlib
 import json
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from riad_agent.expert.backbones import FeatureBackbone
+from riad_agent.backbones import FeatureBackbone, images_to_batch
 
 
 class FeatureConfig(BaseModel):
@@ -45,24 +44,6 @@ class FeatureConfig(BaseModel):
         """A short stable hash of the configuration."""
         blob = json.dumps(self.model_dump(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def images_to_batch(images: Sequence[Image.Image], size: int, normalise: bool = False) -> torch.Tensor:
-    """Resize RGB images to ``size x size`` (bicubic) and stack them as a (B, 3, S, S) tensor in [0, 1].
-
-    With ``normalise`` each image is shifted and scaled to mean 0.5 and standard deviation 0.2
-    (one mean/std over all its pixels), removing global brightness and contrast differences.
-    """
-    arrays = [
-        np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32)
-        for image in images
-    ]
-    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous() / 255.0
-    if normalise:
-        mean = batch.mean(dim=(1, 2, 3), keepdim=True)
-        std = batch.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)
-        batch = ((batch - mean) / std * 0.2 + 0.5).clamp(0.0, 1.0)
-    return batch
 
 
 class PatchFeatureExtractor:

@@ -42,7 +42,7 @@ def guided_upsample(
     image's edges: a defect's score stays on the part instead of spilling evenly onto the normal
     pixels around it (what a Gaussian does). ``eps`` is the regularisation (larger = smoother,
     closer to a box blur). The coefficients are fitted on a ``subsample``-times smaller image and
-    upsampled (the "fast guided filter"), which costs a few ms at 256 px.
+    upsampled (the "fast guided filter").
     """
     height, width = int(guide.shape[-2]), int(guide.shape[-1])
     full = torch.from_numpy(upsample_map(patch_scores, height, width, 0.0))[None, None]

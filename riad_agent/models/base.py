@@ -205,7 +205,7 @@ class BatchedVisionLanguageModel(VisionLanguageModel, Protocol):
     """A model that can also run several requests, each on its own prefix, in one forward.
 
     Every method returns, per request, what its single-request counterpart returns (up to float
-    rounding); :class:`~riad_agent.models.hf_decoder.HFDecoderAdapter` implements them.
+    rounding); :class:`~riad_agent.models.hf_batch.BatchedHFDecoderAdapter` implements them.
     """
 
     def prefix_forward_batch(self, prompts: list[PreparedPrompt]) -> list[PrefixState]:

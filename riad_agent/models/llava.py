@@ -28,7 +28,7 @@ from riad_agent.models.base import (
     check_image,
     labelled_segments,
 )
-from riad_agent.models.hf_decoder import HFDecoderAdapter
+from riad_agent.models.hf_batch import BatchedHFDecoderAdapter
 
 LLAVA_SYSTEM = (
     "A chat between a curious human and an artificial intelligence assistant. "
@@ -36,7 +36,7 @@ LLAVA_SYSTEM = (
 )
 
 
-class LlavaAdapter(HFDecoderAdapter):
+class LlavaAdapter(BatchedHFDecoderAdapter):
     """A :class:`~riad_agent.models.base.VisionLanguageModel` over a LLaVA model."""
 
     def __init__(

@@ -29,13 +29,14 @@ from riad_agent.models.base import (
     VisualSpan,
     check_image,
 )
-from riad_agent.models.hf_decoder import HFDecoderAdapter, rotate_half
+from riad_agent.models.hf_batch import BatchedHFDecoderAdapter
+from riad_agent.models.hf_decoder import rotate_half
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 
 
-class QwenVLAdapter(HFDecoderAdapter):
+class QwenVLAdapter(BatchedHFDecoderAdapter):
     """A :class:`~riad_agent.models.base.VisionLanguageModel` over a Qwen2-VL / Qwen2.5-VL model."""
 
     def __init__(

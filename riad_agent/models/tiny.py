@@ -1,4 +1,4 @@
-"""Tiny randomly initialised VLMs for tests and benchmarks (no downloads, built in a second).
+"""Tiny randomly initialised VLMs for tests and benchmarks (no downloads, quick to build).
 
 They answer at random; they exist to check shapes, positions, caching and speed ratios offline.
 
@@ -45,7 +45,7 @@ _CORPUS = [
 
 @dataclass(frozen=True)
 class TinySizes:
-    """Sizes of a tiny model; the defaults build in well under a second."""
+    """Sizes of a tiny model."""
 
     hidden: int = 64
     layers: int = 4

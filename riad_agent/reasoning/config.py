@@ -12,11 +12,6 @@ DEFAULT_INSTRUCTION = (
 )
 
 
-BUILTIN_PROMPT_BUDGET = (160, 2, 0)
-"""(characters per knowledge entry, entries, template images) in the builtin model's prompt: what it
-was trained with (its references reach it as the expert's evidence, not as template images)."""
-
-
 class LatentConfig(BaseModel):
     """Configuration of :class:`~riad_agent.reasoning.reasoner.LatentReasoner`.
 

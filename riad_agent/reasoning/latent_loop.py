@@ -194,21 +194,6 @@ def score_batch(
     return scores
 
 
-def evaluate(
-    vlm: VisionLanguageModel,
-    setup: LoopSetup,
-    config: LatentConfig,
-    rows: list[tuple[torch.Tensor, list[int]]],
-    attend: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Rewards and mean latent entropies of rows ``(latents, patches)`` in one packed forward.
-
-    With ``attend`` the first row also returns its latents' attention onto the query image.
-    """
-    (scores,) = score_batch(vlm, config, [(setup, Evaluation(rows, attend))])
-    return scores.rewards, scores.entropies, scores.attention
-
-
 def sigma_at(config: LatentConfig, setup: LoopSetup, step: int) -> float:
     return config.sigma * setup.embedding_rms * config.sigma_decay**step
 
@@ -280,30 +265,6 @@ def drive(vlm: VisionLanguageModel, setup: LoopSetup, config: LatentConfig, step
             evaluation = steps.send(scores)
     except StopIteration as stop:
         return cast(T, stop.value)
-
-
-def reinforce_step(
-    vlm: VisionLanguageModel,
-    setup: LoopSetup,
-    config: LatentConfig,
-    current: State,
-    candidate: list[int] | None,
-    step: int,
-    generator: torch.Generator,
-) -> StepOutcome:
-    """One REINFORCE iteration: returns the updated latents, every evaluated state, the attention."""
-    return drive(vlm, setup, config, reinforce_steps(setup, config, current, candidate, step, generator))
-
-
-def gradient_step(
-    vlm: VisionLanguageModel,
-    setup: LoopSetup,
-    config: LatentConfig,
-    current: State,
-    candidate: list[int] | None,
-) -> StepOutcome:
-    """One exact-gradient ascent iteration on the (differentiable) reward of the current row."""
-    return drive(vlm, setup, config, gradient_steps(setup, config, current, candidate))
 
 
 Progress = Callable[[dict[str, object]], None]

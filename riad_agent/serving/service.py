@@ -29,6 +29,7 @@ from riad_agent.errors import (
     QueueFullError,
     ReasonerTimeoutError,
     RiadError,
+    ServiceError,
     UnauthorizedError,
     first_problem,
 )
@@ -110,6 +111,15 @@ class ReasonerService:
     def _error(self, error: RiadError, extra: dict[str, str] | None = None) -> Reply:
         return Reply(status_for(error), error_body(error), {**self._headers(), **(extra or {})})
 
+    def _refuse(self, error: ServiceError) -> Reply:
+        """A refusal of the service itself, with the header that tells the client what to do next."""
+        extra: dict[str, str] = {}
+        if isinstance(error, QueueFullError):
+            extra["Retry-After"] = str(self.worker.retry_after_s())
+        elif isinstance(error, UnauthorizedError):
+            extra["WWW-Authenticate"] = "Bearer"
+        return self._error(error, extra)
+
     def authorised(self, authorization: str | None) -> bool:
         """Whether the ``Authorization`` header carries the configured bearer token (always, without one)."""
         if not self.config.token:
@@ -146,9 +156,8 @@ class ReasonerService:
         """Handle ``POST /v1/reason``: ``read_body(limit)`` returns the body or raises BodyTooLargeError."""
         started = time.perf_counter()
         if not self.authorised(authorization):
-            return self._error(
-                UnauthorizedError("a valid bearer token is required: send 'Authorization: Bearer <token>'"),
-                {"WWW-Authenticate": "Bearer"},
+            return self._refuse(
+                UnauthorizedError("a valid bearer token is required: send 'Authorization: Bearer <token>'")
             )
         try:
             raw = await read_body(self.config.limits.max_body_bytes)
@@ -159,8 +168,8 @@ class ReasonerService:
                 raise InvalidRequestError(f"invalid request field {where}: {problem}") from exc
             request = await asyncio.to_thread(decode_input, body, self.config.limits)
             job = self.worker.submit(request)
-        except QueueFullError as exc:
-            return self._error(exc, {"Retry-After": str(self.worker.retry_after_s())})
+        except ServiceError as exc:  # queue full, model not ready, body too large
+            return self._refuse(exc)
         except RiadError as exc:
             return self._error(exc)
         remaining = self.config.timeout_s - (time.perf_counter() - started)
@@ -300,7 +309,7 @@ def tiny_reasoner(device: str = "cpu") -> Callable[[], Reasoner]:
 def model_loader(model: str, device: str = "auto", dtype: str = "auto") -> Callable[[], Reasoner]:
     """A loader for ``model``: 'tiny', 'builtin' or a hub id / local path given to ``load_vlm``."""
     if model == "tiny":
-        from riad_agent.models.loading import resolve_device
+        from riad_agent.models.device import resolve_device
 
         return tiny_reasoner(str(resolve_device(device)))
 

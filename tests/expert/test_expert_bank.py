@@ -121,7 +121,7 @@ def test_open_expert_reads_settings_at_the_edge(tmp_path: Path) -> None:
 def test_intensity_normalisation_removes_global_brightness_and_contrast() -> None:
     from PIL import Image
 
-    from riad_agent.expert.features import images_to_batch
+    from riad_agent.backbones import images_to_batch
 
     base = generate_sample("synthetic/fabric", None, seed=1, size=64).image
     array = torch.from_numpy(np.asarray(base, dtype=np.float32))

@@ -10,11 +10,11 @@ import torch
 from PIL import Image
 from torch import nn
 
+from riad_agent.backbones import load_backbone, register_backbone, torch_module_backbone
 from riad_agent.data.synthetic import generate_sample
 from riad_agent.errors import InvalidImageError, ModelLoadError, ReferenceImageError
 from riad_agent.eval.expert_metrics import auroc
-from riad_agent.expert import ExpertConfig, PatchCoreExpert, register_backbone, torch_module_backbone
-from riad_agent.expert.backbones import load_backbone
+from riad_agent.expert import ExpertConfig, PatchCoreExpert
 from riad_agent.protocols import Expert
 
 SIZE = 192
@@ -45,7 +45,7 @@ def test_washer_defect_is_found_inside_its_mask(
     expert: PatchCoreExpert, washer_refs: list, defect: str
 ) -> None:
     sample = generate_sample("synthetic/washer", defect, seed=100, size=SIZE)
-    result = expert.analyse(sample.image, washer_refs, "synthetic/washer")
+    result = expert.analyse(sample.image, washer_refs)
     assert result.score > 0.5
     assert result.pixel_scores.shape == sample.mask.shape
     assert auroc(sample.mask.ravel(), result.pixel_scores.ravel()) > 0.9
@@ -64,7 +64,7 @@ def test_reasoner_prior_is_the_smoothed_grid_peaking_at_the_defect(
     expert: PatchCoreExpert, washer_refs: list
 ) -> None:
     sample = generate_sample("synthetic/washer", "hole", seed=101, size=SIZE)
-    result = expert.analyse(sample.image, washer_refs, "synthetic/washer")
+    result = expert.analyse(sample.image, washer_refs)
     prior = result.prior_map()
     assert result.prior_scores is not None and prior.shape == (SIZE, SIZE)  # network input size
     assert prior.dtype == np.float32 and prior.min() >= 0.0 and prior.max() <= 1.0
@@ -74,7 +74,7 @@ def test_reasoner_prior_is_the_smoothed_grid_peaking_at_the_defect(
     assert y0 - 12 <= peak[0] < y1 + 12 and x0 - 12 <= peak[1] < x1 + 12
     # without the guided filter the pixel map is that smoothed grid and serves as the prior itself
     plain = PatchCoreExpert(ExpertConfig(features={"image_size": SIZE}, guide_radius=0))
-    gaussian = plain.analyse(sample.image, washer_refs, "synthetic/washer")
+    gaussian = plain.analyse(sample.image, washer_refs)
     assert gaussian.prior_scores is None
     assert np.allclose(gaussian.prior_map(), prior, atol=1e-5)
 
@@ -119,7 +119,7 @@ def test_grayscale_and_differently_sized_queries_are_accepted(
     result = expert.analyse(gray, washer_refs)
     assert result.pixel_scores.shape == (200, 240)
     assert result.score > 0.5
-    png = result.heatmap_png
+    png = result.heatmap()
     assert png is not None and png.startswith(b"\x89PNG")
     assert Image.open(io.BytesIO(png)).size == (240, 200)
 

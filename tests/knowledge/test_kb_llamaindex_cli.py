@@ -11,11 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from riad_agent.commands.kb import app
+from riad_agent.knowledge.backend import connect
 from riad_agent.knowledge.embed import HashingEmbedder
-from riad_agent.knowledge.ingest import load_riad
 from riad_agent.knowledge.llamaindex import KnowledgeRetriever, vector_store
+from riad_agent.knowledge.loaders import load_riad
 from riad_agent.knowledge.query import build_retrieval_query, position_words
-from riad_agent.knowledge.store import QdrantKnowledgeBase, connect
+from riad_agent.knowledge.store import QdrantKnowledgeBase
 from riad_agent.schemas import Region
 from riad_agent.settings import Settings
 

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from riad_agent.knowledge.backend import connect
 from riad_agent.knowledge.embed import MiniLMEmbedder
 from riad_agent.knowledge.evaluate import default_queries_path, evaluate, load_queries
 from riad_agent.knowledge.factory import ensure_packaged_base
-from riad_agent.knowledge.ingest import default_base_path
-from riad_agent.knowledge.store import QdrantKnowledgeBase, connect
+from riad_agent.knowledge.loaders import default_base_path
+from riad_agent.knowledge.store import QdrantKnowledgeBase
 from riad_agent.settings import Settings
 
 pytestmark = pytest.mark.skipif(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from riad_agent.errors import DuplicateEntryError, KnowledgeFormatError
-from riad_agent.knowledge.ingest import load_riad, parse_category_file
+from riad_agent.knowledge.loaders import load_riad, parse_category_file
 from riad_agent.knowledge.schema import KnowledgeEntry
 
 FIXTURES = Path(__file__).parent / "fixtures" / "base"

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from qdrant_client import models
 
+from riad_agent.knowledge.backend import connect
 from riad_agent.knowledge.embed import HashingEmbedder, start_query_embedding
-from riad_agent.knowledge.ingest import load_riad
+from riad_agent.knowledge.loaders import load_riad
 from riad_agent.knowledge.offload import HelperThread, run_beside
-from riad_agent.knowledge.store import QdrantKnowledgeBase, connect
+from riad_agent.knowledge.store import QdrantKnowledgeBase
 from riad_agent.settings import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "base"
@@ -73,7 +74,7 @@ def test_overlapped_hybrid_equals_embed_then_search(kb: QdrantKnowledgeBase) -> 
 def test_id_filter_selects_the_same_points_as_the_payload_filter(kb: QdrantKnowledgeBase) -> None:
     assert kb.local
     for category in kb.categories():
-        where = kb._where(category)
+        where = kb.searcher.category_filter(category)
         assert where is not None and isinstance(where.must, list)
         assert isinstance(where.must[0], models.HasIdCondition)
         by_field = models.Filter(

@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 
 from riad_agent.errors import BackendUnavailableError, InvalidRequestError, UnknownCategoryError
+from riad_agent.knowledge.backend import connect
 from riad_agent.knowledge.embed import HashingEmbedder
 from riad_agent.knowledge.factory import ensure_packaged_base, open_knowledge_base
-from riad_agent.knowledge.ingest import default_base_path, load_riad
-from riad_agent.knowledge.store import DENSE, SPARSE, QdrantKnowledgeBase, connect, point_id
+from riad_agent.knowledge.loaders import default_base_path, load_riad
+from riad_agent.knowledge.points import DENSE, SPARSE, point_id
+from riad_agent.knowledge.store import QdrantKnowledgeBase
 from riad_agent.settings import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "base"
@@ -223,7 +225,7 @@ def test_empty_base_searches_to_nothing(kb: QdrantKnowledgeBase) -> None:
 def test_unreachable_server_is_a_typed_error(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, qdrant_url="http://127.0.0.1:9", qdrant_timeout_s=1.0)
     with pytest.raises(BackendUnavailableError, match="127.0.0.1:9"):
-        QdrantKnowledgeBase.from_settings(settings, embedder=HashingEmbedder())
+        open_knowledge_base(settings, embedder=HashingEmbedder(), ingest_packaged=False)
 
 
 def test_locked_local_store_is_a_typed_error(tmp_path: Path) -> None:
@@ -240,7 +242,7 @@ def test_locked_local_store_is_a_typed_error(tmp_path: Path) -> None:
 @pytest.mark.skipif(not os.environ.get("QDRANT_URL"), reason="needs a Qdrant server in QDRANT_URL")
 def test_real_server_round_trip(tmp_path: Path, base: Path) -> None:
     settings = Settings(data_dir=tmp_path, collection=f"riad_test_{os.getpid()}")
-    kb = QdrantKnowledgeBase.from_settings(settings, embedder=HashingEmbedder())
+    kb = open_knowledge_base(settings, embedder=HashingEmbedder(), ingest_packaged=False)
     try:
         assert kb.ingest(load_riad(base), scope="fixtures").rebuilt
         assert not kb.ingest(load_riad(base), scope="fixtures").changed

@@ -7,20 +7,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from support.latent_steps import evaluate, gradient_step, reinforce_step
 from support.tiny_models import build_tiny_qwen2_vl, noise_image
 
 from riad_agent.protocols import ReasoningInput
 from riad_agent.reasoning.config import LatentConfig
 from riad_agent.reasoning.decode import decode_answer
-from riad_agent.reasoning.latent_loop import (
-    LoopSetup,
-    State,
-    build_row,
-    evaluate,
-    gradient_step,
-    reinforce_step,
-    run_latent_loop,
-)
+from riad_agent.reasoning.latent_loop import LoopSetup, State, build_row, run_latent_loop
 from riad_agent.reasoning.reasoner import LatentReasoner
 from riad_agent.reasoning.reward import entropy_reward, option_confidence_reward
 from riad_agent.schemas import MultipleChoiceQuestion

@@ -26,9 +26,9 @@ class SlowExpert(FakeExpert):
     def __init__(self, delay_s: float) -> None:
         self.delay_s = delay_s
 
-    def analyse(self, image: Image.Image, references: Sequence[Image.Image], category: str | None = None) -> AnomalyMap:
+    def analyse(self, image: Image.Image, references: Sequence[Image.Image]) -> AnomalyMap:
         time.sleep(self.delay_s)
-        return super().analyse(image, references, category)
+        return super().analyse(image, references)
 
 
 if __name__ == "__main__":

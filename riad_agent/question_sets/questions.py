@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from riad_agent.knowledge.ingest import default_base_path, parse_category_file
+from riad_agent.knowledge.loaders import default_base_path, parse_category_file
 from riad_agent.knowledge.schema import CategoryFile, DefectSpec
 from riad_agent.schemas import MultipleChoiceQuestion
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from PIL import Image
 
 from riad_agent.errors import OutputWriteError
-from riad_agent.qa.questions import QuestionMaker
-from riad_agent.qa.sources import LabelledSet
+from riad_agent.question_sets.questions import QuestionMaker
+from riad_agent.question_sets.sources import LabelledSet
 
 
 def _store(load: Callable[[], Image.Image], path: Path, side: int) -> None:

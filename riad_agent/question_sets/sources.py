@@ -31,7 +31,7 @@ from riad_agent.data.synthetic import CATEGORIES as SYNTHETIC_CATEGORIES
 from riad_agent.data.synthetic import DEFECTS as SYNTHETIC_DEFECTS
 from riad_agent.data.synthetic import generate_sample
 from riad_agent.errors import InvalidRequestError
-from riad_agent.qa.questions import LabelledImage
+from riad_agent.question_sets.questions import LabelledImage
 
 Split = Literal["train", "test"]
 MVTEC_REFERENCES_IN_TRAIN = 25

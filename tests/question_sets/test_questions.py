@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from riad_agent.qa.questions import (
+from riad_agent.question_sets.questions import (
     CLASSIFICATION,
     DETECTION,
     LOCALIZATION,

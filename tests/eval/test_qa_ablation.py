@@ -12,11 +12,11 @@ from typer.testing import CliRunner
 from riad_agent.cli import app
 from riad_agent.data.synthetic import write_mvtec_layout
 from riad_agent.eval.mmad import read_answers
+from riad_agent.eval.qa_ablation import ablation_markdown, ablation_steps, run_ablation
 from riad_agent.expert.expert import ExpertConfig, PatchCoreExpert
 from riad_agent.models.tiny import build_tiny_qwen2_vl
-from riad_agent.qa.ablation import ablation_markdown, ablation_steps, run_ablation
-from riad_agent.qa.mmad_layout import write_mmad_layout
-from riad_agent.qa.sources import mvtec_set
+from riad_agent.question_sets.mmad_layout import write_mmad_layout
+from riad_agent.question_sets.sources import mvtec_set
 
 torch.set_num_threads(1)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 from typer.testing import CliRunner
 
+from riad_agent.bench.latent import LatentBenchConfig, LatentBenchResult, run_latent_benchmark
 from riad_agent.commands.bench_latent import bench_latent
-from riad_agent.reasoning.bench import LatentBenchConfig, LatentBenchResult, run_latent_benchmark
 
 MICRO = LatentBenchConfig(
     hidden=32,

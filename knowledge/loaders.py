@@ -1,8 +1,8 @@
-"""Importers that turn knowledge sources into validated :class:`KnowledgeEntry` lists.
+"""Loaders that turn knowledge sources into validated :class:`KnowledgeEntry` lists.
 
 Three formats: our YAML category files (one file or a folder tree), MMAD's ``domain_knowledge.json``
 (dataset -> category -> {defect key: "<Tag> Description: ..."}) and plain Markdown folders (one entry
-per file, read with llama-index's ``SimpleDirectoryReader``). Every importer validates everything
+per file, read with llama-index's ``SimpleDirectoryReader``). Every loader validates everything
 before returning, so a store never sees half a source.
 """
 
@@ -19,23 +19,11 @@ import yaml
 from pydantic import ValidationError
 
 from riad_agent.errors import DuplicateEntryError, KnowledgeFormatError
+from riad_agent.knowledge.categories import MMAD_DATASETS, snake
 from riad_agent.knowledge.schema import CategoryFile, KnowledgeEntry, dataset_title, entries_of
 
 SourceFormat = Literal["riad", "mmad", "markdown"]
 
-MMAD_DATASETS: dict[str, str] = {
-    "mvtec-ad": "mvtec",
-    "mvtec_ad": "mvtec",
-    "mvtec": "mvtec",
-    "visa": "visa",
-    "mvtec-loco": "mvtec_loco",
-    "mvtec-loco-ad": "mvtec_loco",
-    "mvtec_loco": "mvtec_loco",
-    "goodsad": "goods_ad",
-    "goods-ad": "goods_ad",
-}
-
-_NAME = re.compile(r"[^a-z0-9]+")
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n?", re.DOTALL)
 _MMAD_TEXT = re.compile(r"^\s*(?P<tag>[^\n]*?)\s+Description\s*:\s*(?P<body>.*)$", re.DOTALL | re.IGNORECASE)
 
@@ -43,11 +31,6 @@ _MMAD_TEXT = re.compile(r"^\s*(?P<tag>[^\n]*?)\s+Description\s*:\s*(?P<body>.*)$
 def default_base_path() -> Path:
     """The packaged knowledge base folder (``knowledge/base`` inside the installed package)."""
     return Path(__file__).resolve().parent / "base"
-
-
-def snake(name: str) -> str:
-    """'MVTec-AD' -> 'mvtec_ad', 'Screw Bag' -> 'screw_bag'."""
-    return _NAME.sub("_", name.strip().lower()).strip("_")
 
 
 def _field_path(loc: Iterable[Any]) -> str:

@@ -192,7 +192,8 @@ def test_qwen3_deepstack_follows_spliced_patches() -> None:
 
 def test_scratch_room_and_grouped_attention_match_the_plain_fork(vlm: QwenVLAdapter) -> None:
     """The copy-free suffix forward (scratch room, grouped heads) equals transformers' own path."""
-    from riad_agent.models.hf_decoder import fork_cache, packed_suffix_mask
+    from riad_agent.models.hf_attention import packed_suffix_mask
+    from riad_agent.models.hf_cache import fork_cache
 
     prompt = vlm.prepare(_segments(noise_image(40, 40), noise_image(40, 40, seed=6)))
     prefix = vlm.prefix_forward(prompt)

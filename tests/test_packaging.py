@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 MAPPED = {"riad_agent.graphs": "graphs", "riad_agent.tools": "tools", "riad_agent.knowledge": "knowledge"}
 
 

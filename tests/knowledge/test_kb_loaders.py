@@ -1,4 +1,4 @@
-"""Importers: MMAD's domain_knowledge.json layout and Markdown folders."""
+"""Loaders: MMAD's domain_knowledge.json layout and Markdown folders."""
 
 from __future__ import annotations
 
@@ -8,15 +8,16 @@ from pathlib import Path
 import pytest
 
 from riad_agent.errors import DuplicateEntryError, KnowledgeFormatError
+from riad_agent.knowledge.backend import connect
 from riad_agent.knowledge.embed import HashingEmbedder
-from riad_agent.knowledge.ingest import (
+from riad_agent.knowledge.loaders import (
     default_base_path,
     detect_format,
     load_entries,
     load_markdown,
     load_mmad,
 )
-from riad_agent.knowledge.store import QdrantKnowledgeBase, connect
+from riad_agent.knowledge.store import QdrantKnowledgeBase
 from riad_agent.settings import Settings
 
 MMAD_SHAPE = {

@@ -9,8 +9,8 @@ import pytest
 
 from riad_agent.data.synthetic import write_mvtec_layout
 from riad_agent.eval.mmad_data import load_mmad
-from riad_agent.qa.mmad_layout import write_mmad_layout
-from riad_agent.qa.sources import LabelledSet, Split, elpv_set, mvtec_set, synthetic_set
+from riad_agent.question_sets.mmad_layout import write_mmad_layout
+from riad_agent.question_sets.sources import LabelledSet, Split, elpv_set, mvtec_set, synthetic_set
 
 
 @pytest.fixture(scope="module")

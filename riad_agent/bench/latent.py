@@ -247,9 +247,18 @@ def peak_rss_child(cfg: LatentBenchConfig, which: str) -> tuple[int, int]:
     return baseline, _status_bytes("VmHWM")
 
 
+def memory_child(which: str) -> None:
+    """The fresh process of :func:`_peak_rss`: reads the config on stdin, prints ``[baseline, peak]``."""
+    config = LatentBenchConfig.model_validate_json(sys.stdin.read())
+    print(json.dumps(peak_rss_child(config, which)))
+
+
+_MEMORY_CHILD = "import sys; from riad_agent.bench.latent import memory_child; memory_child(sys.argv[1])"
+
+
 def _peak_rss(cfg: LatentBenchConfig, which: str) -> tuple[int, int]:
     done = subprocess.run(
-        [sys.executable, "-m", "riad_agent.reasoning.bench", "--memory-child", which],
+        [sys.executable, "-c", _MEMORY_CHILD, which],
         input=cfg.model_dump_json(),
         capture_output=True,
         text=True,
@@ -368,8 +377,3 @@ def _judge(result: LatentBenchResult) -> None:
         )
     if result.memory_ratio is not None and not result.goals["peak_memory<=1.2x_plain"]:
         result.notes.append(f"peak memory {result.memory_ratio:.2f}x the plain run (goal 1.2x)")
-
-
-if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--memory-child":
-    child_config = LatentBenchConfig.model_validate_json(sys.stdin.read())
-    print(json.dumps(peak_rss_child(child_config, sys.argv[2])))

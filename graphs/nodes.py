@@ -1,0 +1,259 @@
+"""The inspection graph's nodes and routers: module-level functions of the state.
+
+Each node calls one protocol (``riad_agent.protocols``) through the components bound to the graph
+(:mod:`riad_agent.graphs.context`) and returns its update of the state. Routers read booleans of
+the state only. Progress goes to callers streaming with ``stream_mode="custom"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any, Literal
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.config import get_stream_writer
+from langgraph.types import interrupt
+
+from riad_agent.errors import BackendUnavailableError, ReasonerTimeoutError, UnknownCategoryError
+from riad_agent.evidence import ExpertFindings, StoredPrior, request_reasoning_input
+from riad_agent.explain import apply_review, build_report, check_review, needs_review, review_request
+from riad_agent.graphs.context import components_of
+from riad_agent.graphs.images import open_image, remember_image
+from riad_agent.graphs.state import InspectionState
+from riad_agent.imaging import working_size
+from riad_agent.knowledge.query import build_retrieval_query
+from riad_agent.protocols import ReasoningResult
+from riad_agent.schemas import parse_request
+
+
+def _emit(event: dict[str, Any]) -> None:
+    """Send a progress event to callers streaming with ``stream_mode="custom"``."""
+    with contextlib.suppress(RuntimeError):  # outside a runnable context (direct node calls in tests)
+        get_stream_writer()(event)
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000.0, 3)
+
+
+async def load_inputs(state: InspectionState, config: RunnableConfig) -> dict[str, Any]:
+    """Read and check every image once; the state keeps references to them, not pixels."""
+    start = time.perf_counter()
+    components = components_of(config)
+    given = state["request"]
+    request = parse_request(given)  # JSON input (LangGraph Server, Studio) becomes the model here
+    _emit({"stage": "load_inputs"})
+    image, _ = await asyncio.to_thread(remember_image, request.image, components.policy, components.blobs)
+    references = [
+        (await asyncio.to_thread(remember_image, ref, components.policy, components.blobs))[0]
+        for ref in request.references
+    ]
+    update: dict[str, Any] = {
+        "image": image,
+        "references": references,
+        "degraded": [],
+        "timings_ms": {"load_inputs": _ms(start)},
+    }
+    if request is not given:
+        update["request"] = request
+    return update
+
+
+async def resolve_category(state: InspectionState, config: RunnableConfig) -> dict[str, Any]:
+    """The canonical category, asked of the knowledge base once; decides whether to search it.
+
+    A likely typo of a known category is the caller's error (re-raised); a name close to none is a
+    new product, inspected without knowledge.
+    """
+    start = time.perf_counter()
+    components = components_of(config)
+    request = state["request"]
+    category = request.category
+    if not request.options.use_knowledge:
+        return {"category": category, "category_guessed": False, "knowledge": [], "search_knowledge": False}
+    _emit({"stage": "resolve_category"})  # the first call opens the knowledge base (the first run embeds it)
+    try:
+        knowledge = await asyncio.to_thread(components.knowledge.get)
+    except BackendUnavailableError:
+        return {
+            "category": category,
+            "knowledge": [],
+            "search_knowledge": False,
+            "degraded": ["knowledge_unavailable"],
+        }
+    degraded: list[str] = []
+    if category is not None:
+        try:
+            category = await asyncio.to_thread(knowledge.resolve_category, category)
+        except UnknownCategoryError as exc:
+            if exc.close_matches:
+                raise  # a typo of a known category: tell the caller instead of guessing
+            degraded.append("no_knowledge_for_category")
+    return {
+        "category": category,
+        "category_guessed": False,
+        "knowledge": [],
+        "search_knowledge": not degraded,
+        "degraded": degraded,
+        "timings_ms": {"resolve_category": _ms(start)},
+    }
+
+
+async def expert_analysis(state: InspectionState, config: RunnableConfig) -> dict[str, Any]:
+    """The vision expert's map against the references; the state keeps its findings and prior key."""
+    start = time.perf_counter()
+    components = components_of(config)
+    request = state["request"]
+    threshold = components.settings.review_threshold
+    if not state["references"]:
+        return {
+            "anomaly": None,
+            "prior": None,
+            "needs_review": needs_review(None, threshold),
+            "degraded": ["no_references"],
+        }
+    _emit({"stage": "expert_analysis"})
+    expert = await asyncio.to_thread(components.expert.get)
+    policy, blobs = components.policy, components.blobs
+    image = await asyncio.to_thread(open_image, state["image"], policy, blobs)
+    references = [await asyncio.to_thread(open_image, ref, policy, blobs) for ref in state["references"]]
+    anomaly = await asyncio.to_thread(expert.analyse, image, references)
+    findings = await asyncio.to_thread(ExpertFindings.of, anomaly, request.options.return_heatmap)
+    prior = None
+    if request.options.use_reasoner:
+        prior = await asyncio.to_thread(lambda: blobs.put_array(anomaly.prior_map()))
+    return {
+        "anomaly": findings,
+        "prior": prior,
+        "needs_review": needs_review(findings.score, threshold),
+        "models": {"expert": expert.backbone_id},
+        "timings_ms": {"expert_analysis": _ms(start)},
+    }
+
+
+async def retrieve_knowledge(state: InspectionState, config: RunnableConfig) -> dict[str, Any]:
+    """Knowledge hits for a query built from the question and the expert's evidence."""
+    start = time.perf_counter()
+    components = components_of(config)
+    request = state["request"]
+    _emit({"stage": "retrieve_knowledge"})
+    knowledge = await asyncio.to_thread(components.knowledge.get)
+    anomaly = state.get("anomaly")
+    query = build_retrieval_query(
+        question=request.question.text if request.question else None,
+        options=request.question.options if request.question else None,
+        category=state.get("category"),
+        regions=anomaly.regions if anomaly is not None else (),
+        image_size=working_size(state["image"].size),
+        anomaly_score=anomaly.score if anomaly is not None else None,
+    )
+    hits = await asyncio.to_thread(knowledge.search, query, state.get("category"), request.options.knowledge_k)
+    update: dict[str, Any] = {"knowledge": hits, "timings_ms": {"retrieve_knowledge": _ms(start)}}
+    if state.get("category") is None and hits:
+        update["category"] = hits[0].category
+        update["category_guessed"] = True
+    return update
+
+
+async def latent_reasoning(state: InspectionState, config: RunnableConfig) -> dict[str, Any]:
+    """The latent reasoner on the image, the first reference, the knowledge and the expert's prior.
+
+    An unavailable or too slow reasoner degrades the report to expert-only instead of failing.
+    """
+    start = time.perf_counter()
+    components = components_of(config)
+    request = state["request"]
+    _emit({"stage": "latent_reasoning"})
+    try:
+        reasoner = await asyncio.to_thread(components.reasoner.get)
+    except BackendUnavailableError:
+        return {"reasoning": None, "degraded": ["reasoner_unavailable"]}
+    policy, blobs = components.policy, components.blobs
+    image = await asyncio.to_thread(open_image, state["image"], policy, blobs)
+    templates = [await asyncio.to_thread(open_image, ref, policy, blobs) for ref in state["references"][:1]]
+    anomaly, prior = state.get("anomaly"), state.get("prior")
+    evidence = None
+    if anomaly is not None and prior is not None:
+        evidence = StoredPrior(anomaly.score, await asyncio.to_thread(blobs.get_array, prior))
+    reasoning_input = request_reasoning_input(
+        request, image, templates, state.get("knowledge", []), evidence, state.get("category")
+    )
+    loop = asyncio.get_running_loop()
+    try:
+        writer = get_stream_writer()
+    except RuntimeError:
+        writer = None
+
+    def progress(event: dict[str, object]) -> None:
+        if writer is not None:
+            loop.call_soon_threadsafe(writer, {**event, "stage": "latent_reasoning"})
+
+    try:
+        result: ReasoningResult = await asyncio.wait_for(
+            asyncio.to_thread(reasoner.reason, reasoning_input, progress),
+            timeout=components.settings.reasoner_timeout_s,
+        )
+    except (TimeoutError, ReasonerTimeoutError):
+        return {"reasoning": None, "degraded": ["reasoner_timeout"]}
+    except BackendUnavailableError:
+        return {"reasoning": None, "degraded": ["reasoner_unavailable"]}
+    return {
+        "reasoning": result,
+        "models": {"reasoner": reasoner.model_id},
+        "timings_ms": {
+            "latent_reasoning": _ms(start),
+            **{f"reasoning.{key}": value for key, value in result.timings_ms.items()},
+        },
+    }
+
+
+async def human_review(state: InspectionState) -> dict[str, Any]:
+    """Pause for a human verdict (resume with ``Command(resume={"verdict": ..., "note": ...})``)."""
+    anomaly = state.get("anomaly")
+    decision = interrupt(review_request(anomaly.score if anomaly is not None else None))
+    return {"review": check_review(decision)}
+
+
+async def explain(state: InspectionState) -> dict[str, Any]:
+    """The report from everything gathered, with the reviewer's verdict when there was a review."""
+    start = time.perf_counter()
+    _emit({"stage": "explain"})
+    image = state["image"]
+    timings = dict(state.get("timings_ms", {}))
+    report = build_report(
+        request=state["request"],
+        image_size=image.size,
+        working_size=working_size(image.size),
+        category=state.get("category"),
+        category_guessed=state.get("category_guessed", False),
+        knowledge=state.get("knowledge", []),
+        anomaly=state.get("anomaly"),
+        reasoning=state.get("reasoning"),
+        degraded=list(dict.fromkeys(state.get("degraded", []))),
+        timings_ms={**timings, "explain": _ms(start)},
+        models=dict(state.get("models", {})),
+    )
+    review = state.get("review")
+    if review:
+        report = apply_review(report, review)
+    return {"report": report}
+
+
+Route = Literal["retrieve_knowledge", "latent_reasoning", "human_review", "explain"]
+
+
+def review_gate(state: InspectionState) -> Literal["human_review", "explain"]:
+    """Ask a human when the expert was unsure (``needs_review``)."""
+    return "human_review" if state.get("needs_review", False) else "explain"
+
+
+def after_knowledge(state: InspectionState) -> Literal["latent_reasoning", "human_review", "explain"]:
+    """Reason when the request wants the reasoner, else on to the review gate."""
+    return "latent_reasoning" if state["request"].options.use_reasoner else review_gate(state)
+
+
+def after_expert(state: InspectionState) -> Route:
+    """Search the knowledge base when ``resolve_category`` said so, else on as after retrieval."""
+    return "retrieve_knowledge" if state.get("search_knowledge", False) else after_knowledge(state)

@@ -1,0 +1,123 @@
+"""One place turns evidence into the reasoner's input, and the expert's map into what a report keeps.
+
+The inspection graph, the MMAD evaluation and the training examples all hand the latent reasoner
+the same things: the image, a question, normal templates, knowledge hits and the vision expert's
+prior. :func:`reasoning_input` assembles them; :func:`request_reasoning_input` does it for an
+:class:`~riad_agent.schemas.InspectionRequest`. :class:`ExpertFindings` is the expert's result
+without its pixel arrays: what the report and a checkpoint need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, ConfigDict
+
+from riad_agent.explain import DEFAULT_QUESTION
+from riad_agent.protocols import AnomalyMap, ReasoningInput
+from riad_agent.schemas import InspectionRequest, KnowledgeHit, MultipleChoiceQuestion, Region
+
+#: Normal references of a request shown to the reasoner as templates (the expert compares with all).
+REQUEST_TEMPLATES = 1
+
+
+class ExpertEvidence(Protocol):
+    """What the reasoner reads of the expert: the calibrated score and the [0, 1] prior map."""
+
+    @property
+    def score(self) -> float: ...
+
+    def prior_map(self) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class StoredPrior:
+    """Expert evidence read back from a store: the score and the prior map :meth:`AnomalyMap.prior_map` gave."""
+
+    score: float
+    prior: np.ndarray
+
+    def prior_map(self) -> np.ndarray:
+        return self.prior
+
+
+class ExpertFindings(BaseModel):
+    """The expert's result without its arrays: score, regions (working-copy pixels), heatmap if asked."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
+
+    score: float
+    raw_score: float
+    threshold: float
+    regions: list[Region]
+    backbone: str
+    heatmap_png: bytes | None = None
+
+    @classmethod
+    def of(cls, anomaly: AnomalyMap, heatmap: bool) -> ExpertFindings:
+        """The findings of ``anomaly``; the heatmap PNG only when ``heatmap`` (encoded now if deferred)."""
+        return cls(
+            score=anomaly.score,
+            raw_score=anomaly.raw_score,
+            threshold=anomaly.threshold,
+            regions=list(anomaly.regions),
+            backbone=anomaly.backbone,
+            heatmap_png=anomaly.heatmap() if heatmap else None,
+        )
+
+
+def reasoning_input(
+    image: Image.Image,
+    question: MultipleChoiceQuestion | None = None,
+    *,
+    templates: Sequence[Image.Image] = (),
+    knowledge: Sequence[KnowledgeHit] = (),
+    expert: ExpertEvidence | None = None,
+    category: str | None = None,
+    latent_steps: int = 10,
+    latent_tokens: int = 4,
+    inject_patches: bool = True,
+    seed: int = 0,
+) -> ReasoningInput:
+    """The reasoner's input from the evidence; no question means the default defect question."""
+    return ReasoningInput(
+        image=image,
+        question=question or DEFAULT_QUESTION,
+        knowledge=list(knowledge),
+        templates=list(templates),
+        patch_prior=expert.prior_map() if expert is not None else None,
+        image_score=expert.score if expert is not None else None,
+        category=category,
+        latent_steps=latent_steps,
+        latent_tokens=latent_tokens,
+        inject_patches=inject_patches,
+        seed=seed,
+    )
+
+
+def request_reasoning_input(
+    request: InspectionRequest,
+    image: Image.Image,
+    references: Sequence[Image.Image],
+    knowledge: Sequence[KnowledgeHit],
+    expert: ExpertEvidence | None,
+    category: str | None,
+) -> ReasoningInput:
+    """:func:`reasoning_input` for an inspection request: its question, options and first reference."""
+    options = request.options
+    return reasoning_input(
+        image,
+        request.question,
+        templates=references[:REQUEST_TEMPLATES],
+        knowledge=knowledge,
+        expert=expert,
+        category=category,
+        latent_steps=options.latent_steps,
+        latent_tokens=options.latent_tokens,
+        inject_patches=options.inject_patches,
+        seed=options.seed,
+    )

@@ -1,0 +1,79 @@
+"""A checkpoint of one inspection is small (no pixels in the state) and reads back without serde warnings."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+import pytest
+from langgraph.checkpoint.serde.event_hooks import SerdeEvent, register_serde_event_listener
+from langgraph.types import Command
+from support.fakes import FakeExpert, FakeKnowledge, FakeReasoner, part_image
+
+from riad_agent.components import build_components
+from riad_agent.graphs.checkpoints import open_async_checkpointer
+from riad_agent.graphs.inspection import build_inspection_graph
+from riad_agent.schemas import InspectionRequest
+from riad_agent.settings import Settings
+
+#: The issue's bound for one inspection with 4 references of 1024 x 1024 (it was 55-65 MB).
+MAX_CHECKPOINT_BYTES = 200 * 1024
+
+
+def _stored_bytes(database: Path) -> int:
+    """Bytes of every checkpoint, its metadata and every pending write in the SQLite saver."""
+    with sqlite3.connect(database) as connection:
+        checkpoints = connection.execute(
+            "SELECT COALESCE(SUM(LENGTH(checkpoint) + LENGTH(metadata)), 0) FROM checkpoints"
+        ).fetchone()[0]
+        writes = connection.execute("SELECT COALESCE(SUM(LENGTH(value)), 0) FROM writes").fetchone()[0]
+    return int(checkpoints) + int(writes)
+
+
+@pytest.fixture
+def large_part(tmp_path: Path) -> tuple[Path, list[Path]]:
+    """A defective 1024 x 1024 part and four normal references of the same size."""
+    query = tmp_path / "query.png"
+    part_image(True, size=(1024, 1024), seed=11).save(query, compress_level=1)
+    references = []
+    for index in range(4):
+        path = tmp_path / f"reference{index}.png"
+        part_image(False, size=(1024, 1024), seed=20 + index).save(path, compress_level=1)
+        references.append(path)
+    return query, references
+
+
+async def test_sqlite_checkpoint_of_one_inspection_is_small(
+    tmp_path: Path, large_part: tuple[Path, list[Path]], caplog: pytest.LogCaptureFixture
+) -> None:
+    query, references = large_part
+    settings = Settings(data_dir=tmp_path / "data", checkpointer="sqlite", review_threshold=0.5)
+    components = build_components(settings, knowledge=FakeKnowledge(), expert=FakeExpert(), reasoner=FakeReasoner())
+    request = InspectionRequest(
+        image=str(query), category="washer", references=[str(p) for p in references], options={"latent_steps": 3}
+    )
+    config = {"configurable": {"thread_id": "large"}}
+    events: list[SerdeEvent] = []
+    unregister = register_serde_event_listener(events.append)
+    caplog.set_level(logging.WARNING)
+    try:
+        async with open_async_checkpointer(settings) as saver:
+            graph = build_inspection_graph(components=components, checkpointer=saver)
+            state = await graph.ainvoke({"request": request}, config=config)
+            assert "__interrupt__" in state  # every node ran, and the review wrote its pending interrupt
+        async with open_async_checkpointer(settings) as saver:  # read back by a new graph, then resumed
+            graph = build_inspection_graph(components=components, checkpointer=saver)
+            state = await graph.ainvoke(Command(resume={"verdict": "anomalous"}), config=config)
+            assert state["report"].verdict == "anomalous" and state["report"].trace is not None
+            history = [snapshot async for snapshot in graph.aget_state_history(config)]
+            assert len(history) >= 8 and history[0].values["report"] == state["report"]
+    finally:
+        unregister()
+
+    database = settings.data_dir / "checkpoints.sqlite"
+    stored = _stored_bytes(database)
+    assert stored <= MAX_CHECKPOINT_BYTES, f"{stored} bytes of checkpoints for one inspection"
+    assert database.stat().st_size <= MAX_CHECKPOINT_BYTES
+    assert events == []  # no type was revived unregistered, none was blocked
+    assert not [r for r in caplog.records if "Deserializing unregistered type" in r.getMessage()]
