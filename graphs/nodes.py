@@ -91,8 +91,12 @@ async def resolve_category(state: InspectionState, config: RunnableConfig) -> di
             if exc.close_matches:
                 raise  # a typo of a known category: tell the caller instead of guessing
             degraded.append("no_knowledge_for_category")
+    pose = None
+    if category is not None and not degraded:
+        pose = await asyncio.to_thread(knowledge.pose, category)
     return {
         "category": category,
+        "pose": pose,
         "category_guessed": False,
         "knowledge": [],
         "search_knowledge": not degraded,
@@ -119,7 +123,7 @@ async def expert_analysis(state: InspectionState, config: RunnableConfig) -> dic
     policy, blobs = components.policy, components.blobs
     image = await asyncio.to_thread(open_image, state["image"], policy, blobs)
     references = [await asyncio.to_thread(open_image, ref, policy, blobs) for ref in state["references"]]
-    anomaly = await asyncio.to_thread(expert.analyse, image, references)
+    anomaly = await asyncio.to_thread(lambda: expert.analyse(image, references, pose=state.get("pose")))
     findings = await asyncio.to_thread(ExpertFindings.of, anomaly, request.options.return_heatmap)
     prior = None
     if request.options.use_reasoner:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from typing_extensions import TypedDict  # pydantic builds JSON schemas of typing_extensions' TypedDict only
 
 from riad_agent.evidence import ExpertFindings
-from riad_agent.protocols import ReasoningResult
+from riad_agent.protocols import Pose, ReasoningResult
 from riad_agent.schemas import InspectionReport, InspectionRequest, KnowledgeHit
 
 
@@ -55,6 +55,7 @@ class InspectionState(TypedDict, total=False):
     references: list[ImageRef]
     category: str | None
     category_guessed: bool
+    pose: Pose | None  # the category's pose from its knowledge entry, None: the expert infers it
     search_knowledge: bool
     knowledge: list[KnowledgeHit]
     anomaly: ExpertFindings | None

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from riad_agent.errors import DuplicateEntryError, KnowledgeFormatError
 from riad_agent.knowledge.categories import MMAD_DATASETS, snake
 from riad_agent.knowledge.schema import CategoryFile, KnowledgeEntry, dataset_title, entries_of
+from riad_agent.protocols import Pose
 
 SourceFormat = Literal["riad", "mmad", "markdown"]
 
@@ -31,6 +32,18 @@ _MMAD_TEXT = re.compile(r"^\s*(?P<tag>[^\n]*?)\s+Description\s*:\s*(?P<body>.*)$
 def default_base_path() -> Path:
     """The packaged knowledge base folder (``knowledge/base`` inside the installed package)."""
     return Path(__file__).resolve().parent / "base"
+
+
+def category_pose(category: str, base: Path | None = None) -> Pose | None:
+    """The ``pose`` the packaged file of canonical 'dataset/category' declares, None when it has none."""
+    dataset, _, name = category.partition("/")
+    path = (base or default_base_path()) / dataset / f"{name}.yaml"
+    if not name or not path.is_file():
+        return None
+    try:
+        return parse_category_file(path).pose
+    except (KnowledgeFormatError, DuplicateEntryError):
+        return None
 
 
 def _field_path(loc: Iterable[Any]) -> str:

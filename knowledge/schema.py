@@ -57,6 +57,13 @@ class CategoryFile(_Strict):
     category: str = Field(pattern=NAME_PATTERN)
     display_name: str = Field(min_length=1)
     kind: Literal["object", "texture"]
+    pose: Literal["free", "fixed"] | None = Field(
+        default=None,
+        description=(
+            "How normal parts lie: 'fixed' (a fixtured line; a turned or shifted part is a defect) or "
+            "'free' (any rotation is normal). Absent: the vision expert infers it from the references."
+        ),
+    )
     normal: NormalSpec
     defects: list[DefectSpec] = Field(default_factory=list)
 

@@ -21,11 +21,12 @@ from qdrant_client import QdrantClient
 
 from riad_agent.knowledge.categories import CategoryInfo
 from riad_agent.knowledge.collection import KnowledgeCollection, StoreMeta
+from riad_agent.knowledge.loaders import category_pose
 from riad_agent.knowledge.schema import KnowledgeEntry
 from riad_agent.knowledge.search import EncodedQuery, FusionMethod, KnowledgeSearch, SearchMode
 from riad_agent.knowledge.sparse import HashingBM25
 from riad_agent.knowledge.writer import IngestReport, KnowledgeWriter, ProgressFn
-from riad_agent.protocols import TextEmbedder
+from riad_agent.protocols import Pose, TextEmbedder
 from riad_agent.schemas import KnowledgeHit
 
 
@@ -149,6 +150,10 @@ class QdrantKnowledgeBase:
         ``close_matches`` are non-empty for a likely typo and empty for a name close to nothing.
         """
         return self.storage.resolve_category(name)
+
+    def pose(self, category: str) -> Pose | None:
+        """How the category's normal parts lie, from its packaged knowledge file (None: not declared)."""
+        return category_pose(category)
 
     # ------------------------------------------------------------ searching
 

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from riad_agent.explain import DEFAULT_QUESTION
 from riad_agent.protocols import AnomalyMap, ReasoningInput
@@ -56,6 +56,8 @@ class ExpertFindings(BaseModel):
     regions: list[Region]
     backbone: str
     heatmap_png: bytes | None = None
+    pose: str | None = None  # the pose the expert used and its source, e.g. "free (references)"
+    notes: list[str] = Field(default_factory=list)  # why the expert could not judge the image
 
     @classmethod
     def of(cls, anomaly: AnomalyMap, heatmap: bool) -> ExpertFindings:
@@ -67,6 +69,8 @@ class ExpertFindings(BaseModel):
             regions=list(anomaly.regions),
             backbone=anomaly.backbone,
             heatmap_png=anomaly.heatmap() if heatmap else None,
+            pose=anomaly.pose,
+            notes=list(anomaly.notes),
         )
 
 

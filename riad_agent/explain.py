@@ -131,7 +131,16 @@ def explanation_text(
 ) -> str:
     """A few plain sentences that say what was found, where, and on what evidence."""
     sentences = [f"Verdict: {verdict} (calibrated anomaly score {score:.2f}; 0.50 is the edge of normal)."]
-    if anomaly is not None:
+    if anomaly is None:
+        sentences.append(
+            "No normal reference images were given, so no calibrated comparison was possible: "
+            "the verdict stays uncertain whatever the reasoner's answer."
+        )
+    elif anomaly.notes:
+        sentences.append("The vision expert could not judge this image: " + "; ".join(anomaly.notes) + ".")
+    else:
+        if anomaly.pose:
+            sentences.append(f"Pose: {anomaly.pose}.")
         if regions:
             top = max(regions, key=lambda r: r.score)
             sentences.append(
@@ -177,7 +186,10 @@ def build_report(
     """
     question = request.question
     score = anomaly_score(anomaly, reasoning, question)
-    verdict = verdict_for(score)
+    # without references, or with a query the references cannot judge, the score is no calibrated
+    # comparison: never a firm verdict
+    unjudged = anomaly is None or bool(anomaly.notes)
+    verdict: Verdict = "uncertain" if unjudged else verdict_for(score)
     regions: list[Region] = []
     if anomaly is not None:
         factor_x = image_size[0] / max(working_size[0], 1)

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
 
 from riad_agent.schemas import KnowledgeHit, MultipleChoiceQuestion, ReasoningTrace, Region
+
+#: How a product's normal parts lie: "fixed" (a fixtured line; a turned or shifted part is a defect)
+#: or "free" (any rotation is normal).
+Pose = Literal["free", "fixed"]
 
 
 @runtime_checkable
@@ -44,6 +48,10 @@ class KnowledgeBase(Protocol):
         """Map 'hazelnut' or 'mvtec/hazelnut' to the canonical 'dataset/category' or raise."""
         ...
 
+    def pose(self, category: str) -> Pose | None:
+        """How the canonical category's normal parts lie ("free" / "fixed"), None when not declared."""
+        ...
+
 
 @dataclass
 class AnomalyMap:
@@ -68,6 +76,8 @@ class AnomalyMap:
     heatmap_png: bytes | None = None
     prior_scores: np.ndarray | None = None
     render_heatmap: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
+    pose: str | None = None  # the pose the bank used and where it came from, e.g. "free (references)"
+    notes: list[str] = field(default_factory=list)  # why the score was held at 0.5 ("uncertain")
 
     def heatmap(self) -> bytes | None:
         """The heatmap overlay PNG: ``heatmap_png``, or encoded now by ``render_heatmap`` (once)."""
@@ -97,8 +107,13 @@ class Expert(Protocol):
 
     backbone_id: str
 
-    def analyse(self, image: Image.Image, references: Sequence[Image.Image]) -> AnomalyMap:
-        """Score the image against the references (the reference bank is cached)."""
+    def analyse(
+        self, image: Image.Image, references: Sequence[Image.Image], *, pose: Pose | None = None
+    ) -> AnomalyMap:
+        """Score the image against the references (the reference bank is cached).
+
+        ``pose`` is the product's known pose (from its knowledge entry), or None to infer it.
+        """
         ...
 
 

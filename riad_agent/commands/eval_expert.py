@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from rich.console import Console
 from rich.progress import Progress
 
 from riad_agent.errors import InvalidRequestError, RiadError
+
+if TYPE_CHECKING:
+    from riad_agent.protocols import Pose
 
 
 def eval_expert(
@@ -29,6 +32,12 @@ def eval_expert(
     limit: Annotated[int, typer.Option(help="ELPV: at most this many test cells per class; 0 = all.")] = 0,
     backbone: Annotated[str, typer.Option(help="Expert backbone name.")] = "efficientnet-lite0",
     threads: Annotated[int, typer.Option(help="Torch CPU threads.")] = 2,
+    rotate: Annotated[
+        bool, typer.Option(help="Turn every test image by a seeded random angle (references unturned).")
+    ] = False,
+    pose: Annotated[
+        str | None, typer.Option(help="Known pose of the products ('free' or 'fixed'); default: inferred.")
+    ] = None,
     texture: Annotated[
         bool | None,
         typer.Option(
@@ -54,6 +63,8 @@ def eval_expert(
     try:
         if not 64 <= size <= 1024:
             raise InvalidRequestError(f"--size must be between 64 and 1024 (got {size})")
+        if pose not in (None, "free", "fixed"):
+            raise InvalidRequestError(f"--pose must be 'free' or 'fixed' (got {pose})")
         if shots < 0:
             raise InvalidRequestError(f"--shots must be >= 0 (got {shots})")
         torch.set_num_threads(max(1, threads))
@@ -64,7 +75,16 @@ def eval_expert(
                 results = evaluate_elpv(expert, shots, categories, seed, limit, progress)
                 dataset = "elpv"
             else:
-                results = evaluate_mvtec(Path(data), expert, shots, categories, seed, progress)
+                results = evaluate_mvtec(
+                    Path(data),
+                    expert,
+                    shots,
+                    categories,
+                    seed,
+                    progress,
+                    rotate=rotate,
+                    pose=cast("Pose | None", pose),
+                )
                 dataset = str(data)
         evaluation = ExpertEvaluation(
             dataset=dataset,

@@ -2,10 +2,22 @@
 
 from riad_agent.data.synthetic import (
     CATEGORIES,
+    CATEGORY_POSE,
     DEFECTS,
+    POSE_CATEGORIES,
+    POSE_DEFECTS,
     SyntheticSample,
     generate_sample,
     write_mvtec_layout,
 )
 
-__all__ = ["CATEGORIES", "DEFECTS", "SyntheticSample", "generate_sample", "write_mvtec_layout"]
+__all__ = [
+    "CATEGORIES",
+    "CATEGORY_POSE",
+    "DEFECTS",
+    "POSE_CATEGORIES",
+    "POSE_DEFECTS",
+    "SyntheticSample",
+    "generate_sample",
+    "write_mvtec_layout",
+]

@@ -25,6 +25,21 @@ from riad_agent.errors import InvalidRequestError, OutputWriteError
 CATEGORIES: tuple[str, ...] = ("synthetic/washer", "synthetic/fabric", "synthetic/tile")
 DEFECTS: tuple[str, ...] = ("scratch", "crack", "hole", "stain", "missing_piece", "bent", "colour")
 
+#: Products with pose variation: an asymmetric bracket (a plate with two holes, a notch and a printed
+#: band) on a fixtured line (``bracket``: pose fixed, a rotated or shifted part is the ``misplaced``
+#: defect) and loose on a belt (``bracket-loose``: any rotation, shifts of up to 6 %, lighting varies).
+POSE_CATEGORIES: tuple[str, ...] = ("synthetic/bracket", "synthetic/bracket-loose")
+#: Normal pose of each generated category: "fixed" (the references are aligned) or "free".
+CATEGORY_POSE: dict[str, str] = {
+    "synthetic/washer": "free",
+    "synthetic/fabric": "free",
+    "synthetic/tile": "fixed",
+    "synthetic/bracket": "fixed",
+    "synthetic/bracket-loose": "free",
+}
+#: Defects of the pose categories: the usual ones plus ``misplaced`` (fixed pose only).
+POSE_DEFECTS: tuple[str, ...] = (*DEFECTS, "misplaced")
+
 
 @dataclass(frozen=True)
 class SyntheticSample:
@@ -150,10 +165,86 @@ def _render_tile(rng: np.random.Generator, size: int) -> _Scene:
     return _Scene(pixels, np.ones((size, size), dtype=bool), backdrop, anchor, anchor)
 
 
+def _support_anchor(
+    support: np.ndarray, erode: int
+) -> Callable[[np.random.Generator], tuple[float, float]]:
+    """A random pixel centre inside ``support`` eroded by ``erode`` pixels (the support if that empties)."""
+    inner = ndimage.binary_erosion(support, iterations=max(1, erode)) if erode > 0 else support
+    rows, cols = np.nonzero(inner if inner.any() else support)
+
+    def anchor(rng: np.random.Generator) -> tuple[float, float]:
+        i = int(rng.integers(0, len(rows)))
+        return float(cols[i]) + 0.5, float(rows[i]) + 0.5
+
+    return anchor
+
+
+def _render_bracket(
+    rng: np.random.Generator, size: int, free: bool, misplace: np.random.Generator | None = None
+) -> _Scene:
+    """An asymmetric flat part: a rounded plate, a large and a small hole, a notch and a printed band.
+
+    ``free``: any rotation and a shift of up to 6 % of the side, light direction and gain vary more.
+    Fixed: a rotation of at most 1.5 degrees and a 1 % shift. ``misplace`` (a generator) turns a fixed
+    part by 12-35 degrees or shifts it by 8-12 % (MVTec's "misplaced").
+    """
+    xs, ys = _grid(size)
+    if free:
+        theta = rng.uniform(0, 2 * math.pi)
+        sx, sy = rng.uniform(-0.06, 0.06, size=2) * size
+        gain = rng.uniform(0.88, 1.12)
+    else:
+        theta = math.radians(rng.uniform(-1.5, 1.5))
+        sx, sy = rng.uniform(-0.01, 0.01, size=2) * size
+        gain = rng.uniform(0.95, 1.05)
+    light = rng.uniform(0, 2 * math.pi)
+    if misplace is not None:
+        if misplace.random() < 0.6:
+            theta += math.radians(misplace.uniform(12, 35)) * (1 if misplace.random() < 0.5 else -1)
+        else:
+            angle = misplace.uniform(0, 2 * math.pi)
+            shift = misplace.uniform(0.08, 0.12) * size
+            sx, sy = sx + shift * math.cos(angle), sy + shift * math.sin(angle)
+    cx, cy = size / 2 + sx, size / 2 + sy
+    # part coordinates (u, v) in units of the side, centred on the part
+    dx, dy = xs - cx, ys - cy
+    u = (dx * math.cos(theta) + dy * math.sin(theta)) / size
+    v = (-dx * math.sin(theta) + dy * math.cos(theta)) / size
+    half_w, half_h, corner = 0.30, 0.19, 0.06
+    qx = np.maximum(np.abs(u) - (half_w - corner), 0)
+    qy = np.maximum(np.abs(v) - (half_h - corner), 0)
+    outside = np.hypot(qx, qy) - corner  # signed distance of the rounded rectangle (side units)
+    big = np.hypot(u + 0.14, v) - 0.075
+    small = np.hypot(u - 0.17, v + 0.08) - 0.035
+    notch = np.maximum(np.abs(u - 0.30) - 0.06, np.abs(v - 0.06) - 0.045)
+    shape = np.maximum.reduce([outside, -big, -small, -notch])
+    coverage = np.clip(-shape * size + 0.5, 0, 1)
+
+    ramp = (xs * math.cos(light) + ys * math.sin(light)) / size
+    backdrop_gray = (205 + 10 * ramp) * gain
+    backdrop = np.stack([backdrop_gray, backdrop_gray * 0.99, backdrop_gray * 0.96], axis=-1)
+    shade = (118 + 30 * (u * math.cos(light - theta) + v * math.sin(light - theta)) / 0.3) * gain
+    grain = 4 * np.sin(u * size * 1.3) + 2 * np.sin(v * size * 0.7 + 0.4)
+    metal = shade + grain
+    part = np.stack([metal * 0.92, metal * 0.98, metal * 1.08], axis=-1)
+    band = np.clip(0.5 - (np.abs(u - 0.05) - 0.035) * size, 0, 1) * (np.abs(v) < half_h - 0.03)
+    ink = np.array([170.0, 40.0, 35.0]) * gain
+    part = part * (1 - band[..., None]) + ink * band[..., None]
+    pixels = backdrop * (1 - coverage[..., None]) + part * coverage[..., None]
+    pixels += rng.normal(0, 2.0, size=pixels.shape)
+    support = coverage > 0.5
+    rim = support & ~ndimage.binary_erosion(support, iterations=max(1, size // 64))
+    return _Scene(
+        pixels, support, backdrop, _support_anchor(support, max(2, size // 32)), _support_anchor(rim, 0)
+    )
+
+
 _RENDERERS: dict[str, Callable[[np.random.Generator, int], _Scene]] = {
     "synthetic/washer": _render_washer,
     "synthetic/fabric": _render_fabric,
     "synthetic/tile": _render_tile,
+    "synthetic/bracket": lambda rng, size: _render_bracket(rng, size, free=False),
+    "synthetic/bracket-loose": lambda rng, size: _render_bracket(rng, size, free=True),
 }
 
 
@@ -290,6 +381,7 @@ _DEFECT_PAINTERS: dict[str, Callable[[np.random.Generator, _Scene, int], tuple[n
     "bent": _defect_bent,
     "colour": _defect_colour,
 }
+_ALL_DEFECTS: tuple[str, ...] = POSE_DEFECTS
 
 
 def _canonical_category(category: str) -> str:
@@ -310,8 +402,10 @@ def _quantise(pixels: np.ndarray) -> np.ndarray:
 def generate_sample(category: str, defect: str | None, seed: int, size: int = 256) -> SyntheticSample:
     """Render one sample; ``defect=None`` gives a normal one. Same arguments, same pixels."""
     name = _canonical_category(category)
-    if defect is not None and defect not in _DEFECT_PAINTERS:
+    if defect is not None and defect not in _ALL_DEFECTS:
         raise InvalidRequestError(f"unknown defect {defect!r}; choose one of {', '.join(DEFECTS)} or None")
+    if defect == "misplaced" and name != "synthetic/bracket":
+        raise InvalidRequestError(f"'misplaced' exists for synthetic/bracket only, not {name}")
     if not 32 <= size <= 2048:
         raise InvalidRequestError(f"size must be between 32 and 2048 pixels (got {size})")
     if seed < 0:
@@ -322,7 +416,16 @@ def generate_sample(category: str, defect: str | None, seed: int, size: int = 25
     mask = np.zeros((size, size), dtype=bool)
     out = base
     bbox: tuple[int, int, int, int] | None = None
-    if defect is not None:
+    if defect == "misplaced":
+        moved = _render_bracket(
+            np.random.default_rng([seed, 0]), size, free=False, misplace=np.random.default_rng([seed, 99])
+        )
+        out = _quantise(moved.pixels)
+        mask = (moved.support != scene.support) | (np.abs(out.astype(int) - base).max(axis=-1) > 24)
+        mask = ndimage.binary_opening(mask, iterations=1)
+        rows, cols = np.nonzero(mask)
+        bbox = (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)
+    elif defect is not None:
         painter = _DEFECT_PAINTERS[defect]
         defect_rng = np.random.default_rng([seed, 1 + DEFECTS.index(defect)])
         min_pixels = max(8, int(0.001 * size * size))
@@ -369,7 +472,7 @@ def write_mvtec_layout(
     """
     root = Path(root)
     for name in defects:
-        if name not in _DEFECT_PAINTERS:
+        if name not in _ALL_DEFECTS:
             raise InvalidRequestError(f"unknown defect {name!r}; choose from {', '.join(DEFECTS)}")
     try:
         for cat_index, category in enumerate(categories):
@@ -379,7 +482,11 @@ def write_mvtec_layout(
                 ("train/good", None, n_train),
                 ("test/good", None, n_test_good),
             ]
-            plan += [(f"test/{d}", d, n_test_per_defect) for d in defects]
+            plan += [
+                (f"test/{d}", d, n_test_per_defect)
+                for d in defects
+                if d != "misplaced" or name == "synthetic/bracket"
+            ]
             for split_index, (sub, kind, count) in enumerate(plan):
                 defect = kind
                 target = folder / sub
@@ -388,7 +495,7 @@ def write_mvtec_layout(
                     sample = generate_sample(
                         name,
                         defect,
-                        _child_seed(seed, CATEGORIES.index(name), cat_index, split_index, i),
+                        _child_seed(seed, (*CATEGORIES, *POSE_CATEGORIES).index(name), cat_index, split_index, i),
                         size,
                     )
                     sample.image.save(target / f"{i:03d}.png", format="PNG")

@@ -29,6 +29,9 @@ from riad_agent.errors import InvalidRequestError
 from riad_agent.eval.expert_metrics import aupro, image_auroc, pixel_auroc
 from riad_agent.expert.expert import ExpertConfig, PatchCoreExpert
 from riad_agent.expert.features import FeatureConfig
+from riad_agent.expert.pose import rotated
+from riad_agent.explain import UNCERTAIN_BAND
+from riad_agent.protocols import Pose
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
@@ -46,6 +49,9 @@ class CategoryResult(BaseModel):
     image_auroc_all: float | None = None
     normal_below_half: float | None = None
     anomalous_above_half: float | None = None
+    verdict_balanced_accuracy: float | None = None
+    uncertain_fraction: float | None = None
+    pose: str | None = None
     ms_per_image: float
     fit_seconds: float
 
@@ -116,6 +122,31 @@ def _halves(labels: list[bool], scores: list[float]) -> tuple[float, float]:
     return normal, anomalous
 
 
+def verdict_balanced_accuracy(
+    labels: Sequence[bool], scores: Sequence[float], band: float = UNCERTAIN_BAND
+) -> tuple[float, float]:
+    """(balanced accuracy of the verdict, fraction ``uncertain``) at the shipped threshold 0.5.
+
+    ``anomalous`` needs a score >= 0.5 + band, ``normal`` <= 0.5 - band (riad_agent.explain);
+    ``uncertain`` (in between) counts as wrong for both classes.
+    """
+    y, s = np.asarray(labels, dtype=bool), np.asarray(scores, dtype=np.float64)
+    rates = []
+    if (~y).any():
+        rates.append(float((s[~y] <= 0.5 - band).mean()))
+    if y.any():
+        rates.append(float((s[y] >= 0.5 + band).mean()))
+    uncertain = float(((s > 0.5 - band) & (s < 0.5 + band)).mean()) if s.size else 0.0
+    return float(np.mean(rates)) if rates else float("nan"), uncertain
+
+
+def _rotate_query(image: Image.Image, mask: np.ndarray, seed: int) -> tuple[Image.Image, np.ndarray]:
+    """The image (and its mask) turned by a seeded random angle in [20, 340] degrees, corners filled."""
+    angle = float(np.random.default_rng(seed).uniform(20.0, 340.0))
+    turned_mask = Image.fromarray(mask.astype(np.uint8) * 255).rotate(angle, resample=Image.Resampling.NEAREST)
+    return rotated(image, angle), np.asarray(turned_mask) > 127
+
+
 def evaluate_mvtec(
     root: Path,
     expert: PatchCoreExpert,
@@ -123,8 +154,14 @@ def evaluate_mvtec(
     categories: Sequence[str] | None = None,
     seed: int = 0,
     progress: Progress | None = None,
+    rotate: bool = False,
+    pose: Pose | None = None,
 ) -> list[CategoryResult]:
-    """Evaluate every category folder (one with ``train/good``) under ``root``."""
+    """Evaluate every category folder (one with ``train/good``) under ``root``.
+
+    ``rotate`` turns every test image (and mask) by a seeded random angle, the references stay as they
+    are (pose robustness); ``pose`` ("free"/"fixed") is passed to the expert as a knowledge entry would.
+    """
     if not root.is_dir():
         raise InvalidRequestError(f"--data {root} is not a folder (expected MVTec layout: <cat>/train/good)")
     found = sorted(p.name for p in root.iterdir() if (p / "train" / "good").is_dir())
@@ -143,27 +180,32 @@ def evaluate_mvtec(
         ]
         task = progress.add_task(f"{category}", total=len(tests)) if progress else None
         started = time.perf_counter()
-        bank = expert.fit(references)
+        bank = expert.fit(references, pose=pose)
         fit_seconds = time.perf_counter() - started
         labels, scores, masks, maps, elapsed = [], [], [], [], 0.0
-        for defect, path in tests:
+        for index, (defect, path) in enumerate(tests):
             image = _open(path)
+            size = image.size[::-1]
+            mask = (
+                np.zeros(size, dtype=bool) if defect == "good" else _load_mask(folder, defect, path.stem, size)
+            )
+            if rotate:
+                image, mask = _rotate_query(image, mask, seed * 1000 + index)
             tick = time.perf_counter()
             result = expert.analyse_with_bank(image, bank)
             elapsed += time.perf_counter() - tick
             labels.append(defect != "good")
             scores.append(result.score)
             shape = result.pixel_scores.shape
-            masks.append(
-                np.zeros(shape, dtype=bool)
-                if defect == "good"
-                else _load_mask(folder, defect, path.stem, shape)
-            )
+            if mask.shape != shape:
+                mask = np.asarray(Image.fromarray(mask).resize(shape[::-1], Image.Resampling.NEAREST))
+            masks.append(mask)
             maps.append(result.pixel_scores)
             if progress is not None and task is not None:
                 progress.advance(task)
         has_regions = any(m.any() for m in masks)
         normal_ok, anomalous_ok = _halves(labels, scores)
+        balanced, uncertain = verdict_balanced_accuracy(labels, scores)
         results.append(
             CategoryResult(
                 category=category,
@@ -175,6 +217,9 @@ def evaluate_mvtec(
                 aupro_30=aupro(masks, maps, 0.3) if has_regions else None,
                 normal_below_half=normal_ok,
                 anomalous_above_half=anomalous_ok,
+                verdict_balanced_accuracy=balanced,
+                uncertain_fraction=uncertain,
+                pose=bank.meta.get("pose"),
                 ms_per_image=1000.0 * elapsed / max(1, len(tests)),
                 fit_seconds=fit_seconds,
             )
@@ -252,7 +297,14 @@ def evaluate_elpv(
 
 def mean_of(results: list[CategoryResult]) -> dict[str, float]:
     out: dict[str, float] = {}
-    for field in ("image_auroc", "pixel_auroc", "aupro_30", "image_auroc_all", "ms_per_image"):
+    for field in (
+        "image_auroc",
+        "pixel_auroc",
+        "aupro_30",
+        "image_auroc_all",
+        "verdict_balanced_accuracy",
+        "ms_per_image",
+    ):
         values = [getattr(r, field) for r in results if getattr(r, field) is not None]
         if values:
             out[field] = float(np.mean(values))
@@ -261,7 +313,8 @@ def mean_of(results: list[CategoryResult]) -> dict[str, float]:
 
 def table(evaluation: ExpertEvaluation) -> Table:
     table = Table(title=f"vision expert on {evaluation.dataset} ({evaluation.shots or 'all'} shots)")
-    for column in ("category", "refs", "good/bad", "image AUROC", "pixel AUROC", "AUPRO@30%", "ms/img"):
+    columns = ("category", "refs", "pose", "good/bad", "image AUROC", "verdict bal.acc", "pixel AUROC")
+    for column in (*columns, "AUPRO@30%", "ms/img"):
         table.add_column(column)
 
     def fmt(value: float | None) -> str:
@@ -271,8 +324,10 @@ def table(evaluation: ExpertEvaluation) -> Table:
         table.add_row(
             r.category,
             str(r.n_references),
+            r.pose or "-",
             f"{r.n_test_good}/{r.n_test_anomalous}",
             fmt(r.image_auroc),
+            fmt(r.verdict_balanced_accuracy),
             fmt(r.pixel_auroc),
             fmt(r.aupro_30),
             f"{r.ms_per_image:.0f}",
@@ -282,7 +337,9 @@ def table(evaluation: ExpertEvaluation) -> Table:
         "mean",
         "",
         "",
+        "",
         fmt(m.get("image_auroc")),
+        fmt(m.get("verdict_balanced_accuracy")),
         fmt(m.get("pixel_auroc")),
         fmt(m.get("aupro_30")),
         f"{m.get('ms_per_image', 0):.0f}",

@@ -8,8 +8,26 @@ Input policy (decided here, tested in ``tests/expert``):
   line-scan cameras are grayscale);
 - references may differ in pixel size, but not in shape: aspect ratios that differ by more than
   ``max_aspect_spread`` (10 %) raise :class:`ReferenceImageError` (mixed views or products);
-- no references raises :class:`ReferenceImageError`; anything that is not a PIL image, or an empty
-  one, raises :class:`InvalidImageError`.
+- no references raises :class:`ReferenceImageError`; anything that is not a PIL image, an empty
+  one, or a query smaller than ``min_query_side`` on either side raises :class:`InvalidImageError`;
+- a query whose aspect ratio differs from the references' by more than ``max_query_aspect_spread``
+  is not judged: score 0.5 (verdict ``uncertain``), no regions, and the reason in
+  ``AnomalyMap.notes``;
+- an image over its threshold always has at least one region (the strongest blob when no pixel
+  passes the pixel threshold).
+
+Pose (see :mod:`riad_agent.expert.pose`): a product's normal pose is ``fixed`` (a turned or shifted
+part is a defect) or ``free``; the knowledge entry says which, or it is inferred from the
+references' orientation spread (one reference: ``single_reference_pose``, free by default). Free:
+the bank holds each reference turned ``rotations`` times (fewer when there are many references),
+no position features, and only the inscribed disc is scored. Fixed: position features, whole-cell
+alignment, and a few jittered copies of each reference (``fixed_views``).
+
+Calibration with few references (``calibration="relative"``): the image score is the peak patch
+distance; 2+ references: threshold = ``relative_factor`` x the median leave-one-out score; one
+reference: a fixed raw threshold learned once for the default features (``single_threshold``).
+The constants (``relative_factor``, ``single_threshold``, ...) were chosen on generated products and
+MVTec train splits only; the measurements are in ``docs/results.md``.
 """
 
 from __future__ import annotations
@@ -20,6 +38,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -30,9 +49,16 @@ from riad_agent.backbones import images_to_batch, load_backbone
 from riad_agent.errors import InvalidImageError, ReferenceImageError
 from riad_agent.expert.alignment import best_shift, cell_steps, shift_positions
 from riad_agent.expert.bank import BankCache, MemoryBank, bank_key, greedy_coreset, nearest_distances
-from riad_agent.expert.calibration import Calibration, fit_calibration
+from riad_agent.expert.calibration import Calibration, fit_calibration, relative_calibration
 from riad_agent.expert.features import FeatureConfig, PatchFeatureExtractor
-from riad_agent.expert.regions import find_regions, guided_upsample, heatmap_overlay, upsample_map
+from riad_agent.expert.pose import Pose, PoseEstimate, border_fill, infer_pose, rotated
+from riad_agent.expert.regions import (
+    find_regions,
+    guided_upsample,
+    heatmap_overlay,
+    strongest_region,
+    upsample_map,
+)
 from riad_agent.protocols import AnomalyMap
 
 
@@ -43,7 +69,7 @@ class ExpertConfig(BaseModel):
 
     backbone: str = "efficientnet-lite0"
     features: FeatureConfig = Field(default_factory=FeatureConfig)
-    coreset_above: int = Field(default=8192, ge=1, description="Subsample banks with more patches.")
+    coreset_above: int = Field(default=8192, ge=1, description="Subsample banks with at least this many patches.")
     coreset_ratio: float = Field(default=0.1, gt=0, le=1, description="Fraction kept by the coreset.")
     coreset_min: int = Field(default=4096, ge=1, description="Never subsample below this many patches.")
     top_k: int = Field(default=1, ge=1, description="Image score = mean of the top-k patch scores.")
@@ -78,8 +104,67 @@ class ExpertConfig(BaseModel):
         ),
     )
     loo_max_references: int = Field(default=16, ge=2, description="References scored leave-one-out.")
+    calibration: Literal["relative", "max-z"] = Field(
+        default="relative",
+        description=(
+            "'relative': threshold = factor x the median held-out normal score (factors chosen once on "
+            "generated products and train splits, see docs/results.md); 'max-z': max(mean + z std, max)."
+        ),
+    )
+    relative_factor: float = Field(
+        default=1.15, gt=0, description="2+ references: threshold / median leave-one-out image score."
+    )
+    single_threshold: float | None = Field(
+        default=6.5,
+        gt=0,
+        description=(
+            "1 reference: a fixed raw threshold, learned once on generated products and MVTec train "
+            "splits for the default features (efficientnet-lite0 s4s8s16s32, 256 px); with other "
+            "features, or None, single_factor x the median augmented-view score is used instead."
+        ),
+    )
+    single_factor: float = Field(default=1.45, gt=0, description="Threshold / median view score, 1 ref.")
+    relative_scale: float = Field(default=0.08, gt=0, description="Logistic scale / threshold.")
     calibration_z: float = Field(default=2.0, ge=0)
     single_reference_margin: float = Field(default=1.25, ge=1.0)
+    pose: Literal["auto", "free", "fixed"] = Field(
+        default="auto",
+        description=(
+            "'fixed' (a turned or shifted part is a defect), 'free' (parts lie at any rotation: the "
+            "bank holds rotated references, no position features) or 'auto' (inferred from the "
+            "references, see riad_agent.expert.pose); a knowledge entry's pose overrides 'auto'."
+        ),
+    )
+    rotations: int = Field(default=8, ge=1, description="Most rotated copies of a reference (free pose).")
+    single_reference_pose: Literal["free", "fixed"] = Field(
+        default="free",
+        description=(
+            "Pose assumed with one reference and no knowledge (no spread to infer from): a free "
+            "product judged as fixed flags every turned normal part; a fixed one judged as free only "
+            "misses 'misplaced'."
+        ),
+    )
+    fixed_views: int = Field(
+        default=3,
+        ge=0,
+        description=(
+            "Fixed pose: jittered copies (a few px shift, +-3 degrees, brightness) of each reference added "
+            "to the bank while the bank stays under rotation_images images; 0 = off."
+        ),
+    )
+    free_disc: bool = Field(
+        default=True,
+        description="Free pose: score only the inscribed disc (what a turn keeps in view; corners are fill).",
+    )
+    rotation_images: int = Field(
+        default=32, ge=1, description="Free pose: rotate references until the bank holds ~this many images."
+    )
+    min_query_side: int = Field(
+        default=32, ge=1, description="Queries with a shorter side are refused (InvalidImageError)."
+    )
+    max_query_aspect_spread: float = Field(
+        default=0.25, ge=0, description="Queries whose aspect differs more from the references': uncertain."
+    )
     auto_position: bool = Field(
         default=True,
         description=(
@@ -149,10 +234,16 @@ class PatchCoreExpert:
             )
         return checked
 
-    def fit(self, references: Sequence[Image.Image]) -> MemoryBank:
-        """The calibrated memory bank of these references (from memory, the disk cache, or built)."""
+    def fit(self, references: Sequence[Image.Image], *, pose: Pose | None = None) -> MemoryBank:
+        """The calibrated memory bank of these references (from memory, the disk cache, or built).
+
+        ``pose`` ("free" / "fixed", e.g. from the product's knowledge entry) overrides the config's
+        ``pose`` when that is "auto".
+        """
         images = self._check_references(references)
-        key = bank_key(images, self.backbone_id, self.config.key())
+        if pose is not None and pose not in ("free", "fixed"):
+            raise ReferenceImageError(f"pose must be 'free' or 'fixed', got {pose!r}")
+        key = bank_key(images, self.backbone_id, self.config.key() + f"|pose={pose}")
         with self._lock:
             if key in self._memory:
                 self._memory.move_to_end(key)
@@ -162,7 +253,7 @@ class PatchCoreExpert:
             if bank is not None:
                 self.stats["disk_hits"] += 1
             else:
-                bank = self._build(images)
+                bank = self._build(images, pose)
                 self.stats["bank_builds"] += 1
                 if self.cache is not None:
                     self.cache.save(key, bank)
@@ -176,44 +267,87 @@ class PatchCoreExpert:
         while len(self._memory) > self.config.memory_banks:
             self._memory.popitem(last=False)
 
-    def _build(self, images: list[Image.Image]) -> MemoryBank:
+    def resolve_pose(self, images: Sequence[Image.Image], pose: Pose | None = None) -> PoseEstimate:
+        """The pose a bank of these references uses: config, then knowledge (``pose``), then inferred."""
+        if self.config.pose in ("free", "fixed"):
+            return PoseEstimate(self.config.pose, "configuration")
+        if pose in ("free", "fixed"):
+            return PoseEstimate(pose, "knowledge")
+        if len(images) < 2:
+            return PoseEstimate(self.config.single_reference_pose, "default for 1 reference")
+        return infer_pose(images)
+
+    def _build(self, images: list[Image.Image], pose_hint: Pose | None = None) -> MemoryBank:
         torch.manual_seed(self.config.features.seed)
-        grids = self.extractor(images)  # (B, rows, cols, D)
+        pose = self.resolve_pose(images, pose_hint)
+        free = pose.pose == "free"
+        n_rot = max(1, min(self.config.rotations, self.config.rotation_images // len(images))) if free else 1
+        if free:
+            angles = [360.0 * k / n_rot for k in range(n_rot)]
+            views = [rotated(image, angle) for image in images for angle in angles]
+        else:
+            n_rot = 1 + max(0, min(self.config.fixed_views, self.config.rotation_images // len(images) - 1))
+            size = self.config.features.image_size
+            views = []
+            for index, image in enumerate(images):
+                views.append(image)
+                if n_rot > 1:
+                    seed = self.config.features.seed + 7919 * (index + 1)
+                    views += _jittered_views(image, size, seed, n_rot - 1)
+        grids = self.extractor(views)  # (B * n_rot, rows, cols, D); reference i itself at row i * n_rot
         position = 1.0
         check = self.config.features.position_weight > 0 and self.config.auto_position and len(images) >= 2
-        if check and reference_alignment(images) > self.config.alignment_threshold:
+        if free or (check and reference_alignment(images) > self.config.alignment_threshold):
             position = 0.0
         grids = _scale_position(grids, position, self.config.features.position_weight)
-        count, rows, cols, dim = grids.shape
+        _, rows, cols, dim = grids.shape
         features = grids.reshape(-1, dim)
-        owners = torch.arange(count).repeat_interleave(rows * cols)
-        if features.shape[0] > self.config.coreset_above:
+        owners = torch.arange(len(images)).repeat_interleave(n_rot * rows * cols)
+        if features.shape[0] >= self.config.coreset_above:
             target = max(self.config.coreset_min, int(self.config.coreset_ratio * features.shape[0]))
             keep = greedy_coreset(features, target, seed=self.config.features.seed)
             features, owners = features[keep].contiguous(), owners[keep].contiguous()
         bank = MemoryBank(
             features=features,
             owners=owners,
-            n_references=count,
+            n_references=len(images),
             grid=(rows, cols),
             backbone_id=self.backbone_id,
             config_key=self.config.key(),
         )
-        image_cal, pixel_cal = self._calibrate(bank, grids, images)
-        bank.calibration = {
-            "threshold": image_cal.threshold,
-            "scale": image_cal.scale,
-            "pixel_threshold": pixel_cal.threshold,
-            "pixel_scale": pixel_cal.scale,
-            "n_samples": float(image_cal.n_samples),
-            "position": position,
+        rotations = float(n_rot if free else 1)
+        bank.calibration = {"position": position, "rotations": rotations, "free": float(free)}
+        image_cal, pixel_cal, level = self._calibrate(bank, grids[::n_rot], images, free)
+        bank.calibration.update(
+            {
+                "threshold": image_cal.threshold,
+                "scale": image_cal.scale,
+                "pixel_threshold": pixel_cal.threshold,
+                "pixel_scale": pixel_cal.scale,
+                "n_samples": float(image_cal.n_samples),
+                "level": level,
+                "views_per_reference": float(n_rot),
+                "aspect": float(np.median([image.size[0] / image.size[1] for image in images])),
+            }
+        )
+        bank.meta = {
+            "calibration": image_cal.method,
+            "threshold_rule": (
+                "fixed-scale"
+                if self.config.calibration == "relative"
+                and len(images) == 1
+                and self.config.single_threshold is not None
+                and self._default_features()
+                else self.config.calibration
+            ),
+            "pose": f"{pose.pose} ({pose.source})",
+            "pose_spread_degrees": f"{pose.spread_degrees:.0f}",
         }
-        bank.meta = {"calibration": image_cal.method}
         return bank
 
     def _calibrate(
-        self, bank: MemoryBank, grids: torch.Tensor, images: list[Image.Image]
-    ) -> tuple[Calibration, Calibration]:
+        self, bank: MemoryBank, grids: torch.Tensor, images: list[Image.Image], free: bool = False
+    ) -> tuple[Calibration, Calibration, float]:
         image_scores: list[float] = []
         pixel_peaks: list[float] = []
         if bank.n_references >= 2:
@@ -228,16 +362,46 @@ class PatchCoreExpert:
             method, margin = "leave-one-out", 1.0
         else:
             views = _augmented_views(images[0], self.config.features.image_size, self.config.features.seed)
-            view_grids = self.extractor(views)
+            if free:  # turned between the bank's rotated copies, so the views are not already in it
+                step = 360.0 / max(1, int(bank.calibration.get("rotations", self.config.rotations)))
+                views = [rotated(view, step * (k + 0.5)) for k, view in enumerate(views)]
+            view_grids = _scale_position(
+                self.extractor(views), bank.calibration.get("position", 1.0), self.config.features.position_weight
+            )
             for grid_features, guide in zip(view_grids, self._guides(views), strict=True):
                 image_raw, pixel_map = self._scores(self._aligned_distances(grid_features, bank), guide)
                 image_scores.append(image_raw)
                 pixel_peaks.append(float(pixel_map.max()))
             method, margin = "augmented-views", self.config.single_reference_margin
+        level = float(np.median(image_scores))
+        if self.config.calibration == "relative":
+            if method == "leave-one-out":
+                threshold = self.config.relative_factor * level
+            elif self.config.single_threshold is not None and self._default_features():
+                threshold = self.config.single_threshold
+            else:
+                threshold = self.config.single_factor * level
+            image_cal, pixel_cal = relative_calibration(
+                threshold, image_scores, pixel_peaks, method, self.config.relative_scale
+            )
+            return image_cal, pixel_cal, level
         z = self.config.calibration_z
         return (
             fit_calibration(image_scores, method, z=z, margin=margin),
             fit_calibration(pixel_peaks, method, z=z, margin=margin),
+            level,
+        )
+
+    def _default_features(self) -> bool:
+        """True when the raw distance scale is the one single_threshold was learned on."""
+        features = self.config.features
+        return (
+            self.backbone_id == "efficientnet-lite0/s4s8s16s32"
+            and features.image_size == 256
+            and features.grid_stride == 8
+            and features.neighbourhood == 3
+            and features.projection_dim is None
+            and not features.normalise_intensity
         )
 
     def _guides(self, images: Sequence[Image.Image]) -> list[torch.Tensor | None]:
@@ -268,7 +432,11 @@ class PatchCoreExpert:
         flat = grid_features.reshape(-1, grid_features.shape[-1])
         exclude = None if exclude_owner is None else bank.owners
         distances = nearest_distances(flat, bank.features, exclude=exclude, exclude_owner=exclude_owner)
-        return distances.reshape(bank.grid).numpy()
+        grid = distances.reshape(bank.grid).numpy()
+        if self.config.free_disc and bank.calibration.get("free", 0.0) > 0:
+            inside = _disc(bank.grid)
+            grid = np.where(inside, grid, np.median(grid[inside])).astype(grid.dtype)
+        return grid
 
     def _scores(self, grid: np.ndarray, guide: torch.Tensor | None = None) -> tuple[float, np.ndarray]:
         """(image raw score, pixel map at network input size) from a raw patch-distance grid.
@@ -300,18 +468,47 @@ class PatchCoreExpert:
         features = _scale_position(features, scale, self.config.features.position_weight)[0]
         return self._aligned_distances(features, bank)
 
-    def analyse(self, image: Image.Image, references: Sequence[Image.Image]) -> AnomalyMap:
+    def analyse(
+        self, image: Image.Image, references: Sequence[Image.Image], *, pose: Pose | None = None
+    ) -> AnomalyMap:
         """Score ``image`` against the references; maps come back at the image's own size.
 
         ``AnomalyMap.threshold`` is the raw image-score threshold (raw == threshold <=> score 0.5).
+        ``pose`` is the product's known pose ("free" / "fixed", from its knowledge entry), if any.
         """
-        query = _check_image(image, "image")
-        bank = self.fit(references)
+        query = self._check_query(image)
+        bank = self.fit(references, pose=pose)
         return self.analyse_with_bank(query, bank)
 
-    def analyse_with_bank(self, image: Image.Image, bank: MemoryBank) -> AnomalyMap:
-        """Score an image against an already fitted bank."""
+    def _check_query(self, image: object) -> Image.Image:
         query = _check_image(image, "image")
+        width, height = query.size
+        if min(width, height) < self.config.min_query_side:
+            raise InvalidImageError(
+                f"the image is {width}x{height} px, below the {self.config.min_query_side} px minimum side"
+            )
+        return query
+
+    def unfit_reasons(self, image: Image.Image, bank: MemoryBank) -> list[str]:
+        """Why the references cannot judge this query (a different shape); [] when they can."""
+        width, height = image.size
+        aspect = bank.calibration.get("aspect")
+        if not aspect:
+            return []
+        spread = max(width / height, aspect) / min(width / height, aspect) - 1
+        if spread <= self.config.max_query_aspect_spread:
+            return []
+        return [f"the image's aspect ratio {width / height:.2f} does not fit the references' {aspect:.2f}"]
+
+    def analyse_with_bank(self, image: Image.Image, bank: MemoryBank) -> AnomalyMap:
+        """Score an image against an already fitted bank.
+
+        A query smaller than ``min_query_side`` raises :class:`InvalidImageError`; one the references
+        cannot judge (see :meth:`unfit_reasons`) gets score 0.5 (the verdict ``uncertain``), no regions,
+        and the reasons in ``AnomalyMap.notes``. A score over 0.5 always comes with a region.
+        """
+        query = self._check_query(image)
+        notes = self.unfit_reasons(query, bank)
         features_config = self.config.features
         batch = images_to_batch([query], features_config.image_size, features_config.normalise_intensity)
         grid = self._batch_distances(batch, bank)
@@ -330,6 +527,12 @@ class PatchCoreExpert:
         image_cal = Calibration(cal["threshold"], cal["scale"], bank.meta.get("calibration", ""), 0)
         pixel_cal = Calibration(cal["pixel_threshold"], cal["pixel_scale"], image_cal.method, 0)
         regions = find_regions(pixel_map, pixel_cal.threshold, pixel_cal, self.config.min_region_area)
+        score = float(image_cal(image_raw))
+        if notes:
+            score, regions = 0.5, []
+        elif score > 0.5 and not regions:
+            # over the image threshold: show where, even when no pixel passes the pixel threshold
+            regions = [strongest_region(pixel_map, pixel_cal)]
         render = None
         if self.config.heatmap:
 
@@ -339,13 +542,15 @@ class PatchCoreExpert:
         return AnomalyMap(
             patch_scores=grid.astype(np.float32),
             pixel_scores=pixel_map.astype(np.float32),
-            score=float(image_cal(image_raw)),
+            score=score,
             raw_score=image_raw,
             threshold=image_cal.threshold,
             regions=regions,
             backbone=self.backbone_id,
             prior_scores=prior_scores,
             render_heatmap=render,
+            pose=bank.meta.get("pose"),
+            notes=notes,
         )
 
 
@@ -375,6 +580,15 @@ def reference_alignment(images: Sequence[Image.Image], side: int = 64) -> float:
     return float(stack.std(axis=0).mean() / (spatial + 1e-9))
 
 
+def _disc(grid: tuple[int, int]) -> np.ndarray:
+    """Cells of a (rows, cols) grid whose centre lies inside the inscribed disc (less half a cell)."""
+    rows, cols = grid
+    ys = (np.arange(rows) + 0.5) / rows - 0.5
+    xs = (np.arange(cols) + 0.5) / cols - 0.5
+    radius = 0.5 - 0.5 / max(rows, cols)
+    return np.hypot(ys[:, None], xs[None, :]) <= radius
+
+
 def _scale_position(features: torch.Tensor, scale: float, weight: float) -> torch.Tensor:
     """Scale the two trailing position columns (present when ``weight > 0``) by ``scale``."""
     if weight <= 0 or scale == 1.0:
@@ -382,6 +596,22 @@ def _scale_position(features: torch.Tensor, scale: float, weight: float) -> torc
     features = features.clone()
     features[..., -2:] *= scale
     return features
+
+
+def _jittered_views(image: Image.Image, size: int, seed: int, count: int) -> list[Image.Image]:
+    """Normal pose jitter of a fixtured part: +-3 degrees, a few pixels of shift, +-4 % brightness."""
+    rng = np.random.default_rng(seed)
+    base = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+    views = []
+    for _ in range(count):
+        angle = float(rng.uniform(-3.0, 3.0))
+        dx, dy = (float(v) for v in rng.uniform(-0.012, 0.012, size=2) * size)
+        fill = border_fill(base)
+        # PIL shifts by sub-pixel amounts; its type stub asks for ints
+        view = base.rotate(angle, Image.Resampling.BICUBIC, translate=(dx, dy), fillcolor=fill)  # type: ignore[arg-type]
+        view = _augmented_views(view, size, int(rng.integers(1 << 30)), count=1)[0]
+        views.append(view)
+    return views
 
 
 def _augmented_views(image: Image.Image, size: int, seed: int, count: int = 6) -> list[Image.Image]:

@@ -109,6 +109,27 @@ def find_regions(
     return regions[:max_regions]
 
 
+
+def strongest_region(pixel_scores: np.ndarray, calibrate: Callable[[float], float]) -> Region:
+    """The blob around the map's peak (above half-way from the median to the peak), as one region.
+
+    Used when the image is over its threshold but no pixel passes the pixel threshold, so that an
+    ``anomalous`` verdict always says where; a flat map gives the peak pixel itself.
+    """
+    peak_index = np.unravel_index(int(np.argmax(pixel_scores)), pixel_scores.shape)
+    peak = float(pixel_scores[peak_index])
+    labels, _ = ndimage.label(pixel_scores >= 0.5 * (peak + float(np.median(pixel_scores))))
+    inside = labels == labels[peak_index]
+    rows, cols = np.nonzero(inside)
+    return Region(
+        x0=int(cols.min()),
+        y0=int(rows.min()),
+        x1=int(cols.max()) + 1,
+        y1=int(rows.max()) + 1,
+        score=float(min(1.0, max(0.0, calibrate(peak)))),
+        area=int(inside.sum()),
+    )
+
 _RAMP = np.array(
     [
         [0.0, 0, 0, 130],

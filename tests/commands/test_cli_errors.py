@@ -88,3 +88,24 @@ def test_option_refused_by_a_contract_is_typed(tmp_path: Path) -> None:
         "InvalidRequestError: invalid value for concurrency: Input should be greater than or equal to 1"
     ]
     assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_inspect_a_query_below_the_minimum_size_is_one_typed_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from riad_agent.cli import app
+
+    tiny, reference = tmp_path / "tiny.png", tmp_path / "ref.png"
+    Image.new("RGB", (20, 20), (90, 90, 90)).save(tiny)
+    Image.new("RGB", (128, 128), (90, 90, 90)).save(reference)
+    monkeypatch.setenv("RIAD_DATA_DIR", str(tmp_path / "data"))
+    result = CliRunner().invoke(
+        app, ["inspect", str(tiny), "--reference", str(reference), "--no-reasoner", "--no-knowledge"]
+    )
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("InvalidImageError: "), result.stderr
+    assert "32 px minimum side" in lines[0]

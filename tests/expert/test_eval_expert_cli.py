@@ -37,6 +37,8 @@ def test_eval_command_reports_metrics_per_category_and_mean(tmp_path: Path) -> N
     assert 0.5 < washer["aupro_30"] <= 1.0
     assert washer["ms_per_image"] > 0
     assert report["mean"]["image_auroc"] == washer["image_auroc"]
+    assert 0.5 <= washer["verdict_balanced_accuracy"] <= 1.0 and 0.0 <= washer["uncertain_fraction"] <= 1.0
+    assert washer["pose"].endswith("(references)")
 
     two_shot = CliRunner().invoke(app, ["--data", str(tmp_path), "--size", "128", "--shots", "2", "--json"])
     assert two_shot.exit_code == 0
@@ -50,3 +52,5 @@ def test_eval_command_fails_with_one_typed_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
     bad = CliRunner().invoke(app, ["--data", str(tmp_path), "--category", "nope"])
     assert bad.exit_code == 2 and "nope" in bad.output
+    pose = CliRunner().invoke(app, ["--data", str(tmp_path), "--pose", "sideways"])
+    assert pose.exit_code == 2 and "InvalidRequestError: --pose must be 'free' or 'fixed'" in pose.output

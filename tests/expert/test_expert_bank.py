@@ -99,7 +99,9 @@ def test_corrupt_cache_file_is_rebuilt(tmp_path: Path, references: list) -> None
 
 def test_large_banks_are_subsampled_by_the_coreset(references: list) -> None:
     config = ExpertConfig(
-        features={"image_size": 128}, coreset_above=300, coreset_ratio=0.25, coreset_min=100, heatmap=False
+        features={"image_size": 128}, coreset_above=300, coreset_ratio=0.25, coreset_min=100, heatmap=False,
+        fixed_views=0,  # the bank holds the references' own patches only
+        pose="fixed",
     )
     bank = PatchCoreExpert(config).fit(references)
     full = 3 * 16 * 16

@@ -171,3 +171,16 @@ def test_backbone_registry_plugs_in_and_reports_load_errors() -> None:
     with pytest.raises(ModelLoadError, match="no layer"):
         register_backbone("broken", lambda: torch_module_backbone("broken", Tiny(), ["nope"], [4]))
         load_backbone("broken")
+
+
+def test_efficientnet_lite2_is_registered_with_the_default_taps() -> None:
+    from riad_agent.backbones import available_backbones
+
+    assert "efficientnet-lite2" in available_backbones()
+    try:
+        backbone = load_backbone("efficientnet-lite2")
+    except ModelLoadError as exc:  # the optional wheel is missing: the error names the extra
+        assert "riad-agent[lite2]" in str(exc)
+        return
+    assert backbone.backbone_id == "efficientnet-lite2/s4s8s16s32"
+    assert tuple(backbone.strides) == (4, 8, 16, 32)

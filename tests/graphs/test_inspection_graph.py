@@ -79,6 +79,7 @@ async def test_without_references_the_expert_is_skipped(settings: Settings, imag
     assert "no_references" in report.degraded
     # no expert: the reasoner's P(defect) for the default question is the score
     assert report.anomaly_score == pytest.approx(0.8)
+    assert report.verdict == "uncertain"  # an uncalibrated guess never gives a firm verdict
     assert report.category_guessed and report.category == "synthetic/washer"
 
 
@@ -165,3 +166,38 @@ async def test_sqlite_checkpointer_runs_the_graph(tmp_path: Path, images: dict[s
         snapshot = await graph.aget_state({"configurable": {"thread_id": "t1"}})
         assert snapshot.values["report"] == report
     assert (tmp_path / "data" / "checkpoints.sqlite").is_file()
+
+
+async def test_the_knowledge_pose_reaches_the_expert_and_the_report(
+    settings: Settings, images: dict[str, Path]
+) -> None:
+    expert = FakeExpert()
+    components = build_components(settings, knowledge=FakeKnowledge(), expert=expert, reasoner=FakeReasoner())
+    inspector = Inspector(components=components)
+    request = {"image": str(images["bad"]), "references": [str(images["ref0"])], "options": {"use_reasoner": False}}
+    report = await inspector.ainspect({**request, "category": "hazelnut"})
+    assert expert.last_pose == "free"
+    assert "Pose: free (knowledge)." in report.explanation
+    await inspector.ainspect({**request, "category": "washer"})
+    assert expert.last_pose is None  # no pose declared: the expert infers it
+
+
+class _UnfitExpert(FakeExpert):
+    """Says it cannot judge the image, as the real expert does for a query of another shape."""
+
+    def analyse(self, image: Any, references: Any, *, pose: Any = None) -> Any:
+        anomaly = super().analyse(image, references, pose=pose)
+        anomaly.score, anomaly.regions = 0.5, []
+        anomaly.notes = ["the image's aspect ratio 4.00 does not fit the references' 1.00"]
+        return anomaly
+
+
+async def test_an_image_the_expert_cannot_judge_is_uncertain(settings: Settings, images: dict[str, Path]) -> None:
+    components = build_components(
+        settings, knowledge=FakeKnowledge(), expert=_UnfitExpert(), reasoner=FakeReasoner(answer="A")
+    )
+    report = await Inspector(components=components).ainspect(
+        {"image": str(images["bad"]), "references": [str(images["ref0"])], "category": "washer"}
+    )
+    assert report.verdict == "uncertain" and report.regions == []
+    assert "could not judge this image: the image's aspect ratio 4.00" in report.explanation

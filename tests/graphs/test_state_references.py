@@ -20,7 +20,7 @@ from riad_agent.explain import DEFAULT_QUESTION
 from riad_agent.graphs.images import open_image, remember_image
 from riad_agent.imaging import ImagePolicy
 from riad_agent.inspector import Inspector
-from riad_agent.protocols import AnomalyMap
+from riad_agent.protocols import AnomalyMap, Pose
 from riad_agent.schemas import InspectionRequest
 from riad_agent.settings import Settings
 
@@ -90,8 +90,10 @@ class DeferredHeatmapExpert(FakeExpert):
     def __init__(self) -> None:
         self.encoded = 0
 
-    def analyse(self, image: Image.Image, references: Sequence[Image.Image]) -> AnomalyMap:
-        anomaly = super().analyse(image, references)
+    def analyse(
+        self, image: Image.Image, references: Sequence[Image.Image], *, pose: Pose | None = None
+    ) -> AnomalyMap:
+        anomaly = super().analyse(image, references, pose=pose)
         anomaly.heatmap_png = None
 
         def render() -> bytes:

@@ -11,6 +11,7 @@ from riad_agent.errors import DuplicateEntryError, KnowledgeFormatError
 from riad_agent.knowledge.backend import connect
 from riad_agent.knowledge.embed import HashingEmbedder
 from riad_agent.knowledge.loaders import (
+    category_pose,
     default_base_path,
     detect_format,
     load_entries,
@@ -114,3 +115,15 @@ def test_markdown_unknown_front_matter_key(tmp_path: Path) -> None:
 def test_default_base_path_is_the_packaged_folder() -> None:
     path = default_base_path()
     assert path.name == "base" and path.parent.name == "knowledge"
+
+
+def test_pose_comes_from_the_packaged_category_file(tmp_path: Path) -> None:
+    assert category_pose("mvtec/hazelnut") == "free"
+    assert category_pose("mvtec/transistor") == "fixed"
+    assert category_pose("mvtec/screw") is None  # not declared: the expert infers it
+    assert category_pose("mvtec/no_such_part") is None and category_pose("hazelnut") is None
+    kb = QdrantKnowledgeBase(connect(Settings(data_dir=tmp_path / "d")), HashingEmbedder())
+    try:
+        assert kb.pose("mvtec/hazelnut") == "free"
+    finally:
+        kb.close()

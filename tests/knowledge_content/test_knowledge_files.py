@@ -82,7 +82,8 @@ def test_file_counts_per_dataset():
 def test_category_file_schema(path: Path):
     data = _load(path)
     assert isinstance(data, dict)
-    assert set(data) == TOP_KEYS, f"keys: {sorted(set(data) ^ TOP_KEYS)}"
+    assert TOP_KEYS <= set(data) <= TOP_KEYS | {"pose"}, f"keys: {sorted(set(data) ^ TOP_KEYS)}"
+    assert data.get("pose", "free") in {"free", "fixed"}
     assert data["dataset"] == path.parent.name
     assert data["category"] == path.stem
     assert SNAKE.match(data["category"])

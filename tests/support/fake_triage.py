@@ -17,7 +17,7 @@ from PIL import Image
 
 from riad_agent.components import build_components
 from riad_agent.graphs.triage import TriageJob, build_triage_graph, run_triage
-from riad_agent.protocols import AnomalyMap
+from riad_agent.protocols import AnomalyMap, Pose
 from riad_agent.settings import Settings
 from support.fakes import FakeExpert, FakeKnowledge, FakeReasoner
 
@@ -26,9 +26,11 @@ class SlowExpert(FakeExpert):
     def __init__(self, delay_s: float) -> None:
         self.delay_s = delay_s
 
-    def analyse(self, image: Image.Image, references: Sequence[Image.Image]) -> AnomalyMap:
+    def analyse(
+        self, image: Image.Image, references: Sequence[Image.Image], *, pose: Pose | None = None
+    ) -> AnomalyMap:
         time.sleep(self.delay_s)
-        return super().analyse(image, references)
+        return super().analyse(image, references, pose=pose)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,12 @@ from PIL import Image, ImageDraw
 
 from riad_agent.errors import BackendUnavailableError
 from riad_agent.knowledge.categories import resolve_category
-from riad_agent.protocols import AnomalyMap, ProgressCallback, ReasoningInput, ReasoningResult
+from riad_agent.protocols import AnomalyMap, Pose, ProgressCallback, ReasoningInput, ReasoningResult
 from riad_agent.schemas import IterationTrace, KnowledgeHit, ReasoningTrace, Region
 
 
 class FakeKnowledge:
-    """Two categories; search returns the category's entries in a fixed order."""
+    """Two categories; search returns the category's entries in a fixed order; hazelnut's pose is free."""
 
     def __init__(self) -> None:
         self.searches: list[tuple[str, str | None]] = []
@@ -23,6 +23,10 @@ class FakeKnowledge:
             "mvtec/hazelnut": ["normal", "crack", "hole"],
             "synthetic/washer": ["normal", "scratch", "hole"],
         }
+        self.poses: dict[str, Pose] = {"mvtec/hazelnut": "free"}
+
+    def pose(self, category: str) -> Pose | None:
+        return self.poses.get(category)
 
     def categories(self) -> list[str]:
         return sorted(self.entries)
@@ -52,11 +56,17 @@ class FakeKnowledge:
 
 
 class FakeExpert:
-    """Per-pixel distance to the mean reference, calibrated by the references' own spread."""
+    """Per-pixel distance to the mean reference, calibrated by the references' own spread.
+
+    It records the pose it was last given (``last_pose``) and reports it as the real expert does.
+    """
 
     backbone_id = "fake-mean-diff"
 
-    def analyse(self, image: Image.Image, references: Sequence[Image.Image]) -> AnomalyMap:
+    def analyse(
+        self, image: Image.Image, references: Sequence[Image.Image], *, pose: Pose | None = None
+    ) -> AnomalyMap:
+        self.last_pose = pose
         size = image.size
         query = np.asarray(image, dtype=np.float32).mean(axis=2)
         refs = np.stack([np.asarray(r.resize(size), dtype=np.float32).mean(axis=2) for r in references])
@@ -72,6 +82,7 @@ class FakeExpert:
         return AnomalyMap(
             patch_scores=diff[::8, ::8], pixel_scores=diff, score=score, raw_score=raw, threshold=40.0,
             regions=regions, backbone=self.backbone_id, heatmap_png=b"\x89PNGfake",
+            pose=f"{pose} (knowledge)" if pose else None,
         )
 
 

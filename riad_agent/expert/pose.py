@@ -1,0 +1,83 @@
+"""Pose of the normal parts: is it fixed (a fixtured line) or free (parts lie at any rotation)?
+
+A part whose references lie at different rotations must not have its pose called a defect, while on
+a fixtured line (all references aligned) a rotated or shifted part *is* the defect (MVTec's
+"misplaced"). So the pose is a property of the product: the knowledge entry may say ``pose: free``
+or ``pose: fixed``; otherwise it is inferred here from the references themselves.
+
+Inference: each reference's dominant edge orientation is measured inside the inscribed circle (the
+magnitude-weighted mean of the doubled gradient angle, so a turn by 180 degrees counts as the same
+orientation). Aligned references share it: the resultant length ``R`` of their unit orientation
+vectors is close to 1; parts at random rotations scatter it. ``R < fixed_above`` (0.97, a spread of
+about +-7 degrees; chosen on generated products and MVTec train splits, see docs/results.md) means
+``free``. Rotation-symmetric parts (a washer) and textures come out either way, which is harmless
+for them. One reference cannot show a spread: it is ``fixed`` unless the caller says otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from riad_agent.protocols import Pose
+
+__all__ = ["Pose", "PoseEstimate", "border_fill", "dominant_orientation", "infer_pose", "rotated"]
+
+
+@dataclass(frozen=True)
+class PoseEstimate:
+    """The pose used for a bank and where it came from (``knowledge``, ``references`` or ``default``)."""
+
+    pose: Pose
+    source: str
+    spread_degrees: float = 0.0  # circular spread of the references' orientation
+    resultant: float = 1.0  # resultant length of their doubled-angle orientation vectors
+
+
+def _circle(side: int) -> np.ndarray:
+    ys, xs = np.mgrid[0:side, 0:side] - (side - 1) / 2
+    return np.hypot(xs, ys) <= side / 2 - 1
+
+
+def dominant_orientation(image: Image.Image, side: int = 128, sigma: float = 1.5) -> complex:
+    """Magnitude-weighted mean of the doubled gradient angle inside the inscribed circle, as a complex."""
+    array = ndimage.gaussian_filter(
+        np.asarray(image.convert("L").resize((side, side), Image.Resampling.BILINEAR), dtype=np.float64),
+        sigma,
+    )
+    gy, gx = ndimage.sobel(array, 0), ndimage.sobel(array, 1)
+    doubled = ((gx + 1j * gy) ** 2)[_circle(side)]
+    return complex(doubled.sum() / (np.abs(doubled).sum() + 1e-9))
+
+
+def infer_pose(
+    images: Sequence[Image.Image], fixed_above: float = 0.97, max_images: int = 16
+) -> PoseEstimate:
+    """``free`` or ``fixed`` from the references' orientation spread (see the module docstring)."""
+    if len(images) < 2:
+        return PoseEstimate("fixed", "default for 1 reference")
+    vectors = np.array([dominant_orientation(image) for image in images[:max_images]])
+    units = vectors / (np.abs(vectors) + 1e-12)
+    resultant = float(np.abs(units.mean()))
+    spread = float(np.degrees(np.sqrt(max(0.0, -2.0 * np.log(max(resultant, 1e-9))))) / 2)
+    pose: Pose = "fixed" if resultant >= fixed_above else "free"
+    return PoseEstimate(pose, "references", spread, resultant)
+
+
+def border_fill(image: Image.Image) -> tuple[int, int, int]:
+    """The median colour of the image's outer ring of pixels (what a rotation fills the corners with)."""
+    array = np.asarray(image.convert("RGB"))
+    ring = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]])
+    median = np.median(ring, axis=0)
+    return int(median[0]), int(median[1]), int(median[2])
+
+
+def rotated(image: Image.Image, angle: float) -> Image.Image:
+    """``image`` turned by ``angle`` degrees about its centre, same size, corners filled with its border."""
+    if angle % 360 == 0:
+        return image
+    return image.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=border_fill(image))

@@ -1,0 +1,123 @@
+"""Pose handling, few-reference calibration, the refused and uncertain queries, and regions of the expert."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from riad_agent.data.synthetic import POSE_CATEGORIES, generate_sample
+from riad_agent.errors import InvalidImageError, InvalidRequestError
+from riad_agent.expert import ExpertConfig, PatchCoreExpert
+from riad_agent.expert.pose import infer_pose, rotated
+
+SIZE = 160
+
+
+@pytest.fixture(scope="module")
+def expert() -> PatchCoreExpert:
+    torch.set_num_threads(2)
+    return PatchCoreExpert(ExpertConfig(features={"image_size": SIZE}, heatmap=False))
+
+
+def _refs(category: str, count: int, offset: int = 0) -> list[Image.Image]:
+    return [generate_sample(category, None, seed=offset + s, size=SIZE).image for s in range(count)]
+
+
+@pytest.mark.parametrize("category", POSE_CATEGORIES)
+def test_pose_categories_are_deterministic_and_misplaced_is_fixed_only(category: str) -> None:
+    a = generate_sample(category, "stain", seed=3, size=128)
+    b = generate_sample(category, "stain", seed=3, size=128)
+    assert a.image.tobytes() == b.image.tobytes() and a.mask.any()
+    if category == "synthetic/bracket":
+        moved = generate_sample(category, "misplaced", seed=3, size=128)
+        assert moved.mask.sum() > 100
+    else:
+        with pytest.raises(InvalidRequestError):
+            generate_sample(category, "misplaced", seed=3, size=128)
+
+
+def test_pose_is_inferred_from_the_references_spread() -> None:
+    assert infer_pose(_refs("synthetic/bracket", 4)).pose == "fixed"
+    assert infer_pose(_refs("synthetic/bracket-loose", 4)).pose == "free"
+    assert infer_pose(_refs("synthetic/bracket", 1)).pose == "fixed"  # one image: the default
+
+
+def test_free_pose_forgives_rotation_and_still_sees_defects(expert: PatchCoreExpert) -> None:
+    refs = _refs("synthetic/bracket-loose", 4)
+    bank = expert.fit(refs)
+    assert bank.meta["pose"].startswith("free")
+    normal = [
+        expert.analyse_with_bank(generate_sample("synthetic/bracket-loose", None, 900 + s, SIZE).image, bank)
+        for s in range(4)
+    ]
+    defects = [
+        expert.analyse_with_bank(generate_sample("synthetic/bracket-loose", kind, 950 + s, SIZE).image, bank)
+        for s, kind in enumerate(("hole", "colour", "crack", "stain"))
+    ]
+    assert max(r.score for r in normal) < 0.5
+    assert min(r.raw_score for r in defects) > max(r.raw_score for r in normal)
+    assert sum(r.score > 0.5 for r in defects) >= 3
+    assert all(r.regions for r in defects if r.score > 0.5)
+
+
+def test_fixed_pose_flags_a_misplaced_part(expert: PatchCoreExpert) -> None:
+    refs = _refs("synthetic/bracket", 4)
+    bank = expert.fit(refs)
+    assert bank.meta["pose"].startswith("fixed")
+    assert (
+        expert.analyse_with_bank(generate_sample("synthetic/bracket", None, 900, SIZE).image, bank).score
+        < 0.5
+    )
+    moved = expert.analyse_with_bank(generate_sample("synthetic/bracket", "misplaced", 901, SIZE).image, bank)
+    assert moved.score > 0.5 and moved.regions
+
+
+def test_knowledge_pose_overrides_the_inference(expert: PatchCoreExpert) -> None:
+    refs = _refs("synthetic/bracket", 3)
+    assert expert.fit(refs, pose="free").meta["pose"] == "free (knowledge)"
+    assert expert.fit(refs).meta["pose"] == "fixed (references)"
+
+
+@pytest.mark.parametrize("size", [(1, 1), (20, 20), (10000, 10), (31, 64)])
+def test_a_query_below_the_minimum_side_is_refused(expert: PatchCoreExpert, size: tuple[int, int]) -> None:
+    bank = expert.fit(_refs("synthetic/washer", 2))
+    with pytest.raises(InvalidImageError, match="px minimum side"):
+        expert.analyse_with_bank(Image.new("RGB", size), bank)
+    with pytest.raises(InvalidImageError):  # refused before any bank is built
+        expert.analyse(Image.new("RGB", size), [])
+
+
+@pytest.mark.parametrize("size", [(400, 100), (100, 300)])
+def test_a_query_of_another_shape_is_uncertain_with_a_note(
+    expert: PatchCoreExpert, size: tuple[int, int]
+) -> None:
+    bank = expert.fit(_refs("synthetic/washer", 2))
+    result = expert.analyse_with_bank(Image.new("RGB", size, (200, 30, 30)), bank)
+    assert result.score == 0.5 and not result.regions
+    assert result.notes and "aspect ratio" in result.notes[0]
+
+
+def test_an_anomalous_score_always_comes_with_a_region() -> None:
+    # a pixel threshold far above every pixel: only the strongest-blob fallback can give a region
+    config = ExpertConfig(features={"image_size": SIZE}, heatmap=False)
+    expert = PatchCoreExpert(config)
+    bank = expert.fit(_refs("synthetic/washer", 3))
+    bank.calibration["pixel_threshold"] = 1e6
+    flagged = 0
+    for seed, kind in enumerate(("hole", "colour", "stain", "missing_piece")):
+        result = expert.analyse_with_bank(generate_sample("synthetic/washer", kind, 700 + seed, SIZE).image, bank)
+        if result.score > 0.5:
+            flagged += 1
+            assert len(result.regions) == 1
+            box = result.regions[0]
+            assert 0 <= box.x0 < box.x1 <= SIZE and 0 <= box.y0 < box.y1 <= SIZE
+    assert flagged >= 2
+
+
+def test_rotation_helper_keeps_size_and_fills_corners_with_the_border() -> None:
+    image = Image.fromarray(np.full((64, 64, 3), 40, dtype=np.uint8))
+    turned = rotated(image, 45)
+    assert turned.size == image.size
+    assert np.abs(np.asarray(turned).astype(int) - 40).max() <= 1

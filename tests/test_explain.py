@@ -1,0 +1,52 @@
+"""The report's verdict: each reason for ``uncertain``, and where an anomalous verdict comes from."""
+
+from __future__ import annotations
+
+import pytest
+
+from riad_agent.evidence import ExpertFindings
+from riad_agent.explain import UNCERTAIN_BAND, build_report, verdict_for
+from riad_agent.schemas import InspectionReport, InspectionRequest, Region
+
+
+def _findings(score: float, notes: list[str] | None = None, regions: list[Region] | None = None) -> ExpertFindings:
+    return ExpertFindings(
+        score=score,
+        raw_score=score,
+        threshold=0.5,
+        regions=regions or [],
+        backbone="fake",
+        pose="fixed (references)",
+        notes=notes or [],
+    )
+
+
+def _report(anomaly: ExpertFindings | None) -> InspectionReport:
+    request = InspectionRequest(image="query.png")
+    return build_report(request, (64, 64), (64, 64), None, False, [], anomaly, None, [], {}, {})
+
+
+@pytest.mark.parametrize("score", [0.5, 0.5 + 0.9 * UNCERTAIN_BAND, 0.5 - 0.9 * UNCERTAIN_BAND])
+def test_a_score_in_the_band_is_uncertain(score: float) -> None:
+    assert verdict_for(score) == "uncertain"
+    assert _report(_findings(score)).verdict == "uncertain"
+
+
+def test_clear_scores_give_firm_verdicts_and_the_pose() -> None:
+    box = Region(x0=1, y0=2, x1=9, y1=12, score=0.9, area=40)
+    anomalous = _report(_findings(0.9, regions=[box]))
+    assert anomalous.verdict == "anomalous" and anomalous.regions
+    assert "Pose: fixed (references)." in anomalous.explanation
+    assert _report(_findings(0.1)).verdict == "normal"
+
+
+def test_without_references_the_verdict_is_uncertain() -> None:
+    report = _report(None)
+    assert report.verdict == "uncertain"
+    assert "No normal reference images were given" in report.explanation
+
+
+def test_an_image_the_expert_could_not_judge_is_uncertain_with_its_reason() -> None:
+    report = _report(_findings(0.5, notes=["the image's aspect ratio 4.00 does not fit the references' 1.00"]))
+    assert report.verdict == "uncertain" and report.regions == []
+    assert "could not judge this image: the image's aspect ratio 4.00" in report.explanation
