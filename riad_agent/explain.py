@@ -143,11 +143,21 @@ def explanation_text(
             sentences.append(f"Pose: {anomaly.pose}.")
         if regions:
             top = max(regions, key=lambda r: r.score)
-            sentences.append(
-                f"The vision expert found {len(regions)} region(s) unlike the normal references; "
-                f"the strongest is in the {_where(top, size)} "
-                f"(x {top.x0}-{top.x1}, y {top.y0}-{top.y1}, score {top.score:.2f})."
+            place = (
+                f"in the {_where(top, size)} (x {top.x0}-{top.x1}, y {top.y0}-{top.y1}, score {top.score:.2f})"
             )
+            if verdict == "anomalous":
+                sentences.append(
+                    f"The vision expert found {len(regions)} region(s) unlike the normal references; "
+                    f"the strongest is {place}."
+                )
+            elif verdict == "normal":
+                sentences.append(
+                    f"The largest deviation from the normal references is {place}, too weak for the whole "
+                    "image to count as defective."
+                )
+            else:
+                sentences.append(f"The largest deviation from the normal references is {place}, near the edge.")
         else:
             sentences.append("The vision expert found no region unlike the normal references.")
     if defect is not None:
@@ -196,7 +206,8 @@ def build_report(
         factor_y = image_size[1] / max(working_size[1], 1)
         regions = scale_regions(anomaly.regions, factor_x, factor_y, image_size)
     answer = reasoning.answer if reasoning is not None and question is not None else None
-    defect = _defect_from_answer(reasoning, question, knowledge)
+    # a normal part has no defect type, whatever option the reasoner picked
+    defect = None if verdict == "normal" else _defect_from_answer(reasoning, question, knowledge)
     explanation = explanation_text(
         verdict, score, regions, image_size, anomaly, reasoning, question or DEFAULT_QUESTION, defect,
         degraded,

@@ -6,7 +6,15 @@ import pytest
 
 from riad_agent.evidence import ExpertFindings
 from riad_agent.explain import UNCERTAIN_BAND, build_report, verdict_for
-from riad_agent.schemas import InspectionReport, InspectionRequest, Region
+from riad_agent.protocols import ReasoningResult
+from riad_agent.schemas import (
+    InspectionReport,
+    InspectionRequest,
+    KnowledgeHit,
+    MultipleChoiceQuestion,
+    ReasoningTrace,
+    Region,
+)
 
 
 def _findings(score: float, notes: list[str] | None = None, regions: list[Region] | None = None) -> ExpertFindings:
@@ -50,3 +58,29 @@ def test_an_image_the_expert_could_not_judge_is_uncertain_with_its_reason() -> N
     report = _report(_findings(0.5, notes=["the image's aspect ratio 4.00 does not fit the references' 1.00"]))
     assert report.verdict == "uncertain" and report.regions == []
     assert "could not judge this image: the image's aspect ratio 4.00" in report.explanation
+
+
+def test_a_normal_verdict_calls_its_regions_weak_deviations_not_defects() -> None:
+    weak = Region(x0=1, y0=2, x1=9, y1=12, score=0.65, area=40)
+    report = _report(_findings(0.2, regions=[weak]))
+    assert report.verdict == "normal" and report.defect_type is None
+    assert "unlike the normal references" not in report.explanation
+    assert "too weak for the whole image to count as defective" in report.explanation
+
+
+def test_a_normal_verdict_never_carries_the_reasoners_defect_type() -> None:
+    question = MultipleChoiceQuestion(text="What defect?", options={"A": "Crack", "B": "Hole"})
+    crack = KnowledgeHit(
+        id="mvtec/hazelnut/crack", dataset="mvtec", category="mvtec/hazelnut", kind="defect", defect_type="crack",
+        title="Crack", text="A thin dark line.", score=0.9,
+    )
+    trace = ReasoningTrace(
+        model_id="fake", reward_kind="topk_entropy", latent_tokens=4, initial_reward=0.0, final_reward=0.0, iterations=[]
+    )
+    reasoning = ReasoningResult(answer="A", text="A", trace=trace)
+    request = InspectionRequest(image="query.png", question=question)
+    args = ((64, 64), (64, 64), None, False, [crack])
+    normal = build_report(request, *args, _findings(0.1), reasoning, [], {}, {})
+    anomalous = build_report(request, *args, _findings(0.9), reasoning, [], {}, {})
+    assert normal.verdict == "normal" and normal.defect_type is None and normal.answer == "A"
+    assert anomalous.verdict == "anomalous" and anomalous.defect_type == "crack"
