@@ -1,5 +1,5 @@
-"""``riad bench``: the whole pipeline stage by stage, batch triage throughput and every speed goal."""
+"""``riad bench``: the whole pipeline stage by stage, batch triage throughput and every speed goal.
 
-from riad_agent.bench.runner import BenchConfig, BenchResult, run_bench
-
-__all__ = ["BenchConfig", "BenchResult", "run_bench"]
+The modules are imported where used (``riad_agent.bench.runner``, ``.latent``, ...): the latent
+benchmark's fresh memory-measuring processes import only what they measure.
+"""

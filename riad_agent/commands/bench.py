@@ -35,8 +35,8 @@ def bench(
         return
     console = Console(stderr=True)
     try:
-        from riad_agent.bench import BenchConfig, run_bench
         from riad_agent.bench.chart import write_chart
+        from riad_agent.bench.runner import BenchConfig, run_bench
         from riad_agent.errors import OutputWriteError
 
         config = BenchConfig(
