@@ -70,7 +70,7 @@ async def test_normal_part_and_question_answer(settings: Settings, images: dict[
     )
     assert report.verdict == "normal" and report.anomaly_score < 0.1
     assert report.answer == "B" and report.answer_text == "Hole."
-    assert report.defect_type == "hole"  # the chosen option names a known defect type
+    assert report.defect_type is None  # the reasoner chose a defect, but a normal part carries no type
     assert report.regions == []
 
 
