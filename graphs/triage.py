@@ -25,14 +25,14 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict  # pydantic builds JSON schemas of typing_extensions' TypedDict only
 
 from riad_agent.components import Components, build_components
-from riad_agent.errors import InvalidRequestError, OutputWriteError, RiadError, first_problem
+from riad_agent.errors import InvalidRequestError, OutputWriteError, RiadError
 from riad_agent.graphs.context import bind, configured
 from riad_agent.graphs.inspection import build_inspection_graph, run_inspection
-from riad_agent.schemas import InspectionOptions, InspectionReport, InspectionRequest
+from riad_agent.schemas import InspectionOptions, InspectionReport, InspectionRequest, validated
 from riad_agent.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -191,13 +191,7 @@ def _heatmap_path(out: Path, image: str) -> Path:
 
 def parse_job(value: TriageJob | dict[str, Any]) -> TriageJob:
     """Validate a job given as a dict (JSON); typed error naming the first bad field."""
-    if isinstance(value, TriageJob):
-        return value
-    try:
-        return TriageJob.model_validate(value)
-    except ValidationError as exc:
-        where, problem = first_problem(exc, "job")
-        raise InvalidRequestError(f"invalid job field {where}: {problem}") from exc
+    return validated(TriageJob, value, "job")
 
 
 async def list_node(state: TriageState) -> dict[str, Any]:

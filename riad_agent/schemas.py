@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -137,15 +137,23 @@ class InspectionRequest(_Strict):
         return self
 
 
-def parse_request(value: InspectionRequest | dict[str, Any]) -> InspectionRequest:
-    """Validate a request given as a dict (JSON); typed error naming the first bad field."""
-    if isinstance(value, InspectionRequest):
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def validated(model: type[ModelT], value: ModelT | dict[str, Any], what: str) -> ModelT:
+    """``value`` as a ``model`` (a dict, e.g. JSON, is validated); typed error naming the first bad field."""
+    if isinstance(value, model):
         return value
     try:
-        return InspectionRequest.model_validate(value)
+        return model.model_validate(value)
     except ValidationError as exc:
-        where, problem = first_problem(exc, "request")
-        raise InvalidRequestError(f"invalid request field {where}: {problem}") from exc
+        where, problem = first_problem(exc, what)
+        raise InvalidRequestError(f"invalid {what} field {where}: {problem}") from exc
+
+
+def parse_request(value: InspectionRequest | dict[str, Any]) -> InspectionRequest:
+    """Validate a request given as a dict (JSON); typed error naming the first bad field."""
+    return validated(InspectionRequest, value, "request")
 
 
 class Region(_Strict):
