@@ -109,7 +109,6 @@ def find_regions(
     return regions[:max_regions]
 
 
-
 def strongest_region(pixel_scores: np.ndarray, calibrate: Callable[[float], float]) -> Region:
     """The blob around the map's peak (above half-way from the median to the peak), as one region.
 
@@ -129,6 +128,7 @@ def strongest_region(pixel_scores: np.ndarray, calibrate: Callable[[float], floa
         score=float(min(1.0, max(0.0, calibrate(peak)))),
         area=int(inside.sum()),
     )
+
 
 _RAMP = np.array(
     [
