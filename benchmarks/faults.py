@@ -2,13 +2,17 @@
 
     python benchmarks/faults.py [--only NAME ...] [--out faults.json]
 
-Everything runs on loopback with a delay-only reasoner (``SleepyReasoner``: answers 'A' after a set
-delay, with an honest trace) so the drills exercise the service, the client and the graph rather
-than a model. Scenarios: queue full (429), service timeout (504), missing token (401), exposed
-without token (refused), retries then circuit breaker, server killed mid-request, slower than the
-client timeout, garbage answers, the inspection graph degrading when the service dies or is slow,
-the embedded Qdrant store locked by another process, and disk full under the triage output
-(a 64 KiB tmpfs when mounting is allowed, else ``/dev/full``). Exit status 1 if any drill fails.
+Everything runs on loopback. Most drills use a delay-only reasoner (``SleepyReasoner``: answers 'A'
+after a set delay, with an honest trace) to exercise the service, the client and the graph: queue
+full (429), service timeout (504), missing token (401), exposed without token (refused), retries
+then circuit breaker, server killed mid-request, slower than the client timeout, garbage answers,
+the inspection graph degrading when the service dies or is slow, the embedded Qdrant store locked
+by another process, and disk full under the triage output (a 64 KiB tmpfs when mounting is
+allowed, else ``/dev/full``). The ``builtin_*`` drills run ``riad serve reasoner --model builtin``
+(the real model, on CPU) in a subprocess: a client that disconnects mid-request, kill -9
+mid-request then a restart that the client's half-open breaker notices, and SIGINT with jobs in
+flight. Every drill reports what it held (``held``: requests, faults injected, answered, typed
+errors, lost; lost must be 0). Exit status 1 if any drill fails.
 """
 
 from __future__ import annotations
@@ -66,15 +70,24 @@ class SleepyReasoner:
             step += 1
         iteration = IterationTrace(step=0, reward=0.5, entropy=0.5, sigma=0.1, accepted=True, elapsed_ms=1.0)
         trace = ReasoningTrace(
-            model_id=self.model_id, reward_kind="none", latent_tokens=request.latent_tokens, initial_reward=0.5,
-            final_reward=0.5, iterations=[iteration], option_probabilities={"A": 1.0},
+            model_id=self.model_id,
+            reward_kind="none",
+            latent_tokens=request.latent_tokens,
+            initial_reward=0.5,
+            final_reward=0.5,
+            iterations=[iteration],
+            option_probabilities={"A": 1.0},
         )
-        return ReasoningResult(answer="A", text="A.", trace=trace, timings_ms={"total_ms": self.delay_s * 1000})
+        return ReasoningResult(
+            answer="A", text="A.", trace=trace, timings_ms={"total_ms": self.delay_s * 1000}
+        )
 
 
 def _input(seed: int = 0) -> ReasoningInput:
     rng = np.random.default_rng(seed)
-    return ReasoningInput(image=Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)), question=QUESTION)
+    return ReasoningInput(
+        image=Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)), question=QUESTION
+    )
 
 
 def _wait(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
@@ -150,7 +163,11 @@ def exposed_without_token() -> tuple[str, dict[str, Any]]:
 
 def circuit_breaker() -> tuple[str, dict[str, Any]]:
     client = HttpReasoner(
-        f"http://127.0.0.1:{free_port()}", retries=2, backoff_s=0.01, breaker_threshold=3, breaker_cooldown_s=60
+        f"http://127.0.0.1:{free_port()}",
+        retries=2,
+        backoff_s=0.01,
+        breaker_threshold=3,
+        breaker_cooldown_s=60,
     )
     errors = [_typed(lambda: client.reason(_input()))[0] for _ in range(3)]
     attempts_before = client.attempts
@@ -179,7 +196,11 @@ def server_killed_mid_request() -> tuple[str, dict[str, Any]]:
         process.send_signal(signal.SIGKILL)
         worker.join(30)
         outcome, message = result[0]
-        return outcome, {"error": message, "elapsed_s": round(time.monotonic() - started, 3), "attempts": client.attempts}
+        return outcome, {
+            "error": message,
+            "elapsed_s": round(time.monotonic() - started, 3),
+            "attempts": client.attempts,
+        }
     finally:
         process.kill()
         process.wait(10)
@@ -227,7 +248,9 @@ def _inspect(url: str, timeout_s: float, folder: Path) -> list[str]:
 
 def graph_service_dead(folder: Path) -> tuple[str, dict[str, Any]]:
     degraded = _inspect(f"http://127.0.0.1:{free_port()}", 10.0, folder)
-    return ("reasoner_unavailable" if "reasoner_unavailable" in degraded else "report"), {"degraded": degraded}
+    return ("reasoner_unavailable" if "reasoner_unavailable" in degraded else "report"), {
+        "degraded": degraded
+    }
 
 
 def graph_service_slow(folder: Path) -> tuple[str, dict[str, Any]]:
@@ -242,40 +265,53 @@ from riad_agent.errors import RiadError
 from riad_agent.knowledge import open_knowledge_base
 from riad_agent.settings import Settings
 try:
-    kb = open_knowledge_base(Settings(data_dir=sys.argv[1], embedder="hashing"))
+    kb = open_knowledge_base(Settings(data_dir=sys.argv[1], embedder="hashing", knowledge_lock_timeout_s=2))
     print("OPENED", len(kb.categories()))
+    if sys.argv[2] == "write":
+        with kb.writing():
+            pass
+        print("WROTE")
 except RiadError as exc:
     print("ERROR", type(exc).__name__, exc.one_line())
 """
 
 
 def qdrant_locked(folder: Path) -> tuple[str, dict[str, Any]]:
+    """Another process holds the embedded store's writer lock: readers go on, a second writer waits, then fails typed."""
     from riad_agent.knowledge import open_knowledge_base
     from riad_agent.settings import Settings
 
     data = folder / "kb"
     kb = open_knowledge_base(Settings(data_dir=data, embedder="hashing"))
     before = len(kb.categories())
-    second = subprocess.run(
-        [sys.executable, "-c", _OPEN_KB, str(data)], capture_output=True, text=True, timeout=300
-    ).stdout.strip().splitlines()[-1]
+
+    def other(mode: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", _OPEN_KB, str(data), mode], capture_output=True, text=True, timeout=300
+        )
+        return done.stdout.strip().splitlines()[-1]
+
+    with kb.writing():  # this process holds the writer lock for the whole drill
+        reader = other("read")
+        writer = other("write")
     kb.close()
-    after = subprocess.run(
-        [sys.executable, "-c", _OPEN_KB, str(data)], capture_output=True, text=True, timeout=300
-    ).stdout.strip().splitlines()[-1]
-    parts = second.split(" ", 2)
-    outcome = parts[1] if parts[0] == "ERROR" else "opened"
+    after = other("write")
+    parts = writer.split(" ", 2)
+    outcome = parts[1] if parts[0] == "ERROR" else "wrote"
     return outcome, {
-        "second_process": second,
+        "reader_while_locked": reader,
+        "writer_while_locked": writer,
         "categories_before": before,
-        "after_release": after,
-        "nothing_lost": after == f"OPENED {before}",
+        "writer_after_release": after,
+        "nothing_lost": reader == f"OPENED {before}" and after == "WROTE",
     }
 
 
 def _mount_tmpfs(folder: Path) -> bool:
     folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True
+    )
     return done.returncode == 0
 
 
@@ -317,10 +353,15 @@ def disk_full_triage(folder: Path) -> tuple[str, dict[str, Any]]:
     images.mkdir()
     for index in range(400):
         rng = np.random.default_rng(index)
-        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(images / f"img-{index:04d}.png")
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+            images / f"img-{index:04d}.png"
+        )
     out = disk / "triage.jsonl"
     job = TriageJob(
-        images=images, out=out, heatmaps=False, concurrency=2,
+        images=images,
+        out=out,
+        heatmaps=False,
+        concurrency=2,
         options=InspectionOptions(use_knowledge=False, use_reasoner=False),
     )
     graph = build_triage_graph(components=build_components(Settings(data_dir=folder / "data")))
@@ -341,6 +382,170 @@ def disk_full_triage(folder: Path) -> tuple[str, dict[str, Any]]:
         subprocess.run(["umount", str(disk)], capture_output=True)
 
 
+# --- the real builtin model in a `riad serve reasoner` subprocess ------------------------------------
+
+_RIAD = "import sys; from riad_agent.cli import main; sys.argv[0] = 'riad'; main()"
+
+
+def _held(requests: int, faults: int, answered: int, typed_errors: int) -> dict[str, int]:
+    """What a drill held: every request ends answered or in a typed error; ``lost`` counts the rest."""
+    return {
+        "requests": requests,
+        "faults": faults,
+        "answered": answered,
+        "typed_errors": typed_errors,
+        "lost": requests - answered - typed_errors,
+    }
+
+
+def _start_builtin(folder: Path, port: int, *extra: str) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _RIAD,
+            "serve",
+            "reasoner",
+            "--model",
+            "builtin",
+            "--device",
+            "cpu",
+            "--port",
+            str(port),
+            *extra,
+        ],
+        env={
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "RIAD_DATA_DIR": str(folder / "data"),
+            "OMP_NUM_THREADS": "2",
+        },
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while not _ready(url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(
+                f"riad serve reasoner --model builtin did not start: {process.communicate()[1][-500:]}"
+            )
+        time.sleep(0.2)
+    return process
+
+
+def _stop(process: subprocess.Popen[str]) -> str:
+    if process.poll() is None:
+        process.kill()
+    return process.communicate(timeout=60)[1]
+
+
+def _steps(steps: int, seed: int = 0) -> ReasoningInput:
+    request = _input(seed)
+    request.latent_steps = steps
+    return request
+
+
+def _health(url: str) -> dict[str, Any]:
+    return dict(httpx.get(f"{url}/healthz", timeout=10).json())
+
+
+def builtin_disconnect(folder: Path) -> tuple[str, dict[str, Any]]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = _start_builtin(folder, port, "--timeout", "600")
+    try:
+        body = encode_input(_steps(150)).model_dump(mode="json")
+        with contextlib.suppress(httpx.ReadTimeout):  # the client gives up after 3 s and hangs up
+            httpx.post(f"{url}/v1/reason", json=body, timeout=3.0)
+        started = time.monotonic()
+        outcome, message = _typed(lambda: HttpReasoner(url, timeout_s=120).reason(_steps(0, seed=1)))
+        next_s = time.monotonic() - started
+        health = _health(url)
+    finally:
+        _stop(process)
+    stopped = health["cancelled"] == 1
+    return ("cancelled" if stopped and outcome == "ok" else outcome), {
+        "next_request_s": round(next_s, 2),
+        "health": health,
+        "error": message,
+        "held": _held(2, 1, 1 if outcome == "ok" else 0, 1 if stopped else 0),
+    }
+
+
+def builtin_kill9_restart(folder: Path) -> tuple[str, dict[str, Any]]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    client = HttpReasoner(
+        url, timeout_s=120, retries=1, backoff_s=0.05, breaker_threshold=2, breaker_cooldown_s=3
+    )
+    process = _start_builtin(folder, port)
+    outcomes: list[tuple[str, str]] = []
+    try:
+        worker = threading.Thread(target=lambda: outcomes.append(_typed(lambda: client.reason(_steps(100)))))
+        worker.start()
+        time.sleep(3.0)
+        process.send_signal(signal.SIGKILL)  # mid-request
+        worker.join(60)
+        outcomes.append(_typed(lambda: client.reason(_steps(0))))  # nothing listens: the breaker opens
+        attempts = client.attempts
+        outcomes.append(_typed(lambda: client.reason(_steps(0))))  # refused by the open breaker at once
+        while_open = client.attempts - attempts
+        _stop(process)
+        process = _start_builtin(folder, port)  # restarted on the same port
+        _wait(lambda: client.breaker.state == "half_open", 30)
+        outcomes.append(_typed(lambda: client.reason(_steps(0))))  # the half-open trial call
+    finally:
+        _stop(process)
+    kinds = [kind for kind, _ in outcomes]
+    recovered = kinds[-1] == "ok" and client.breaker.state == "closed" and while_open == 0
+    answered = kinds.count("ok")
+    typed = sum(1 for kind in kinds if kind != "ok" and not kind.startswith("crash"))
+    return ("recovered" if recovered else ",".join(kinds)), {
+        "outcomes": outcomes,
+        "attempts_while_open": while_open,
+        "breaker": client.breaker.state,
+        "held": _held(len(kinds), 1, answered, typed),
+    }
+
+
+def builtin_sigint_in_flight(folder: Path) -> tuple[str, dict[str, Any]]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = _start_builtin(folder, port, "--max-queue", "4", "--max-batch", "2", "--drain", "2")
+    answers: list[object] = []
+    body = encode_input(_steps(100)).model_dump(mode="json")
+
+    def post() -> None:
+        try:
+            answers.append(httpx.post(f"{url}/v1/reason", json=body, timeout=300).status_code)
+        except httpx.HTTPError as exc:
+            answers.append(type(exc).__name__)
+
+    clients = [threading.Thread(target=post) for _ in range(4)]
+    try:
+        for client in clients:
+            client.start()
+        _wait(lambda: _health(url)["queued"] >= 2, 60)
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+        stop_s = time.monotonic() - started
+    finally:
+        stderr_rest = _stop(process) if process.poll() is None else ""
+    for client in clients:
+        client.join(60)
+    stderr += stderr_rest
+    clean = process.returncode == 0 and "terminate called" not in stderr and "Traceback" not in stderr
+    return ("exit 0" if clean else f"exit {process.returncode}"), {
+        "stop_s": round(stop_s, 2),
+        "answers": answers,
+        "terminate_called": "terminate called" in stderr,
+        "held": _held(4, 1, sum(a == 200 for a in answers), sum(a == 503 for a in answers)),
+    }
+
+
 SCENARIOS: dict[str, tuple[str, Callable[..., tuple[str, dict[str, Any]]], bool]] = {
     # name: (expected outcome, drill, needs a scratch folder)
     "queue_full_429": ("BackendUnavailableError", queue_full, False),
@@ -353,17 +558,29 @@ SCENARIOS: dict[str, tuple[str, Callable[..., tuple[str, dict[str, Any]]], bool]
     "garbage_response": ("BackendUnavailableError", garbage_response, False),
     "graph_service_dead": ("reasoner_unavailable", graph_service_dead, True),
     "graph_service_slow": ("reasoner_timeout", graph_service_slow, True),
-    "qdrant_local_store_locked": ("BackendUnavailableError", qdrant_locked, True),
+    "knowledge_store_write_locked": ("KnowledgeStoreLockedError", qdrant_locked, True),
     "disk_full_triage_output": ("OutputWriteError", disk_full_triage, True),
+    "builtin_client_disconnects": ("cancelled", builtin_disconnect, True),
+    "builtin_kill9_restart_half_open": ("recovered", builtin_kill9_restart, True),
+    "builtin_sigint_jobs_in_flight": ("exit 0", builtin_sigint_in_flight, True),
 }
 _CHECKS: dict[str, Callable[[dict[str, Any]], bool]] = {
-    "queue_full_429": lambda d: d["http_status"] == 429 and d["code"] == "queue_full"
-    and d["client_with_busy_retries"] == "ok" and d["model_calls"] == 3,
+    "queue_full_429": lambda d: (
+        d["http_status"] == 429
+        and d["code"] == "queue_full"
+        and d["client_with_busy_retries"] == "ok"
+        and d["model_calls"] == 3
+    ),
     "missing_token_401": lambda d: d["with_token"] == "ok",
-    "retries_then_circuit_open": lambda d: d["attempts_while_open"] == 0 and "circuit breaker open" in d["error"],
+    "retries_then_circuit_open": lambda d: (
+        d["attempts_while_open"] == 0 and "circuit breaker open" in d["error"]
+    ),
     "server_killed_mid_request": lambda d: d["elapsed_s"] < 20,
-    "qdrant_local_store_locked": lambda d: d["nothing_lost"],
+    "knowledge_store_write_locked": lambda d: d["nothing_lost"],
     "disk_full_triage_output": lambda d: d.get("every_line_valid", True),
+    "builtin_client_disconnects": lambda d: d["held"]["lost"] == 0,
+    "builtin_kill9_restart_half_open": lambda d: d["held"]["lost"] == 0,
+    "builtin_sigint_jobs_in_flight": lambda d: d["held"]["lost"] == 0,
 }
 
 
@@ -378,11 +595,21 @@ def run(names: list[str]) -> list[dict[str, Any]]:
             except Exception as exc:  # noqa: BLE001 - an untyped crash is a failed drill, reported as such
                 outcome, detail = f"crash: {type(exc).__name__}", {"error": str(exc)}
         ok = outcome == expected and _CHECKS.get(name, lambda d: True)(detail)
+        held = detail.get("held")
         results.append(
-            {"scenario": name, "expected": expected, "outcome": outcome, "ok": ok,
-             "elapsed_s": round(time.monotonic() - started, 3), "detail": detail}
+            {
+                "scenario": name,
+                "expected": expected,
+                "outcome": outcome,
+                "ok": ok,
+                "elapsed_s": round(time.monotonic() - started, 3),
+                "detail": detail,
+            }
         )
-        print(f"{'ok  ' if ok else 'FAIL'} {name}: {outcome}", file=sys.stderr)
+        print(
+            f"{'ok  ' if ok else 'FAIL'} {name}: {outcome}" + (f" held {held}" if held else ""),
+            file=sys.stderr,
+        )
     return results
 
 
@@ -396,8 +623,12 @@ def main() -> None:
         import uvicorn
 
         port, delay = int(args.serve_sleepy[0]), float(args.serve_sleepy[1])
-        uvicorn.run(create_app(SleepyReasoner(delay), ServiceConfig(port=port)), host="127.0.0.1", port=port,
-                    log_level="warning")
+        uvicorn.run(
+            create_app(SleepyReasoner(delay), ServiceConfig(port=port)),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
         return
     results = run(args.only or list(SCENARIOS))
     report = {

@@ -2,15 +2,23 @@
 
     python benchmarks/load.py [--inspections 48] [--concurrency 8] [--steps 2] [--max-queue 16] [--out load.json]
     python benchmarks/load.py --via mcp     # the same inspections as MCP tool calls (streamable HTTP)
+    python benchmarks/load.py --model builtin --references 1 --inspections 12 --concurrency 8 \
+        --max-queue 2 --max-batch 2 --expect-429       # the real model and the expert, past the queue
+    python benchmarks/load.py --via flood --inspections 24 --body-mb 20 --max-queue 8 --steps 0
+                                                       # 24 bodies of 20 MB at once: RSS, 429s
 
-Starts ``riad serve reasoner``'s app with the tiny random Qwen2-VL in a subprocess on a free
-loopback port, then runs ``--inspections`` inspections through the inspection graph (settings
-``reasoner_url`` pointing at it) with at most ``--concurrency`` in flight. It stops by itself and
-reports (no reference images are sent, so the expert is skipped and every report says
-``no_references``; a ``reasoner_*`` degradation counts as a failure): results lost or duplicated (each inspection must yield exactly one report with a reasoning
-trace, and the service must have run exactly that many requests), p50/p95 latency, throughput,
-client retries, and the resident memory of both processes sampled during the run (a flat curve
-means no leak: compare the first and last quarter).
+Starts ``riad serve reasoner``'s app (``--model``: the tiny random Qwen2-VL, or the builtin model,
+on CPU) in a subprocess on a free loopback port, then runs ``--inspections`` inspections through
+the inspection graph (settings ``reasoner_url`` pointing at it) with at most ``--concurrency`` in
+flight. With ``--references N`` each inspection sends N normal references, so the vision expert
+runs too (otherwise it is skipped and reports say ``no_references``). A ``--max-queue`` below the
+concurrency makes the service answer 429; the client waits as its Retry-After says and retries, so
+every inspection must still get its answer (``--expect-429`` fails the run unless some 429 was
+seen). It stops by itself and reports: results lost or duplicated (each inspection must yield
+exactly one report with a reasoning trace, and the service must have run exactly that many
+requests; a ``reasoner_*`` degradation counts as a failure), the service's 429s and cancelled
+jobs, p50/p95 latency, throughput, client retries, and the resident memory of both processes
+sampled during the run (a flat curve means no leak: compare the first and last quarter).
 """
 
 from __future__ import annotations
@@ -44,8 +52,8 @@ import torch
 torch.set_num_threads({threads})
 import uvicorn
 from riad_agent.serving.service import ServiceConfig, create_app, model_loader
-config = ServiceConfig(port={port}, max_queue={max_queue}, timeout_s=600)
-uvicorn.run(create_app(model_loader("tiny", device="cpu"), config), host="127.0.0.1", port={port},
+config = ServiceConfig(port={port}, max_queue={max_queue}, max_batch={max_batch}, timeout_s=600)
+uvicorn.run(create_app(model_loader({model!r}, device="cpu"), config), host="127.0.0.1", port={port},
             log_level="warning", access_log=False)
 """
 
@@ -116,9 +124,10 @@ def _image_path(folder: Path, index: int) -> str:
     return str(path)
 
 
-def _request(index: int, image: str, steps: int) -> dict[str, Any]:
+def _request(index: int, image: str, steps: int, references: list[str] | None = None) -> dict[str, Any]:
     return {
         "image": image,
+        "references": references or [],
         "question": {"text": f"Is part {index} defective?", "options": {"A": "Yes.", "B": "No."}},
         "options": {"latent_steps": steps, "use_knowledge": False, "seed": index},
     }
@@ -160,6 +169,7 @@ async def _drive(args: argparse.Namespace, inspect: Inspect) -> dict[str, Any]:
         "duplicated": sum(1 for r in results.values() if len(r) > 1),
         "failures": failures[:5],
         "with_trace": sum(1 for r in answered if r["trace"]),
+        "with_expert": sum(1 for r in answered if r.get("expert")),
         "reasoner_degraded": sum(1 for r in answered if any(d.startswith("reasoner") for d in r["degraded"])),
     }
 
@@ -169,10 +179,16 @@ async def _run_graph(args: argparse.Namespace, url: str, folder: Path) -> dict[s
     settings = Settings(data_dir=folder / "data", reasoner_url=url, reasoner_timeout_s=args.timeout)
     inspector = Inspector(components=build_components(settings))
     images = [_image_path(folder, i) for i in range(args.inspections)]
+    references = [_image_path(folder, 10_000 + i) for i in range(args.references)]
 
     async def inspect(index: int) -> dict[str, Any]:
-        report = await inspector.ainspect(_request(index, images[index], args.steps))
-        return {"answer": report.answer, "degraded": report.degraded, "trace": report.trace is not None}
+        report = await inspector.ainspect(_request(index, images[index], args.steps, references))
+        return {
+            "answer": report.answer,
+            "degraded": report.degraded,
+            "trace": report.trace is not None,
+            "expert": report.anomaly_score is not None and "no_references" not in report.degraded,
+        }
 
     run = await _drive(args, inspect)
     reasoner = inspector.components.reasoner.get()
@@ -196,7 +212,9 @@ async def _run_mcp(args: argparse.Namespace, mcp_url: str, folder: Path) -> dict
     from mcp import ClientSession
     from mcp.client.streamable_http import streamablehttp_client
 
-    images = [base64.b64encode(Path(_image_path(folder, i)).read_bytes()).decode() for i in range(args.inspections)]
+    images = [
+        base64.b64encode(Path(_image_path(folder, i)).read_bytes()).decode() for i in range(args.inspections)
+    ]
     async with (
         streamablehttp_client(mcp_url, timeout=60, sse_read_timeout=args.timeout) as (read, write, _),
         ClientSession(read, write) as session,
@@ -210,9 +228,76 @@ async def _run_mcp(args: argparse.Namespace, mcp_url: str, folder: Path) -> dict
             if result.isError:
                 raise RuntimeError(text)
             report = json.loads(text)
-            return {"answer": report["answer"], "degraded": report["degraded"], "trace": report["trace"] is not None}
+            return {
+                "answer": report["answer"],
+                "degraded": report["degraded"],
+                "trace": report["trace"] is not None,
+            }
 
         return await _drive(args, inspect)
+
+
+def _run_flood(args: argparse.Namespace, url: str) -> dict[str, Any]:
+    """``--inspections`` bodies of about ``--body-mb`` MB each (a noise PNG), all sent at once, straight
+    to the service: each must end in 200 or a typed refusal (429 before its body is read)."""
+    import base64
+    import io
+    from collections import Counter
+
+    side = int((args.body_mb * 1024 * 1024 * 0.75 / 3) ** 0.5)  # base64 of a barely compressible PNG
+    noise = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    png = io.BytesIO()
+    Image.fromarray(noise).save(png, format="PNG", compress_level=1)
+    body = json.dumps(
+        {
+            "image": base64.b64encode(png.getvalue()).decode(),
+            "question": {"text": "Is the part defective?", "options": {"A": "Yes.", "B": "No."}},
+            "latent_steps": args.steps,
+        }
+    ).encode()
+    statuses: list[int | str] = []
+    latencies: list[float] = []
+
+    def post() -> None:
+        started = time.perf_counter()
+        try:
+            response = httpx.post(
+                f"{url}/v1/reason",
+                content=body,
+                headers={"Content-Type": "application/json"},
+                timeout=args.timeout,
+            )
+            statuses.append(
+                response.status_code
+                if "error" in response.json() or response.status_code == 200
+                else f"untyped {response.status_code}"
+            )
+        except (httpx.HTTPError, ValueError) as exc:
+            statuses.append(type(exc).__name__)
+        latencies.append((time.perf_counter() - started) * 1000.0)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=post) for _ in range(args.inspections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    counts = Counter(statuses)
+    typed = sum(n for status, n in counts.items() if isinstance(status, int))
+    return {
+        "body_mb": round(len(body) / 2**20, 1),
+        "statuses": {str(status): n for status, n in sorted(counts.items(), key=str)},
+        "wall_s": round(wall, 3),
+        "throughput_per_s": round(counts[200] / wall, 3),
+        "latency_ms": {"p50": round(float(np.percentile(latencies, 50)), 1), "max": round(max(latencies), 1)},
+        "lost": args.inspections - typed,
+        "duplicated": 0,
+        "failures": [str(status) for status in counts if not isinstance(status, int)][:5],
+        "with_trace": counts[200],
+        "with_expert": 0,
+        "reasoner_degraded": 0,
+    }
 
 
 def _wait_port(port: int, timeout_s: float = 120.0) -> None:
@@ -233,10 +318,26 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--steps", type=int, default=2, help="Latent iterations per request.")
     parser.add_argument("--max-queue", type=int, default=16)
+    parser.add_argument("--max-batch", type=int, default=4)
+    parser.add_argument(
+        "--model", choices=["tiny", "builtin"], default="tiny", help="The served model (on CPU)."
+    )
+    parser.add_argument(
+        "--references", type=int, default=0, help="Normal references per inspection (runs the expert)."
+    )
+    parser.add_argument(
+        "--expect-429", action="store_true", help="Fail unless the service answered some 429."
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads in the service.")
     parser.add_argument("--timeout", type=float, default=300.0, help="Client timeout per request (s).")
-    parser.add_argument("--via", choices=["graph", "mcp"], default="graph",
-                        help="'graph': the inspection graph in this process; 'mcp': tool calls to an MCP server.")
+    parser.add_argument(
+        "--via",
+        choices=["graph", "mcp", "flood"],
+        default="graph",
+        help="'graph': the inspection graph in this process; 'mcp': tool calls to an MCP server; "
+        "'flood': --inspections large bodies (--body-mb) sent at once straight to the service.",
+    )
+    parser.add_argument("--body-mb", type=float, default=20.0, help="With --via flood: size of each body.")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.inspections < 1 or args.concurrency < 1:
@@ -246,7 +347,9 @@ def main() -> None:
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"  # loopback only
-    script = _SERVICE.format(threads=args.threads, port=port, max_queue=args.max_queue)
+    script = _SERVICE.format(
+        threads=args.threads, port=port, max_queue=args.max_queue, max_batch=args.max_batch, model=args.model
+    )
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     service = subprocess.Popen([sys.executable, "-c", script], env=env)
     processes = {"service": service}
@@ -255,13 +358,17 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             if args.via == "mcp":
                 mcp_port = free_port()
-                mcp_script = _MCP.format(port=mcp_port, data=str(Path(tmp) / "data"), url=url, timeout=args.timeout)
+                mcp_script = _MCP.format(
+                    port=mcp_port, data=str(Path(tmp) / "data"), url=url, timeout=args.timeout
+                )
                 processes["mcp"] = subprocess.Popen([sys.executable, "-c", mcp_script], env=env)
                 _wait_port(mcp_port)
             pids = {"client": os.getpid(), **{name: p.pid for name, p in processes.items()}}
             with RssSampler(pids) as rss:
                 if args.via == "mcp":
                     run = asyncio.run(_run_mcp(args, f"http://127.0.0.1:{mcp_port}/mcp", Path(tmp)))
+                elif args.via == "flood":
+                    run = _run_flood(args, url)
                 else:
                     run = asyncio.run(_run_graph(args, url, Path(tmp)))
         health = httpx.get(f"{url}/healthz", timeout=5).json()
@@ -270,7 +377,11 @@ def main() -> None:
             process.terminate()
             process.wait(20)
     run["service_completed"] = health["completed"]
-    run["service_duplicates"] = health["completed"] - args.inspections
+    run["service_duplicates"] = health["completed"] - (
+        run["with_trace"] if args.via == "flood" else args.inspections
+    )
+    run["service_refused_429"] = health.get("refused", 0)
+    run["service_cancelled"] = health.get("cancelled", 0)
     result = {
         "benchmark": "reasoner_service_load",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -280,15 +391,34 @@ def main() -> None:
         "concurrency": args.concurrency,
         "latent_steps": args.steps,
         "max_queue": args.max_queue,
+        "max_batch": args.max_batch,
+        "references": args.references,
         **run,
         "rss": rss.summary(),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_1m": round(os.getloadavg()[0], 2),
+        },
     }
     text = json.dumps(result, indent=2)
     if args.out:
         args.out.write_text(text + "\n")
     print(text)
-    ok = run["lost"] == 0 and run["duplicated"] == 0 and run["service_duplicates"] == 0 and not run["reasoner_degraded"]
+    ok = (
+        run["lost"] == 0
+        and run["duplicated"] == 0
+        and run["service_duplicates"] == 0
+        and not run["reasoner_degraded"]
+    )
+    ok = ok and (run["service_refused_429"] > 0 or not args.expect_429)
+    ok = ok and (args.via != "graph" or run["with_expert"] == (args.inspections if args.references else 0))
+    print(
+        f"held: inspections {args.inspections}, 429s {run['service_refused_429']}, retries {run.get('client_retries')}, "
+        f"lost {run['lost']}, duplicated {run['duplicated']}",
+        file=sys.stderr,
+    )
     sys.exit(0 if ok else 1)
 
 

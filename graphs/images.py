@@ -35,7 +35,9 @@ class _WorkingCopies:
         self._images: OrderedDict[str, tuple[Image.Image, tuple[int, int]]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def decoded(self, data: bytes, sha256: str, label: str, policy: ImagePolicy) -> tuple[Image.Image, tuple[int, int]]:
+    def decoded(
+        self, data: bytes, sha256: str, label: str, policy: ImagePolicy
+    ) -> tuple[Image.Image, tuple[int, int]]:
         """(working copy, original size) of ``data``, decoding it only when not cached."""
         with self._lock:
             cached = self._images.get(sha256)
@@ -54,13 +56,15 @@ class _WorkingCopies:
 _CACHE = _WorkingCopies(CACHED_WORKING_COPIES)
 
 
-def remember_image(source: str | bytes, policy: ImagePolicy, blobs: BlobStore) -> tuple[ImageRef, Image.Image]:
+def remember_image(
+    source: str | bytes, policy: ImagePolicy, blobs: BlobStore
+) -> tuple[ImageRef, Image.Image]:
     """Read, check and decode an image source; its reference and its working copy."""
     data, label = read_source(source, policy)
     sha256 = sha256_hex(data)
     working, size = _CACHE.decoded(data, sha256, label, policy)
-    if label not in _INLINE_LABELS:  # a path: the caller's file is the copy
-        ref = ImageRef(path=str(Path(label).expanduser().resolve()), sha256=sha256, size=size)
+    if label not in _INLINE_LABELS:  # a path: the caller's file is the copy (reopened with the same checks)
+        ref = ImageRef(path=str(Path(label).expanduser().absolute()), sha256=sha256, size=size)
     else:
         ref = ImageRef(path=None, sha256=blobs.put(data), size=size)
     return ref, working

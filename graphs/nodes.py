@@ -25,6 +25,7 @@ from riad_agent.graphs.state import InspectionState
 from riad_agent.imaging import working_size
 from riad_agent.knowledge.query import build_retrieval_query
 from riad_agent.protocols import ReasoningResult
+from riad_agent.reasoning.cancel import CancelToken
 from riad_agent.schemas import parse_request
 
 
@@ -164,7 +165,9 @@ async def retrieve_knowledge(state: InspectionState, config: RunnableConfig) -> 
 async def latent_reasoning(state: InspectionState, config: RunnableConfig) -> dict[str, Any]:
     """The latent reasoner on the image, the first reference, the knowledge and the expert's prior.
 
-    An unavailable or too slow reasoner degrades the report to expert-only instead of failing.
+    An unavailable or too slow reasoner degrades the report to expert-only instead of failing; a
+    too slow (or abandoned) one is also told to stop (a :class:`CancelToken` as its progress
+    callback), so its worker thread ends within about one latent iteration and frees the model.
     """
     start = time.perf_counter()
     components = components_of(config)
@@ -194,12 +197,19 @@ async def latent_reasoning(state: InspectionState, config: RunnableConfig) -> di
         if writer is not None:
             loop.call_soon_threadsafe(writer, {**event, "stage": "latent_reasoning"})
 
+    timeout_s = components.settings.reasoner_timeout_s
+    token = CancelToken(progress)
     try:
         result: ReasoningResult = await asyncio.wait_for(
-            asyncio.to_thread(reasoner.reason, reasoning_input, progress),
-            timeout=components.settings.reasoner_timeout_s,
+            asyncio.to_thread(reasoner.reason, reasoning_input, token), timeout=timeout_s
         )
-    except (TimeoutError, ReasonerTimeoutError):
+    except TimeoutError:
+        token.cancel(f"no answer within reasoner_timeout_s = {timeout_s:g} s")
+        return {"reasoning": None, "degraded": ["reasoner_timeout"]}
+    except asyncio.CancelledError:
+        token.cancel("the inspection was cancelled")
+        raise
+    except ReasonerTimeoutError:
         return {"reasoning": None, "degraded": ["reasoner_timeout"]}
     except BackendUnavailableError:
         return {"reasoning": None, "degraded": ["reasoner_unavailable"]}

@@ -1,22 +1,22 @@
 """Batch triage: many images through the inspection graph, results streamed to JSONL as they finish.
 
-    list_images -> skip_finished -> inspect_all -> summarise -> END
+    list_images -> inspect_all -> summarise -> END
 
-``inspect_all`` runs the inspection graph as a subgraph on each pending image with bounded
-concurrency and appends one JSON line per image the moment it finishes (flushed and fsynced), so a
-crash loses at most the image in flight. Re-running with the same output file skips every image
-that already has a line: nothing is redone, nothing is duplicated. A torn last line from a crash is
-cut off before appending. A bad image becomes an ``error`` line instead of stopping the batch.
+``inspect_all`` holds the results file's lock (``graphs/triage_results.py``) from reading it to its
+last line: a second run on the same file fails with ``ResultsLockedError``. It skips every image
+that already has a line, then runs the inspection graph as a subgraph on each pending image with
+bounded concurrency and appends one JSON line per image the moment it finishes (flushed and
+fsynced), so a crash loses at most the images in flight and a re-run redoes nothing and duplicates
+nothing. A torn last line from a crash is cut off before appending; any other unexpected content is a
+``ResultsFileError`` and the file is left as it was. A bad image becomes an ``error`` line instead
+of stopping the batch.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +32,15 @@ from riad_agent.components import Components, build_components
 from riad_agent.errors import InvalidRequestError, OutputWriteError, RiadError
 from riad_agent.graphs.context import bind, configured
 from riad_agent.graphs.inspection import build_inspection_graph, run_inspection
-from riad_agent.schemas import InspectionOptions, InspectionReport, InspectionRequest, validated
+from riad_agent.graphs.triage_results import (
+    JsonlWriter,
+    Outcome,
+    ResultsLock,
+    TriageRecord,
+    read_outcomes,
+)
+from riad_agent.graphs.triage_results import read_finished as read_finished  # for callers of before
+from riad_agent.schemas import InspectionOptions, InspectionRequest, validated
 from riad_agent.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -57,20 +65,8 @@ class TriageJob(BaseModel):
     retry_errors: bool = Field(default=False, description="Redo images whose earlier line is an error.")
 
 
-class TriageRecord(BaseModel):
-    """One JSONL line."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    image: str
-    report: InspectionReport | None = None
-    heatmap: str | None = None
-    error: dict[str, str] | None = None
-    elapsed_ms: float
-
-
 class TriageSummary(BaseModel):
-    """Counts of a triage run."""
+    """Counts of a triage run; each image of the job once, by its last line in the output."""
 
     total: int
     skipped: int
@@ -101,6 +97,7 @@ class TriageState(TypedDict, total=False):
     images: list[str]
     pending: list[str]
     finished: int
+    outcomes: dict[str, Outcome]
     summary: TriageSummary
 
 
@@ -115,64 +112,6 @@ def list_images(source: list[Path] | Path) -> list[str]:
     else:
         files = list(source)
     return list(dict.fromkeys(str(p.resolve()) for p in files))
-
-
-def read_finished(out: Path, retry_errors: bool) -> set[str]:
-    """Images already recorded in ``out``; a torn last line (a crash mid-write) is removed."""
-    if not out.exists():
-        return set()
-    finished: set[str] = set()
-    data = out.read_bytes()
-    good_end = 0
-    for line in data.splitlines(keepends=True):
-        if not line.endswith(b"\n"):
-            break
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            break
-        good_end += len(line)
-        if retry_errors and record.get("error"):
-            continue
-        finished.add(record["image"])
-    if good_end < len(data):
-        with out.open("r+b") as handle:
-            handle.truncate(good_end)
-    return finished
-
-
-class JsonlWriter:
-    """Appends records one line at a time, flushed and fsynced, under a lock."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = asyncio.Lock()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = path.open("a", encoding="utf-8")
-        except OSError as exc:
-            raise OutputWriteError(f"cannot open {path} for appending: {exc.strerror or exc}") from exc
-
-    async def write(self, record: TriageRecord) -> None:
-        line = record.model_dump_json(exclude={"report": {"heatmap_png"}}) + "\n"
-        async with self._lock:
-            await asyncio.to_thread(self._append, line)  # fsync off the event loop
-
-    def _append(self, line: str) -> None:
-        try:
-            self._handle.write(line)
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-        except OSError as exc:
-            raise OutputWriteError(
-                f"cannot write to {self.path}: {exc.strerror or exc}; lines already written are kept"
-            ) from exc
-
-    def close(self) -> None:
-        # after a failed write (already raised as OutputWriteError) closing flushes and fails again;
-        # the torn tail it may leave is cut on resume
-        with contextlib.suppress(OSError):
-            self._handle.close()
 
 
 def _save_heatmap(out: Path, image: str, png: bytes) -> str:
@@ -204,37 +143,52 @@ async def list_node(state: TriageState) -> dict[str, Any]:
     return update
 
 
-async def skip_finished(state: TriageState) -> dict[str, Any]:
-    """The images without a line in the output yet."""
-    job = state["job"]
-    finished = await asyncio.to_thread(read_finished, job.out, job.retry_errors)
-    return {"pending": [image for image in state["images"] if image not in finished]}
-
-
 async def inspect_all(state: TriageState, config: RunnableConfig) -> dict[str, Any]:
-    """Inspect the pending images with bounded concurrency, one JSON line each as it finishes."""
+    """Under the results lock: skip the images the output already has, inspect the rest with bounded
+    concurrency, one JSON line each as it finishes."""
     job = state["job"]
     inspection = configured(config, INSPECTION_KEY)
     progress: Callable[[dict[str, Any]], None] | None = configured(config, PROGRESS_KEY)
-    writer = await asyncio.to_thread(JsonlWriter, job.out)
-    semaphore = asyncio.Semaphore(job.concurrency)
     options = job.options.model_copy(update={"return_heatmap": job.heatmaps})
-    done = 0
-
-    async def one(image: str) -> None:
-        nonlocal done
-        async with semaphore:
-            record = await _inspect_one(inspection, job, options, image)
-            await writer.write(record)
-            done += 1
-            if progress is not None:
-                progress({"stage": "triage", "done": done, "total": len(state["pending"]), "image": image})
-
+    lock = ResultsLock(job.out)
+    await asyncio.to_thread(lock.acquire)
     try:
-        await asyncio.gather(*(one(image) for image in state["pending"]))
+        outcomes = await asyncio.to_thread(read_outcomes, job.out)  # checks every line, cuts a torn last one
+        pending = [
+            image
+            for image in state["images"]
+            if image not in outcomes or (job.retry_errors and outcomes[image] == "error")
+        ]
+        writer = await asyncio.to_thread(JsonlWriter, job.out)
+        semaphore = asyncio.Semaphore(job.concurrency)
+        done = 0
+
+        async def one(image: str) -> None:
+            nonlocal done
+            async with semaphore:
+                record = await _inspect_one(inspection, job, options, image)
+                await writer.write(record)
+                outcomes[image] = record.outcome
+                done += 1
+                if progress is not None:
+                    progress({"stage": "triage", "done": done, "total": len(pending), "image": image})
+
+        tasks = [asyncio.create_task(one(image)) for image in pending]
+        try:
+            await asyncio.gather(*tasks)
+        finally:  # on a failure, stop the others before the file is closed and the lock let go
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.to_thread(writer.close)
     finally:
-        await asyncio.to_thread(writer.close)
-    return {"finished": done}
+        await asyncio.to_thread(lock.release)
+    wanted = set(state["images"])
+    return {
+        "pending": pending,
+        "finished": done,
+        "outcomes": {image: outcome for image, outcome in outcomes.items() if image in wanted},
+    }
 
 
 async def _inspect_one(
@@ -255,7 +209,9 @@ async def _inspect_one(
         raise
     except RiadError as exc:
         return TriageRecord(
-            image=image, error={"type": type(exc).__name__, "message": exc.message}, elapsed_ms=_elapsed(start)
+            image=image,
+            error={"type": type(exc).__name__, "message": exc.message},
+            elapsed_ms=_elapsed(start),
         )
     except OSError as exc:  # heatmap file
         raise OutputWriteError(f"cannot write the heatmap of {image}: {exc.strerror or exc}") from exc
@@ -268,25 +224,15 @@ async def _inspect_one(
         )
 
 
-def count_outcomes(out: Path, images: set[str]) -> dict[str, int]:
-    """Verdicts and errors of ``images`` in the JSONL ``out``."""
-    counts = {"anomalous": 0, "normal": 0, "uncertain": 0, "errors": 0}
-    with out.open(encoding="utf-8") as handle:
-        for line in handle:
-            record = json.loads(line)
-            if record["image"] not in images:
-                continue
-            if record.get("error"):
-                counts["errors"] += 1
-            else:
-                counts[record["report"]["verdict"]] += 1
-    return counts
-
-
 async def summarise(state: TriageState) -> dict[str, Any]:
-    """Counts over the job's lines in the output (earlier runs' lines included)."""
+    """Counts over the job's images, each once by its last line (earlier runs' lines included)."""
     job = state["job"]
-    counts = await asyncio.to_thread(count_outcomes, job.out, set(state["images"]))
+    outcomes = state.get("outcomes", {})
+    counts = {"anomalous": 0, "normal": 0, "uncertain": 0, "errors": 0}
+    for image in state["images"]:
+        outcome = outcomes.get(image)
+        if outcome is not None:
+            counts["errors" if outcome == "error" else outcome] += 1
     summary = TriageSummary(
         total=len(state["images"]),
         skipped=len(state["images"]) - len(state["pending"]),
@@ -301,12 +247,10 @@ def triage_graph() -> StateGraph[TriageState, None, TriageInput, TriageOutput]:
     """The uncompiled graph: state, nodes and edges."""
     graph = StateGraph(TriageState, input_schema=TriageInput, output_schema=TriageOutput)
     graph.add_node("list_images", list_node)
-    graph.add_node("skip_finished", skip_finished)
     graph.add_node("inspect_all", inspect_all)
     graph.add_node("summarise", summarise)
     graph.add_edge(START, "list_images")
-    graph.add_edge("list_images", "skip_finished")
-    graph.add_edge("skip_finished", "inspect_all")
+    graph.add_edge("list_images", "inspect_all")
     graph.add_edge("inspect_all", "summarise")
     graph.add_edge("summarise", END)
     return graph

@@ -1,14 +1,17 @@
-"""Connecting to Qdrant: the embedded store or a server, with transport errors turned into typed ones."""
+"""Connecting to Qdrant: a server or the embedded store, with transport errors turned into typed ones."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Protocol
 
 from qdrant_client import QdrantClient
 
 from riad_agent.errors import BackendUnavailableError
+from riad_agent.knowledge.local_store import LocalStore
 from riad_agent.settings import Settings
 
 
@@ -36,8 +39,45 @@ def backend_errors(what: str) -> Iterator[None]:
         raise
 
 
-def connect(settings: Settings) -> QdrantClient:
-    """A Qdrant client: the server at ``qdrant_url`` or the embedded store under ``qdrant_path``."""
+class ClientSource(Protocol):
+    """Where a knowledge collection gets its Qdrant client: fixed, or refreshed from the shared store."""
+
+    local: bool
+
+    def current(self) -> tuple[QdrantClient, str]:
+        """The client to read from and a token that changes whenever its content may have changed."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[QdrantClient]:
+        """A client to write to; what is written is visible to readers when the block ends without error."""
+        ...
+
+    def close(self) -> None:
+        """Release what the source holds."""
+        ...
+
+
+class FixedClient:
+    """One client for reads and writes: a Qdrant server, or a client the caller built (writes land at once)."""
+
+    def __init__(self, client: QdrantClient) -> None:
+        self.client = client
+        self.local = is_local(client)
+
+    def current(self) -> tuple[QdrantClient, str]:
+        return self.client, ""
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[QdrantClient]:
+        yield self.client
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.close()
+
+
+def connect(settings: Settings) -> ClientSource:
+    """The server at ``qdrant_url``, or the embedded store under ``qdrant_path`` shared by processes."""
     if settings.qdrant_url:
         timeout = max(1, round(settings.qdrant_timeout_s))
         with backend_errors(f"connecting to {settings.qdrant_url}"):
@@ -48,17 +88,5 @@ def connect(settings: Settings) -> QdrantClient:
                 check_compatibility=False,
             )
             client.get_collections()
-        return client
-    path = Path(settings.qdrant_path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        return QdrantClient(path=str(path))
-    except RuntimeError as exc:
-        if "already accessed" in str(exc):
-            raise BackendUnavailableError(
-                f"the local knowledge store {path} is in use by another process; close it, or run a Qdrant "
-                "server and set QDRANT_URL for concurrent access"
-            ) from exc
-        raise
-    except OSError as exc:
-        raise BackendUnavailableError(f"cannot open the local knowledge store {path}: {exc}") from exc
+        return FixedClient(client)
+    return LocalStore(Path(settings.qdrant_path), lock_timeout_s=settings.knowledge_lock_timeout_s)

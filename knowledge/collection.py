@@ -8,14 +8,15 @@ statistics, source fingerprints) is kept in the physical collection's own metada
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import KeysView
+from collections.abc import Iterator, KeysView
 from typing import Any
 
 from pydantic import BaseModel, Field
 from qdrant_client import QdrantClient
 
-from riad_agent.knowledge.backend import backend_errors, is_local
+from riad_agent.knowledge.backend import ClientSource, FixedClient, backend_errors
 from riad_agent.knowledge.categories import CategoryInfo, resolve_category
 from riad_agent.knowledge.points import point_id
 from riad_agent.knowledge.sparse import BM25Stats, HashingBM25
@@ -63,59 +64,90 @@ class Catalogue:
 
 
 class KnowledgeCollection:
-    """The alias ``name`` on ``client``, with cached metadata and catalogue (dropped after writes)."""
+    """The alias ``name`` read through ``client``, with metadata and catalogue cached per content.
+
+    ``client`` is a Qdrant client (used as it is) or a :class:`~riad_agent.knowledge.backend.ClientSource`
+    such as the embedded store shared by processes, whose read copy may change between calls: the
+    caches are kept per content token, so another process's write is seen at the next call.
+    """
 
     def __init__(
-        self, client: QdrantClient, name: str, embedder: TextEmbedder, bm25: HashingBM25 | None = None
+        self,
+        client: QdrantClient | ClientSource,
+        name: str,
+        embedder: TextEmbedder,
+        bm25: HashingBM25 | None = None,
     ) -> None:
-        self.client = client
+        self.source: ClientSource = FixedClient(client) if isinstance(client, QdrantClient) else client
         self.name = name
         self.embedder = embedder
         self.bm25 = bm25 or HashingBM25()
-        self.local = is_local(client)
-        self._meta: StoreMeta | None = None
-        self._catalogue: Catalogue | None = None
+        self.local = self.source.local
+        self._meta: tuple[str, StoreMeta | None] | None = None
+        self._catalogue: tuple[str, Catalogue] | None = None
+
+    @property
+    def client(self) -> QdrantClient:
+        """The client to read from now (the embedded store's latest generation)."""
+        return self.source.current()[0]
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[KnowledgeCollection]:
+        """The collection to write to: this one on a fixed client, else a private copy published at the end."""
+        with self.source.transaction() as client:
+            if isinstance(self.source, FixedClient):
+                yield self
+            else:
+                yield KnowledgeCollection(client, self.name, self.embedder, self.bm25)
 
     def physical(self) -> str | None:
         """The collection the alias points at (or the alias name itself if it is a plain collection)."""
+        return self._physical(self.client)
+
+    def _physical(self, client: QdrantClient) -> str | None:
         with backend_errors("reading collection aliases"):
-            for alias in self.client.get_aliases().aliases:
+            for alias in client.get_aliases().aliases:
                 if alias.alias_name == self.name:
                     return alias.collection_name
-            if self.client.collection_exists(self.name):
+            if client.collection_exists(self.name):
                 return self.name
         return None
 
     def meta(self) -> StoreMeta | None:
         """Build information of the live collection (None when there is none)."""
-        if self._meta is None:
-            physical = self.physical()
-            if physical is None:
-                return None
-            with backend_errors("reading the collection"):
-                info = self.client.get_collection(physical)
-            blob = (info.config.metadata or {}).get(META_KEY)
-            if isinstance(blob, str):
-                self._meta = StoreMeta.model_validate(json.loads(blob))
-        return self._meta
+        client, token = self.source.current()
+        cached = self._meta
+        if cached is not None and cached[0] == token and cached[1] is not None:
+            return cached[1]
+        physical = self._physical(client)
+        if physical is None:
+            return None
+        with backend_errors("reading the collection"):
+            info = client.get_collection(physical)
+        blob = (info.config.metadata or {}).get(META_KEY)
+        meta = StoreMeta.model_validate(json.loads(blob)) if isinstance(blob, str) else None
+        self._meta = (token, meta)
+        return meta
 
     def write_meta(self, physical: str, meta: StoreMeta) -> None:
         """Store ``meta`` in the physical collection's metadata (and cache it)."""
+        client, token = self.source.current()
         with backend_errors("writing the collection metadata"):
-            self.client.update_collection(physical, metadata={META_KEY: meta.model_dump_json()})
-        self._meta = meta
+            client.update_collection(physical, metadata={META_KEY: meta.model_dump_json()})
+        self._meta = (token, meta)
 
     def remember_meta(self, meta: StoreMeta | None) -> None:
         """Cache ``meta`` as the live collection's (None: read it again when next needed)."""
-        self._meta = meta
+        self._meta = None if meta is None else (self.source.current()[1], meta)
 
-    def points(self, physical: str) -> dict[str, dict[str, Any]]:
-        """Payload of every point, keyed by entry id."""
+    def points(self, physical: str, client: QdrantClient | None = None) -> dict[str, dict[str, Any]]:
+        """Payload of every point, keyed by entry id (read through ``client``, default: the current one)."""
+        client = client or self.client
         out: dict[str, dict[str, Any]] = {}
         offset: Any = None
         with backend_errors("reading the knowledge points"):
             while True:
-                points, offset = self.client.scroll(
+                points, offset = client.scroll(
                     physical, limit=256, offset=offset, with_payload=True, with_vectors=False
                 )
                 for point in points:
@@ -126,11 +158,15 @@ class KnowledgeCollection:
         return out
 
     def catalogue(self) -> Catalogue:
-        """The categories of the live collection (read once, again after :meth:`forget_catalogue`)."""
-        if self._catalogue is None:
-            physical = self.physical()
-            self._catalogue = Catalogue(self.points(physical) if physical else {})
-        return self._catalogue
+        """The categories of the live collection (read again after a write or a new generation)."""
+        client, token = self.source.current()
+        cached = self._catalogue
+        if cached is not None and cached[0] == token:
+            return cached[1]
+        physical = self._physical(client)
+        catalogue = Catalogue(self.points(physical, client) if physical else {})
+        self._catalogue = (token, catalogue)
+        return catalogue
 
     def forget_catalogue(self) -> None:
         """Drop the cached catalogue (after a write)."""

@@ -61,7 +61,11 @@ class KnowledgeRetriever(BaseRetriever):
 
 
 def vector_store(knowledge_base: QdrantKnowledgeBase) -> Any:
-    """llama-index's ``QdrantVectorStore`` on the knowledge collection (shares the client)."""
+    """llama-index's ``QdrantVectorStore`` on the knowledge collection (shares the client).
+
+    On the embedded store the client is this process's read copy of the live generation: reads
+    only, and later writes (``kb.ingest``, other processes) are seen by a new ``vector_store``.
+    """
     from llama_index.vector_stores.qdrant import QdrantVectorStore
 
     return QdrantVectorStore(

@@ -193,8 +193,8 @@ class KnowledgeSearch:
         filter in Python point by point, twice per hybrid search, and a payload field condition
         parses its key at every point, which costs more than an id list (``docs/results.md``);
         there the filter lists the category's point ids instead: the same points, taken from the
-        catalogue, which is rebuilt after every write made through the store (the embedded store
-        is locked to one process).
+        catalogue, which is rebuilt whenever the store's content changes (a write through this
+        store, or a new generation another process published).
         """
         if not category:
             return None
@@ -237,7 +237,9 @@ class KnowledgeSearch:
                 lists = [self._ranked(dense, DENSE, where, limit), self._ranked(sparse, SPARSE, where, limit)]
             else:
                 requests = [
-                    models.QueryRequest(query=query, using=using, filter=where, limit=limit, with_payload=False)
+                    models.QueryRequest(
+                        query=query, using=using, filter=where, limit=limit, with_payload=False
+                    )
                     for query, using in ((dense, DENSE), (sparse, SPARSE))
                 ]
                 responses = self.collection.client.query_batch_points(self.collection.name, requests=requests)

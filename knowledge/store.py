@@ -3,7 +3,9 @@
 It is a facade over three parts, each in its own module:
 
 - :mod:`~riad_agent.knowledge.collection`: the alias, the physical collection behind it, the build
-  metadata and the category catalogue, shared by both sides;
+  metadata and the category catalogue, shared by both sides; it reads through a client source
+  (:mod:`~riad_agent.knowledge.backend`), for the embedded store the generations of
+  :mod:`~riad_agent.knowledge.local_store` that every process on a data dir shares;
 - :mod:`~riad_agent.knowledge.writer`: ingest (incremental, crash-safe), BM25 re-weighting and the
   rebuild that swaps the alias;
 - :mod:`~riad_agent.knowledge.search`: hybrid (dense + BM25), dense and sparse search.
@@ -15,10 +17,11 @@ is resolved (and a typo told from a new product) in :mod:`~riad_agent.knowledge.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from qdrant_client import QdrantClient
 
+from riad_agent.knowledge.backend import ClientSource
 from riad_agent.knowledge.categories import CategoryInfo
 from riad_agent.knowledge.collection import KnowledgeCollection, StoreMeta
 from riad_agent.knowledge.loaders import category_pose
@@ -33,13 +36,14 @@ from riad_agent.schemas import KnowledgeHit
 class QdrantKnowledgeBase:
     """The :class:`~riad_agent.protocols.KnowledgeBase` on Qdrant, with hybrid (dense + BM25) search.
 
-    ``collection`` is the alias searches go through. ``storage``, ``writer`` and ``searcher`` are
-    the parts it delegates to (see the module docstring).
+    ``client`` is a Qdrant client or a client source (``backend.connect``); ``collection`` is the
+    alias searches go through. ``storage`` and ``searcher`` are the parts it delegates to, and
+    :meth:`writing` gives the writer (see the module docstring).
     """
 
     def __init__(
         self,
-        client: QdrantClient,
+        client: QdrantClient | ClientSource,
         embedder: TextEmbedder,
         collection: str = "riad_knowledge",
         bm25: HashingBM25 | None = None,
@@ -50,7 +54,6 @@ class QdrantKnowledgeBase:
         overlap_embedding: bool = True,
     ) -> None:
         self.storage = KnowledgeCollection(client, collection, embedder, bm25)
-        self.writer = KnowledgeWriter(self.storage)
         self.searcher = KnowledgeSearch(
             self.storage,
             fusion=fusion,
@@ -62,7 +65,7 @@ class QdrantKnowledgeBase:
 
     @property
     def client(self) -> QdrantClient:
-        """The Qdrant client (embedded store or server)."""
+        """The Qdrant client to read from (the server, or the embedded store's latest generation)."""
         return self.storage.client
 
     @property
@@ -94,9 +97,9 @@ class QdrantKnowledgeBase:
         self.searcher.fusion = fusion
 
     def close(self) -> None:
-        """Release the client (and the embedded store's lock)."""
+        """Release the client (the embedded store holds nothing between writes)."""
         with contextlib.suppress(Exception):
-            self.client.close()
+            self.storage.source.close()
 
     def __enter__(self) -> QdrantKnowledgeBase:
         return self
@@ -116,6 +119,16 @@ class QdrantKnowledgeBase:
 
     # ------------------------------------------------------------ writing
 
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[KnowledgeWriter]:
+        """A writer; on the embedded store it holds the writer lock and publishes when the block ends.
+
+        Another process's write is waited for up to ``knowledge_lock_timeout_s``, then
+        :class:`~riad_agent.errors.KnowledgeStoreLockedError`. A block that raises publishes nothing.
+        """
+        with self.storage.writing() as target:
+            yield KnowledgeWriter(target)
+
     def ingest(
         self,
         entries: Sequence[KnowledgeEntry],
@@ -125,13 +138,15 @@ class QdrantKnowledgeBase:
         progress: ProgressFn | None = None,
     ) -> IngestReport:
         """Make the base hold ``entries`` for ``scope`` (see :meth:`KnowledgeWriter.ingest`)."""
-        return self.writer.ingest(
-            entries, scope=scope, fingerprint=fingerprint, rebuild=rebuild, progress=progress
-        )
+        with self.writing() as writer:
+            return writer.ingest(
+                entries, scope=scope, fingerprint=fingerprint, rebuild=rebuild, progress=progress
+            )
 
     def clear(self) -> None:
         """Delete the collection and its alias."""
-        self.writer.clear()
+        with self.writing() as writer:
+            writer.clear()
 
     # ------------------------------------------------------------ categories
 

@@ -9,6 +9,7 @@ allows (knowledge, reasoner) and into an error where it does not.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -23,14 +24,20 @@ T = TypeVar("T")
 
 
 class Lazy(Generic[T]):
-    """A value built once on first use; a build failure is remembered and re-raised as typed error."""
+    """A value built once on first use; a build failure is re-raised as a typed error.
 
-    def __init__(self, build: Callable[[], T], name: str) -> None:
+    A missing package is remembered for good; any other failure (a store another process holds, an
+    unreachable server) for ``retry_after_s`` only, so a long-running server recovers by itself.
+    """
+
+    def __init__(self, build: Callable[[], T], name: str, retry_after_s: float = 30.0) -> None:
         self._build = build
         self._name = name
+        self._retry_after_s = retry_after_s
         self._lock = threading.Lock()
         self._value: T | None = None
         self._error: RiadError | None = None
+        self._failed_at: float | None = None  # None: the error is permanent
 
     @classmethod
     def of(cls, value: T, name: str) -> Lazy[T]:
@@ -44,18 +51,22 @@ class Lazy(Generic[T]):
         with self._lock:
             if self._value is not None:
                 return self._value
-            if self._error is not None:
+            if self._error is not None and (
+                self._failed_at is None or time.monotonic() - self._failed_at < self._retry_after_s
+            ):
                 raise self._error
             try:
                 self._value = self._build()
             except RiadError as exc:
-                self._error = exc
+                self._error, self._failed_at = exc, time.monotonic()
                 raise
             except ImportError as exc:
                 self._error = BackendUnavailableError(
                     f"{self._name} needs a package that is not installed: {exc.name or exc}"
                 )
+                self._failed_at = None
                 raise self._error from exc
+            self._error = None
             return self._value
 
 

@@ -167,3 +167,35 @@ class BodyTooLargeError(ServiceError):
     """The request body exceeds the service's byte limit (HTTP 413)."""
 
     code = "body_too_large"
+
+
+# -- batch triage's results file (riad_agent.graphs.triage_results) ------------------------------
+
+
+class ResultsFileError(RiadError):
+    """An existing triage results file holds something other than triage records; it is left untouched."""
+
+    code = "results_file"
+
+
+class ResultsLockedError(RiadError):
+    """Another triage run is writing to the same results file; wait for it or choose another output."""
+
+    code = "results_locked"
+    exit_code = 3
+
+
+# -- cooperative cancellation of the latent reasoner (riad_agent.reasoning.cancel) ----------------
+
+
+class ReasoningCancelledError(RiadError):
+    """The reasoner stopped a request because its caller gave up (timeout, disconnect, shutdown)."""
+
+    code = "reasoning_cancelled"
+    exit_code = 3
+
+
+class KnowledgeStoreLockedError(BackendUnavailableError):
+    """Another process kept writing the embedded knowledge store past the lock timeout."""
+
+    code = "knowledge_store_locked"

@@ -58,6 +58,7 @@ class ExpertFindings(BaseModel):
     heatmap_png: bytes | None = None
     pose: str | None = None  # the pose the expert used and its source, e.g. "free (references)"
     notes: list[str] = Field(default_factory=list)  # why the expert could not judge the image
+    cautions: list[str] = Field(default_factory=list)  # why a normal verdict cannot be trusted
 
     @classmethod
     def of(cls, anomaly: AnomalyMap, heatmap: bool) -> ExpertFindings:
@@ -71,6 +72,7 @@ class ExpertFindings(BaseModel):
             heatmap_png=anomaly.heatmap() if heatmap else None,
             pose=anomaly.pose,
             notes=list(anomaly.notes),
+            cautions=list(anomaly.cautions),
         )
 
 

@@ -143,9 +143,7 @@ def explanation_text(
             sentences.append(f"Pose: {anomaly.pose}.")
         if regions:
             top = max(regions, key=lambda r: r.score)
-            place = (
-                f"in the {_where(top, size)} (x {top.x0}-{top.x1}, y {top.y0}-{top.y1}, score {top.score:.2f})"
-            )
+            place = f"in the {_where(top, size)} (x {top.x0}-{top.x1}, y {top.y0}-{top.y1}, score {top.score:.2f})"
             if verdict == "anomalous":
                 sentences.append(
                     f"The vision expert found {len(regions)} region(s) unlike the normal references; "
@@ -157,9 +155,14 @@ def explanation_text(
                     "image to count as defective."
                 )
             else:
-                sentences.append(f"The largest deviation from the normal references is {place}, near the edge.")
+                sentences.append(
+                    f"The largest deviation from the normal references is {place}, near the edge."
+                )
         else:
             sentences.append("The vision expert found no region unlike the normal references.")
+        if anomaly.cautions:
+            consequence = "" if verdict == "anomalous" else ", so the expert cannot call this part normal"
+            sentences.append("The references disagree: " + "; ".join(anomaly.cautions) + consequence + ".")
     if defect is not None:
         sentences.append(f"Defect type: {defect.title} [{defect.id}], chosen by the reasoner.")
     if reasoning is not None and question is not None:
@@ -200,6 +203,9 @@ def build_report(
     # comparison: never a firm verdict
     unjudged = anomaly is None or bool(anomaly.notes)
     verdict: Verdict = "uncertain" if unjudged else verdict_for(score)
+    # references that disagree may hide a defect: only an anomalous verdict survives them
+    if anomaly is not None and anomaly.cautions and verdict == "normal":
+        verdict = "uncertain"
     regions: list[Region] = []
     if anomaly is not None:
         factor_x = image_size[0] / max(working_size[0], 1)
@@ -209,7 +215,14 @@ def build_report(
     # a normal part has no defect type, whatever option the reasoner picked
     defect = None if verdict == "normal" else _defect_from_answer(reasoning, question, knowledge)
     explanation = explanation_text(
-        verdict, score, regions, image_size, anomaly, reasoning, question or DEFAULT_QUESTION, defect,
+        verdict,
+        score,
+        regions,
+        image_size,
+        anomaly,
+        reasoning,
+        question or DEFAULT_QUESTION,
+        defect,
         degraded,
     )
     return InspectionReport(

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import io
+import os
 import re
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from riad_agent.errors import (
     ImageNotFoundError,
@@ -32,6 +35,18 @@ _DATA_URI = re.compile(
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
 _BASE64_CHARS = re.compile(r"^[A-Za-z0-9+/=\s_-]+$")
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
+_PNM_MAGIC = re.compile(rb"^P[1-7]\s")
+_MIN_IMAGE_BYTES = 24  # no PNG, JPEG, GIF, BMP, TIFF or WebP file is shorter
+_MAX_NAME_BYTES = 255  # the longest file name (one path component) common file systems allow
+_MAX_PATH_BYTES = 4096
+_READ_CHUNK = 1 << 20
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)  # a FIFO opens at once instead of waiting for a writer
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
 
 
 @dataclass(frozen=True)
@@ -76,7 +91,11 @@ def _describe(value: str | bytes) -> str:
 
 
 def read_source(value: str | bytes | Path, policy: ImagePolicy) -> tuple[bytes, str]:
-    """Return the encoded bytes behind an image source and a short label for messages."""
+    """Return the encoded bytes behind an image source and a short label for messages.
+
+    A string is base64 when its content says so (valid base64 of bytes that begin like an image),
+    whatever its length; otherwise it is a file path, or neither when no file name could be that long.
+    """
     if isinstance(value, Path):
         value = str(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -91,9 +110,7 @@ def read_source(value: str | bytes | Path, policy: ImagePolicy) -> tuple[bytes, 
         raise InvalidImageError("the image reference is empty: give a path, bytes, base64 or a data URI")
     match = _DATA_URI.match(text)
     if match:
-        if not match.group("b64"):
-            raise InvalidImageError("data URIs must be base64-encoded ('data:image/png;base64,...')")
-        return _check_bytes(_b64decode(text[match.end():], "data URI"), "<data URI>", policy), "<data URI>"
+        return _read_data_uri(text, match, policy), "<data URI>"
     if _URL.match(text):
         if not policy.allow_urls:
             raise PathNotAllowedError(
@@ -101,9 +118,77 @@ def read_source(value: str | bytes | Path, policy: ImagePolicy) -> tuple[bytes, 
                 "or enable allow_urls on the server"
             )
         raise PathNotAllowedError("fetching URLs is not supported by this build; download the image first")
-    if len(text) > 512 and _BASE64_CHARS.match(text):
-        return _check_bytes(_b64decode(text, "base64 string"), "<base64>", policy), "<base64>"
-    return _read_path(Path(text), policy), text
+    if "\x00" in text:
+        raise InvalidImageError(f"image path {_describe(text)!r} contains a NUL byte")
+    inline = _base64_image(text, policy)
+    if inline is not None:
+        return _check_bytes(inline, "<base64>", policy), "<base64>"
+    if not _could_be_path(text):
+        raise InvalidImageError(
+            f"the image reference ({len(text)} characters) is neither base64 of an image (PNG, JPEG, ...) "
+            f"nor a file path (a file name has at most {_MAX_NAME_BYTES} bytes, a path {_MAX_PATH_BYTES})"
+        )
+    return _read_path(text, policy), text
+
+
+def _read_data_uri(text: str, match: re.Match[str], policy: ImagePolicy) -> bytes:
+    mime = (match.group("mime") or "").lower()
+    if mime and not mime.startswith("image/") and mime != "application/octet-stream":
+        raise InvalidImageError(
+            f"a data URI of type {mime} is not an image: send 'data:image/png;base64,...'"
+        )
+    if not match.group("b64"):
+        raise InvalidImageError("data URIs must be base64-encoded ('data:image/png;base64,...')")
+    payload = text[match.end() :]
+    _check_base64_length(payload, "<data URI>", policy)
+    return _check_bytes(_b64decode(payload, "data URI"), "<data URI>", policy)
+
+
+def _check_base64_length(text: str, label: str, policy: ImagePolicy) -> None:
+    """Refuse base64 whose decoded size would exceed the byte budget, before decoding it."""
+    if len(text) * 3 // 4 > policy.max_bytes + 3:  # cheap: whitespace only lengthens the text
+        encoded = sum(1 for char in text if not char.isspace())
+        if encoded * 3 // 4 > policy.max_bytes + 3:
+            raise ImageTooLargeError(
+                f"{label} holds over {policy.max_bytes} bytes, the limit (max_image_bytes)"
+            )
+
+
+def looks_like_image(data: bytes) -> bool:
+    """Whether ``data`` begins like an encoded raster image (PNG, JPEG, GIF, BMP, TIFF, WebP, PNM)."""
+    if len(data) < _MIN_IMAGE_BYTES:
+        return False
+    if data.startswith(b"RIFF"):
+        return data[8:12] == b"WEBP"
+    return data.startswith(_IMAGE_MAGIC) or _PNM_MAGIC.match(data[:3]) is not None
+
+
+def _base64_image(text: str, policy: ImagePolicy) -> bytes | None:
+    """The bytes of ``text`` when it is base64 of an image, else None (then it may be a path)."""
+    if not _BASE64_CHARS.match(text):
+        return None
+    try:
+        head = _b64decode(text[:64], "base64 string") if len(text) > 64 else None
+    except InvalidImageError:
+        head = None
+    if head is not None and not looks_like_image(head):
+        return None  # decide on the first bytes before decoding a long string
+    try:
+        _check_base64_length(text, "<base64>", policy)
+        data = _b64decode(text, "base64 string")
+    except ImageTooLargeError:
+        raise
+    except InvalidImageError:
+        return None
+    return data if looks_like_image(data) else None
+
+
+def _could_be_path(text: str) -> bool:
+    """Whether a file system could hold a path this long (each name <= 255 bytes, all <= 4096)."""
+    encoded = text.encode("utf-8", "surrogatepass")
+    if len(encoded) > _MAX_PATH_BYTES:
+        return False
+    return all(len(part) <= _MAX_NAME_BYTES for part in encoded.replace(b"\\", b"/").split(b"/"))
 
 
 def _b64decode(text: str, what: str) -> bytes:
@@ -126,37 +211,94 @@ def _check_bytes(data: bytes, label: str, policy: ImagePolicy) -> bytes:
     return data
 
 
-def _read_path(path: Path, policy: ImagePolicy) -> bytes:
-    label = str(path)
-    if "\x00" in label:
-        raise InvalidImageError(f"image path {label!r} contains a NUL byte")
+def _read_path(text: str, policy: ImagePolicy) -> bytes:
+    """Open the file, then check what was opened (allowed roots, a regular file), then read from it.
+
+    The checks are on the opened descriptor, so swapping a folder for a symlink between check and
+    read cannot make it read a file outside the roots; a FIFO or a device is refused without reading.
+    """
+    label = _describe(text)
     try:
-        resolved = path.expanduser().resolve(strict=False)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise ImageNotFoundError(f"cannot resolve image path {label}: {exc}") from exc
-    if policy.allowed_roots is not None and not any(
-        resolved.is_relative_to(root.expanduser().resolve()) for root in policy.allowed_roots
-    ):
-        roots = ", ".join(str(r) for r in policy.allowed_roots) or "(none)"
-        raise PathNotAllowedError(f"image path {label} is outside the allowed roots: {roots}")
-    if not resolved.exists():
-        raise ImageNotFoundError(f"no such image file: {label}")
-    if resolved.is_dir():
-        raise ImageNotFoundError(f"{label} is a directory, not an image file")
-    if not resolved.is_file():
-        raise ImageNotFoundError(f"{label} is not a regular file")
-    try:
-        size = resolved.stat().st_size
-        if size > policy.max_bytes:
-            raise ImageTooLargeError(
-                f"{label} is {size} bytes, over the limit of {policy.max_bytes} bytes (max_image_bytes)"
+        path = Path(text).expanduser().absolute()
+        roots = _resolved_roots(policy)
+        if roots is not None and not _inside(path.resolve(strict=False), roots):  # before touching the file
+            raise PathNotAllowedError(
+                f"image path {label} is outside the allowed roots: {_roots_text(policy)}"
             )
-        data = resolved.read_bytes()
+        fd = os.open(path, _OPEN_FLAGS)
+    except (RuntimeError, ValueError) as exc:  # '~nobody/...' (no home), a name the OS cannot encode
+        raise ImageNotFoundError(f"cannot resolve image path {label}: {exc}") from exc
+    except FileNotFoundError as exc:
+        raise ImageNotFoundError(f"no such image file: {label}") from exc
     except PermissionError as exc:
         raise ImageNotFoundError(f"cannot read {label}: permission denied") from exc
     except OSError as exc:
-        raise ImageNotFoundError(f"cannot read {label}: {exc.strerror or exc}") from exc
+        raise ImageNotFoundError(f"cannot open {label}: {exc.strerror or exc}") from exc
+    try:
+        info = os.fstat(fd)
+        if roots is not None and not _inside(_opened_path(fd, path, info), roots):
+            raise PathNotAllowedError(
+                f"image path {label} is outside the allowed roots: {_roots_text(policy)}"
+            )
+        if stat.S_ISDIR(info.st_mode):
+            raise ImageNotFoundError(f"{label} is a directory, not an image file")
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageNotFoundError(f"{label} is not a regular file (a FIFO, socket or device)")
+        if info.st_size > policy.max_bytes:
+            raise ImageTooLargeError(
+                f"{label} is {info.st_size} bytes, over the limit of {policy.max_bytes} bytes (max_image_bytes)"
+            )
+        data = _read_capped(fd, label, policy.max_bytes)
+    finally:
+        os.close(fd)
     return _check_bytes(data, label, policy)
+
+
+def _read_capped(fd: int, label: str, max_bytes: int) -> bytes:
+    """At most ``max_bytes`` from ``fd``; ImageTooLargeError when there is more (a file still growing)."""
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        while True:
+            chunk = os.read(fd, min(_READ_CHUNK, max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_bytes:
+                raise ImageTooLargeError(f"{label} is over the limit of {max_bytes} bytes (max_image_bytes)")
+    except OSError as exc:
+        raise ImageNotFoundError(f"cannot read {label}: {exc.strerror or exc}") from exc
+    return b"".join(chunks)
+
+
+def _resolved_roots(policy: ImagePolicy) -> tuple[Path, ...] | None:
+    if policy.allowed_roots is None:
+        return None
+    return tuple(Path(root).expanduser().resolve(strict=False) for root in policy.allowed_roots)
+
+
+def _roots_text(policy: ImagePolicy) -> str:
+    return ", ".join(str(r) for r in policy.allowed_roots or ()) or "(none)"
+
+
+def _inside(path: Path | None, roots: tuple[Path, ...]) -> bool:
+    return path is not None and any(path.is_relative_to(root) for root in roots)
+
+
+def _opened_path(fd: int, path: Path, info: os.stat_result) -> Path | None:
+    """The real path of the file open on ``fd`` (from /proc where there is one).
+
+    Elsewhere: the real path of ``path``, accepted only when it names the very file that is open.
+    """
+    with contextlib.suppress(OSError):
+        return Path(Path(f"/proc/self/fd/{fd}").readlink().as_posix().removesuffix(" (deleted)"))
+    real = path.resolve(strict=False)
+    try:
+        now = real.stat()
+    except OSError:
+        return None
+    return real if (now.st_dev, now.st_ino) == (info.st_dev, info.st_ino) else None
 
 
 def decode_image(data: bytes, label: str, policy: ImagePolicy) -> tuple[Image.Image, str | None, str]:
@@ -178,7 +320,8 @@ def decode_image(data: bytes, label: str, policy: ImagePolicy) -> tuple[Image.Im
                     )
                 probe.load()
                 mode = probe.mode
-                image = _to_rgb(probe)
+                # a camera's EXIF orientation is applied, so the image and every box are upright
+                image = _to_rgb(ImageOps.exif_transpose(probe))
     except (InvalidImageError, ImageTooLargeError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -4,14 +4,18 @@
     report = Inspector().inspect(InspectionRequest(image="part.png", references=["good1.png"]))
 
 An :class:`Inspector` compiles the inspection graph once and runs requests through it, with an
-optional progress callback that receives the graph's custom stream events.
+optional progress callback that receives the graph's custom stream events. Nobody resumes its runs,
+so it keeps no checkpoints, except with human review on (``review_threshold``): then a run that
+pauses stays in the configured checkpointer under the thread id its error names, and finished runs
+are deleted from it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -30,39 +34,54 @@ class Inspector:
     """Runs inspections through the compiled graph; thread-safe for concurrent async calls."""
 
     def __init__(self, settings: Settings | None = None, components: Components | None = None) -> None:
+        from riad_agent.graphs.checkpoints import checkpointer_from_settings
         from riad_agent.graphs.inspection import build_inspection_graph
 
         self.settings = settings or (components.settings if components else load_settings())
         self.components = components or build_components(self.settings)
-        self.graph = build_inspection_graph(components=self.components)
+        self.checkpointer = (
+            checkpointer_from_settings(self.components.settings)
+            if self.components.settings.review_threshold is not None
+            else None
+        )
+        self.graph = build_inspection_graph(
+            components=self.components, checkpointer=self.checkpointer if self.checkpointer else False
+        )
 
     async def astream(
         self, request: InspectionRequest | dict[str, Any]
-    ) -> AsyncIterator[dict[str, Any] | InspectionReport]:
+    ) -> AsyncGenerator[dict[str, Any] | InspectionReport, None]:
         """Yield progress events (dicts such as ``{"stage": "expert_analysis"}``), then the report."""
         request = parse_request(request)
-        config: RunnableConfig = {"configurable": {"thread_id": uuid.uuid4().hex}}
+        thread_id = uuid.uuid4().hex
+        config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
         state: dict[str, Any] = {}
-        async for mode, chunk in self.graph.astream(
-            {"request": request}, config=config, stream_mode=["custom", "values"]
-        ):
-            if mode == "custom" and isinstance(chunk, dict):
-                yield chunk
-            elif mode == "values" and isinstance(chunk, dict):
-                state = chunk
+        stream = self.graph.astream({"request": request}, config=config, stream_mode=["custom", "values"])
+        async with contextlib.aclosing(stream):
+            async for mode, chunk in stream:
+                if mode == "custom" and isinstance(chunk, dict):
+                    yield chunk
+                elif mode == "values" and isinstance(chunk, dict):
+                    state = chunk
         if "report" not in state:
-            raise RiadError("the inspection paused for human review; resume it through the graph API")
+            raise RiadError(
+                f"the inspection paused for human review (thread {thread_id}); "
+                "resume it through the graph API with Command(resume=...)"
+            )
+        if self.checkpointer is not None:
+            await self.checkpointer.adelete_thread(thread_id)  # finished: nobody resumes it
         yield state["report"]
 
     async def ainspect(
         self, request: InspectionRequest | dict[str, Any], progress: ProgressHandler | None = None
     ) -> InspectionReport:
         """Inspect one image; ``progress`` receives events such as ``{"stage": "expert_analysis"}``."""
-        async for item in self.astream(request):
-            if isinstance(item, InspectionReport):
-                return item
-            if progress is not None:
-                progress(item)
+        async with contextlib.aclosing(self.astream(request)) as stream:
+            async for item in stream:
+                if isinstance(item, InspectionReport):
+                    return item
+                if progress is not None:
+                    progress(item)
         raise RiadError("the inspection ended without a report")  # unreachable: astream ends with one
 
     def inspect(

@@ -78,6 +78,7 @@ class AnomalyMap:
     render_heatmap: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
     pose: str | None = None  # the pose the bank used and where it came from, e.g. "free (references)"
     notes: list[str] = field(default_factory=list)  # why the score was held at 0.5 ("uncertain")
+    cautions: list[str] = field(default_factory=list)  # why a normal verdict cannot be trusted ("uncertain")
 
     def heatmap(self) -> bytes | None:
         """The heatmap overlay PNG: ``heatmap_png``, or encoded now by ``render_heatmap`` (once)."""

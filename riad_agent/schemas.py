@@ -28,6 +28,15 @@ ImageSource = Annotated[
     ),
 ]
 
+#: What each ``degraded`` entry of a report means for the reader (unknown entries are shown as they are).
+DEGRADED_MEANINGS: dict[str, str] = {
+    "knowledge_unavailable": "the knowledge base could not be reached: no knowledge was used or cited",
+    "no_knowledge_for_category": "the knowledge base knows nothing of this category: no knowledge was used",
+    "no_references": "no normal reference images: no calibrated comparison, the verdict stays uncertain",
+    "reasoner_unavailable": "the reasoner could not be built or reached: an expert-only report",
+    "reasoner_timeout": "the reasoner did not answer in time: an expert-only report",
+}
+
 _LETTER = re.compile(r"^[A-Z]$")
 _CATEGORY = re.compile(r"^[a-z0-9][a-z0-9_\-]*(/[a-z0-9][a-z0-9_\-]*)?$")
 
@@ -283,3 +292,10 @@ class InspectionReport(_Strict):
         if self.degraded:
             parts.append(f"degraded: {', '.join(self.degraded)}")
         return "; ".join(parts)
+
+    def degradation_notes(self) -> list[str]:
+        """One line per ``degraded`` entry, each saying what was skipped and what that means."""
+        return [
+            f"degraded: {entry}: {DEGRADED_MEANINGS.get(entry, 'part of the inspection was skipped')}"
+            for entry in self.degraded
+        ]

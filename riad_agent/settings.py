@@ -55,7 +55,15 @@ class Settings(BaseSettings):
     )
     qdrant_timeout_s: float = Field(default=5.0, gt=0)
     collection: str = "riad_knowledge"
-    embedder: str = Field(default="minilm", description="'minilm' (offline default), 'hashing' (no model, for tests) or a local model path.")
+    knowledge_lock_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long a write to the embedded knowledge store waits for another process's write.",
+    )
+    embedder: str = Field(
+        default="minilm",
+        description="'minilm' (offline default), 'hashing' (no model, for tests) or a local model path.",
+    )
 
     # vision expert
     expert_backbone: str = "efficientnet-lite0"
@@ -82,6 +90,12 @@ class Settings(BaseSettings):
     allow_urls: bool = False
     max_image_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=40_000_000, gt=0)
+
+    expert_cache_max_mb: int = Field(
+        default=512,
+        ge=1,
+        description="Size limit of the expert's bank cache on disk; least recently used banks go first.",
+    )
 
     # graph
     checkpointer: Literal["memory", "sqlite", "postgres", "none"] = "memory"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from pathlib import Path
 
 from PIL import Image
 
 from riad_agent.errors import OutputWriteError, RiadError
+from riad_agent.graphs.triage_results import read_records
 from riad_agent.imaging import ImagePolicy, load_image
 
 _STYLE = """
@@ -39,11 +39,9 @@ def _thumbnail(path: str | None, size: int = 160) -> str:
 
 
 def render_triage_html(jsonl: Path, title: str = "riad-agent triage") -> str:
-    """The HTML page for the records in ``jsonl`` (anomalous first, then by score)."""
-    try:
-        records = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, json.JSONDecodeError) as exc:
-        raise OutputWriteError(f"cannot read triage results {jsonl}: {exc}") from exc
+    """The HTML page for the results in ``jsonl``, each image once by its last line (anomalous first, then
+    by score); :class:`~riad_agent.errors.ResultsFileError` when the file holds anything else."""
+    records = read_records(jsonl)
 
     def order(record: dict[str, object]) -> tuple[int, float]:
         report = record.get("report")
@@ -61,7 +59,11 @@ def render_triage_html(jsonl: Path, title: str = "riad-agent triage") -> str:
             verdict = str(report["verdict"])
             detail = (
                 f'<span class="badge {verdict}">{verdict}</span><br>score {report["anomaly_score"]:.2f}'
-                + (f"<br>defect: {html.escape(str(report['defect_type']))}" if report.get("defect_type") else "")
+                + (
+                    f"<br>defect: {html.escape(str(report['defect_type']))}"
+                    if report.get("defect_type")
+                    else ""
+                )
                 + (f"<br>category: {html.escape(str(report['category']))}" if report.get("category") else "")
             )
             explanation = html.escape(str(report.get("explanation", "")))

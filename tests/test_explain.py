@@ -17,7 +17,12 @@ from riad_agent.schemas import (
 )
 
 
-def _findings(score: float, notes: list[str] | None = None, regions: list[Region] | None = None) -> ExpertFindings:
+def _findings(
+    score: float,
+    notes: list[str] | None = None,
+    regions: list[Region] | None = None,
+    cautions: list[str] | None = None,
+) -> ExpertFindings:
     return ExpertFindings(
         score=score,
         raw_score=score,
@@ -26,6 +31,7 @@ def _findings(score: float, notes: list[str] | None = None, regions: list[Region
         backbone="fake",
         pose="fixed (references)",
         notes=notes or [],
+        cautions=cautions or [],
     )
 
 
@@ -84,3 +90,19 @@ def test_a_normal_verdict_never_carries_the_reasoners_defect_type() -> None:
     anomalous = build_report(request, *args, _findings(0.9), reasoning, [], {}, {})
     assert normal.verdict == "normal" and normal.defect_type is None and normal.answer == "A"
     assert anomalous.verdict == "anomalous" and anomalous.defect_type == "crack"
+
+
+def test_references_that_disagree_turn_a_normal_verdict_uncertain_with_the_reason() -> None:
+    caution = "reference 4 of 4 differs from the others"
+    report = _report(_findings(0.1, cautions=[caution]))
+    assert report.verdict == "uncertain"
+    assert caution in report.explanation
+    assert "cannot call this part normal" in report.explanation
+
+
+def test_references_that_disagree_leave_an_anomalous_verdict_standing() -> None:
+    region = Region(x0=1, y0=1, x1=9, y1=9, score=0.9, area=40)
+    report = _report(_findings(0.9, regions=[region], cautions=["reference 2 of 3 differs from the others"]))
+    assert report.verdict == "anomalous"
+    assert "The references disagree" in report.explanation
+    assert "cannot call this part normal" not in report.explanation

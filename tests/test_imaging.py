@@ -25,9 +25,9 @@ from riad_agent.imaging import ImagePolicy, load_image, pool_to_grid
 
 def _png(mode: str = "RGB", size: tuple[int, int] = (32, 24)) -> bytes:
     buffer = io.BytesIO()
-    Image.new(mode, size, color=128 if mode in ("L", "I;16") else (200, 100, 50) if mode == "RGB" else 0).save(
-        buffer, format="PNG"
-    )
+    Image.new(
+        mode, size, color=128 if mode in ("L", "I;16") else (200, 100, 50) if mode == "RGB" else 0
+    ).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -36,7 +36,9 @@ def _bomb_png(width: int, height: int) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
 
     def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        )
 
     row = b"\x00" + b"\x00" * ((width + 7) // 8)
     compressor = zlib.compressobj(9)
@@ -144,3 +146,97 @@ def test_pool_to_grid_averages_cells() -> None:
     pooled = pool_to_grid(values, 2, 2)
     assert pooled.tolist() == [[2.5, 4.5], [10.5, 12.5]]
     assert pool_to_grid(values, 4, 4).tolist() == values.tolist()
+
+
+def test_base64_is_decided_by_content_not_length(tmp_path: Path) -> None:
+    small = _png(size=(8, 8))
+    short = base64.b64encode(small).decode()
+    assert len(short) < 512
+    assert load_image(short).size == (8, 8)  # short base64 is not taken for a path
+    assert load_image(base64.urlsafe_b64encode(small).decode().rstrip("=")).size == (8, 8)
+    with pytest.raises(InvalidImageError, match="neither base64 of an image"):
+        load_image("x" * 600 + "!")  # not base64, too long for a file name: typed, no OSError
+    with pytest.raises(InvalidImageError, match="neither base64 of an image"):
+        load_image(str(tmp_path / ("a" * 300)))  # one name over 255 bytes
+    with pytest.raises(InvalidImageError, match="neither base64 of an image"):
+        load_image(base64.b64encode(b"plain text, not an image " * 40).decode())
+    with pytest.raises(InvalidImageError, match="text/plain is not an image"):
+        load_image("data:text/plain;base64," + base64.b64encode(small).decode())
+
+
+def test_a_file_named_like_base64_is_still_a_path(tmp_path: Path) -> None:
+    named = tmp_path / "QUJDREVGR0g"  # valid base64 ("ABCDEFGH"), but not of an image
+    named.write_bytes(_png())
+    assert load_image(str(named)).size == (32, 24)
+
+
+def test_fifo_and_devices_are_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)  # nobody writes: a blocking open or read would hang forever
+    with pytest.raises(ImageNotFoundError, match="not a regular file"):
+        load_image(fifo)
+    with pytest.raises(ImageNotFoundError, match="not a regular file"):
+        load_image("/dev/zero")  # endless: read without a cap it eats all memory
+
+
+def test_a_file_larger_than_the_limit_is_refused_before_reading(tmp_path: Path) -> None:
+    sparse = tmp_path / "huge.png"
+    with sparse.open("wb") as handle:
+        handle.write(_png())
+        handle.truncate(1 << 40)  # 1 TiB, sparse
+    with pytest.raises(ImageTooLargeError, match="max_image_bytes"):
+        load_image(sparse)
+
+
+def test_symlink_swap_race_never_reads_outside_the_root(tmp_path: Path) -> None:
+    """A folder inside the root is swapped for a symlink to an outside folder while reads run."""
+    import threading
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "real").mkdir(parents=True)
+    outside.mkdir()
+    (root / "real" / "part.png").write_bytes(_png(size=(8, 8)))
+    (outside / "part.png").write_bytes(_png(size=(9, 9)))
+    link = root / "link"
+    os.symlink(outside, link)
+    swapped = root / "sub"
+    os.rename(root / "real", swapped)
+    stop = threading.Event()
+
+    def swap() -> None:  # sub: the real folder, then the symlink, then the folder again ...
+        while not stop.is_set():
+            os.rename(swapped, root / "real")
+            os.rename(link, swapped)
+            os.rename(swapped, link)
+            os.rename(root / "real", swapped)
+
+    policy = ImagePolicy(allowed_roots=(root,))
+    thread = threading.Thread(target=swap, daemon=True)
+    thread.start()
+    sizes: dict[tuple[int, int] | str, int] = {}
+    try:
+        for _ in range(3000):
+            try:
+                key: tuple[int, int] | str = load_image(str(swapped / "part.png"), policy).size
+            except (PathNotAllowedError, ImageNotFoundError) as exc:
+                key = type(exc).__name__
+            sizes[key] = sizes.get(key, 0) + 1
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert (9, 9) not in sizes, sizes  # never the outside file
+    assert sizes.get((8, 8), 0) > 0, sizes
+
+
+def test_exif_orientation_is_applied_so_the_image_is_upright() -> None:
+    # a camera stored a 40x20 landscape frame with "rotate 90 degrees clockwise to view" (orientation 6)
+    stored = Image.new("RGB", (40, 20), (0, 0, 0))
+    stored.paste((255, 0, 0), (0, 0, 10, 20))  # red strip on the stored frame's left
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    stored.save(buffer, format="JPEG", exif=exif, quality=95)
+    loaded = load_image(buffer.getvalue(), ImagePolicy())
+    assert loaded.image.size == (20, 40)
+    top = np.asarray(loaded.image)[:5].mean(axis=(0, 1))
+    assert top[0] > 200 and top[1] < 60  # the left strip is now at the top

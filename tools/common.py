@@ -1,13 +1,25 @@
-"""What every tool surface shares: a confined inspector and the report rendered for a model."""
+"""What every tool surface shares: a confined inspector, the report rendered for a model, sync calls."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
+import io
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
+from PIL import Image
+from pydantic import ValidationError
+
+from riad_agent.errors import InvalidRequestError, first_problem
+from riad_agent.imaging import encode_png
 from riad_agent.inspector import Inspector
 from riad_agent.schemas import InspectionReport
 from riad_agent.settings import Settings, load_settings
+
+T = TypeVar("T")
 
 TOOL_NAME = "inspect_industrial_image"
 TOOL_DESCRIPTION = (
@@ -17,6 +29,9 @@ TOOL_DESCRIPTION = (
     "image as a file path, base64 or a data URI; add normal reference images of the same product for "
     "localisation, the product category if known, and optionally a multiple-choice question."
 )
+
+#: The heatmap a tool puts into a model's context is shrunk to at most this many bytes of PNG.
+SMALL_HEATMAP_BYTES = 64 * 1024
 
 
 def tool_settings(settings: Settings | None = None) -> Settings:
@@ -33,13 +48,56 @@ def tool_inspector(settings: Settings | None = None, inspector: Inspector | None
 
 
 def report_text(report: InspectionReport) -> str:
-    """The short text a chat model reads: the one-line summary and the explanation."""
-    lines = [report.summary(), report.explanation]
+    """The short text a chat model reads: the summary, every degraded part and the explanation."""
+    lines = [report.summary(), *report.degradation_notes(), report.explanation]
     if report.knowledge:
         lines.append("Knowledge used: " + ", ".join(hit.id for hit in report.knowledge))
     return "\n".join(lines)
 
 
-def heatmap_base64(report: InspectionReport) -> str | None:
-    """The heatmap overlay as base64 PNG, if the report has one."""
-    return base64.b64encode(report.heatmap_png).decode("ascii") if report.heatmap_png else None
+def validation_error_text(error: ValidationError) -> str:
+    """A schema refusal of the tool's arguments as the one-line typed error the model reads."""
+    where, problem = first_problem(error, "arguments")
+    return InvalidRequestError(f"invalid request field {where}: {problem}").one_line()
+
+
+def small_heatmap(png: bytes, max_bytes: int = SMALL_HEATMAP_BYTES) -> bytes | None:
+    """The heatmap PNG shrunk until it fits ``max_bytes``; None when it cannot be read or shrunk."""
+    if len(png) <= max_bytes:
+        return png
+    try:
+        with Image.open(io.BytesIO(png)) as opened:
+            image = opened.convert("RGB")
+    except Exception:  # noqa: BLE001 - an unreadable heatmap is left out, never an error of the tool
+        return None
+    side = max(image.size)
+    while side > 16:
+        side = min(side // 2, 512)
+        thumbnail = image.copy()
+        thumbnail.thumbnail((side, side), Image.Resampling.BILINEAR)
+        data = encode_png(thumbnail, compress_level=9)
+        if len(data) <= max_bytes:
+            return data
+    return None
+
+
+def heatmap_base64(report: InspectionReport, full_size: bool = False) -> str | None:
+    """The heatmap overlay as base64 PNG (shrunk to :data:`SMALL_HEATMAP_BYTES` unless ``full_size``)."""
+    if not report.heatmap_png:
+        return None
+    data = report.heatmap_png if full_size else small_heatmap(report.heatmap_png)
+    return base64.b64encode(data).decode("ascii") if data else None
+
+
+def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to its end from synchronous code, on a fresh event loop that is shut down cleanly.
+
+    Inside a thread that already runs an event loop (a notebook, an async agent calling a sync tool)
+    it runs on a worker thread instead, so it never nests loops.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()

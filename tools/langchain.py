@@ -1,7 +1,7 @@
 """The inspector as a LangChain tool: text verdict and heatmap for the model, the report as artifact.
 
-    from riad_agent.tools.langchain import inspection_tool
-    agent = langchain.agents.create_agent(model, tools=[inspection_tool()])
+from riad_agent.tools.langchain import inspection_tool
+agent = langchain.agents.create_agent(model, tools=[inspection_tool()])
 """
 
 from __future__ import annotations
@@ -14,45 +14,70 @@ from riad_agent.errors import RiadError
 from riad_agent.inspector import Inspector
 from riad_agent.schemas import InspectionReport, InspectionRequest
 from riad_agent.settings import Settings
-from riad_agent.tools.common import TOOL_DESCRIPTION, TOOL_NAME, heatmap_base64, report_text, tool_inspector
+from riad_agent.tools.common import (
+    TOOL_DESCRIPTION,
+    TOOL_NAME,
+    heatmap_base64,
+    report_text,
+    run_sync,
+    tool_inspector,
+    validation_error_text,
+)
+
+ToolOutput = tuple[list[dict[str, Any]], InspectionReport]
 
 
-def content_blocks(report: InspectionReport) -> list[dict[str, Any]]:
-    """LangChain standard content blocks: the text verdict, then the heatmap image when present."""
+def content_blocks(report: InspectionReport, full_heatmap: bool = False) -> list[dict[str, Any]]:
+    """LangChain standard content blocks: the text verdict, then the heatmap (small unless ``full_heatmap``)."""
     blocks: list[dict[str, Any]] = [{"type": "text", "text": report_text(report)}]
-    heatmap = heatmap_base64(report)
+    heatmap = heatmap_base64(report, full_size=full_heatmap)
     if heatmap is not None:
         blocks.append({"type": "image", "base64": heatmap, "mime_type": "image/png"})
     return blocks
 
 
 def inspection_tool(
-    settings: Settings | None = None, inspector: Inspector | None = None, *, return_heatmap: bool = True
+    settings: Settings | None = None,
+    inspector: Inspector | None = None,
+    *,
+    return_heatmap: bool = True,
+    full_heatmap: bool = False,
 ) -> StructuredTool:
     """A ``StructuredTool`` with the ``InspectionRequest`` schema and ``content_and_artifact`` output.
 
-    Bad input (a missing file, a path outside the allowed roots, a URL, an unknown category) comes
-    back to the model as the tool's error text rather than an exception, so the agent can correct it.
+    Bad input (arguments the schema refuses, a missing file, a path outside the allowed roots, a
+    URL, an unknown category) comes back to the model as the tool's error text rather than an
+    exception, so the agent can correct it. The message carries a heatmap of at most 64 KB
+    (``full_heatmap=True``: the full-size one); the artifact, the report, always has the full one.
+    It runs with ``invoke`` as well as ``ainvoke``.
     """
     runner = tool_inspector(settings, inspector)
 
-    async def run(**arguments: Any) -> tuple[list[dict[str, Any]], InspectionReport]:
+    def request_of(arguments: dict[str, Any]) -> InspectionRequest:
+        request = InspectionRequest.model_validate(arguments)
+        if return_heatmap and not request.options.return_heatmap:
+            request = request.model_copy(
+                update={"options": request.options.model_copy(update={"return_heatmap": True})}
+            )
+        return request
+
+    async def arun(**arguments: Any) -> ToolOutput:
         try:
-            request = InspectionRequest.model_validate(arguments)
-            if return_heatmap and not request.options.return_heatmap:
-                request = request.model_copy(
-                    update={"options": request.options.model_copy(update={"return_heatmap": True})}
-                )
-            report = await runner.ainspect(request)
+            report = await runner.ainspect(request_of(arguments))
         except RiadError as exc:
             raise ToolException(exc.one_line()) from exc
-        return content_blocks(report), report
+        return content_blocks(report, full_heatmap), report
+
+    def run(**arguments: Any) -> ToolOutput:
+        return run_sync(arun(**arguments))
 
     return StructuredTool.from_function(
-        coroutine=run,
+        func=run,
+        coroutine=arun,
         name=TOOL_NAME,
         description=TOOL_DESCRIPTION,
         args_schema=InspectionRequest,
         response_format="content_and_artifact",
         handle_tool_error=True,
+        handle_validation_error=validation_error_text,
     )

@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from llama_index.core.base.llms.types import ContentBlock, ImageBlock, TextBlock
 from llama_index.core.tools import FunctionTool
+from pydantic import ValidationError
 
 from riad_agent.errors import RiadError
 from riad_agent.inspector import Inspector
 from riad_agent.schemas import InspectionRequest
 from riad_agent.settings import Settings
-from riad_agent.tools.common import TOOL_DESCRIPTION, TOOL_NAME, report_text, tool_inspector
+from riad_agent.tools.common import (
+    TOOL_DESCRIPTION,
+    TOOL_NAME,
+    heatmap_base64,
+    report_text,
+    run_sync,
+    tool_inspector,
+    validation_error_text,
+)
 
 
-def inspection_function_tool(settings: Settings | None = None, inspector: Inspector | None = None) -> FunctionTool:
-    """A ``FunctionTool`` with the ``InspectionRequest`` schema; typed errors come back as text."""
+def inspection_function_tool(
+    settings: Settings | None = None, inspector: Inspector | None = None, *, full_heatmap: bool = False
+) -> FunctionTool:
+    """A ``FunctionTool`` with the ``InspectionRequest`` schema; typed errors come back as text.
+
+    ``call`` (sync) runs the inspection on its own event loop and closes it cleanly; the heatmap
+    block is at most 64 KB unless ``full_heatmap``.
+    """
     runner = tool_inspector(settings, inspector)
 
     async def inspect_image(**arguments: Any) -> list[ContentBlock]:
@@ -26,13 +40,23 @@ def inspection_function_tool(settings: Settings | None = None, inspector: Inspec
                 update={"options": request.options.model_copy(update={"return_heatmap": True})}
             )
             report = await runner.ainspect(request)
+        except ValidationError as exc:
+            return [TextBlock(text=f"Error: {validation_error_text(exc)}")]
         except RiadError as exc:
             return [TextBlock(text=f"Error: {exc.one_line()}")]
         blocks: list[ContentBlock] = [TextBlock(text=report_text(report))]
-        if report.heatmap_png:
-            blocks.append(ImageBlock(image=base64.b64encode(report.heatmap_png), image_mimetype="image/png"))
+        heatmap = heatmap_base64(report, full_size=full_heatmap)
+        if heatmap is not None:
+            blocks.append(ImageBlock(image=heatmap.encode("ascii"), image_mimetype="image/png"))
         return blocks
 
+    def inspect_image_sync(**arguments: Any) -> list[ContentBlock]:
+        return run_sync(inspect_image(**arguments))
+
     return FunctionTool.from_defaults(
-        async_fn=inspect_image, name=TOOL_NAME, description=TOOL_DESCRIPTION, fn_schema=InspectionRequest
+        fn=inspect_image_sync,
+        async_fn=inspect_image,
+        name=TOOL_NAME,
+        description=TOOL_DESCRIPTION,
+        fn_schema=InspectionRequest,
     )

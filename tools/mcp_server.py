@@ -1,27 +1,58 @@
 """The inspector as an MCP server (stdio or streamable HTTP), reporting progress while it works.
 
-    riad serve mcp                      # stdio, for desktop assistants
-    riad serve mcp --http --port 8765   # streamable HTTP on 127.0.0.1
+riad serve mcp                      # stdio, for desktop assistants
+riad serve mcp --http --port 8765   # streamable HTTP on 127.0.0.1
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import contextlib
+from typing import Annotated, Any, Literal
 
 from mcp.server.fastmcp import Context, FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
 from mcp.types import ImageContent, TextContent
-from pydantic import Field
+from pydantic import BaseModel, Field, ValidationError, WithJsonSchema
 
 from riad_agent.errors import RiadError
 from riad_agent.graphs.inspection import PROGRESS_STAGES
 from riad_agent.inspector import Inspector
 from riad_agent.schemas import InspectionOptions, InspectionReport, InspectionRequest, MultipleChoiceQuestion
 from riad_agent.settings import Settings
-from riad_agent.tools.common import TOOL_DESCRIPTION, TOOL_NAME, heatmap_base64, tool_inspector
+from riad_agent.tools.common import (
+    TOOL_DESCRIPTION,
+    TOOL_NAME,
+    heatmap_base64,
+    tool_inspector,
+    validation_error_text,
+)
 
 #: Stages of the inspection graph in the order they run, for progress fractions.
 STAGES = PROGRESS_STAGES
+
+
+def _nullable(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema of ``model`` or null, for a tool argument validated inside the tool."""
+    return {"anyOf": [model.model_json_schema(), {"type": "null"}]}
+
+
+class StageProgress:
+    """Progress as stages done out of :data:`STAGES`; it never goes backwards.
+
+    A stage the graph skips is passed over; an event that arrives late (a reasoner still reporting
+    after it timed out) or names no known stage keeps the count where it is.
+    """
+
+    def __init__(self) -> None:
+        self.done = 0
+
+    def advance(self, event: dict[str, Any]) -> tuple[int, int, str]:
+        """(stages done, stages in all, message) after ``event``."""
+        stage = str(event.get("stage", ""))
+        if stage in STAGES:
+            self.done = max(self.done, STAGES.index(stage))
+        message = stage + (f" iteration {event['iteration']}" if "iteration" in event else "")
+        return self.done, len(STAGES), message
 
 
 def build_mcp_server(
@@ -30,8 +61,13 @@ def build_mcp_server(
     *,
     host: str = "127.0.0.1",
     port: int = 8765,
+    full_heatmap: bool = False,
 ) -> FastMCP[Any]:
-    """A FastMCP server with one tool, ``inspect_industrial_image``, returning JSON and the heatmap."""
+    """A FastMCP server with one tool, ``inspect_industrial_image``, returning JSON and the heatmap.
+
+    The heatmap image is at most 64 KB unless ``full_heatmap``; bad arguments and bad images come
+    back as one typed line (a tool error).
+    """
     server: FastMCP[Any] = FastMCP(
         "riad-agent",
         instructions="Industrial visual inspection: call inspect_industrial_image with a product image.",
@@ -48,29 +84,41 @@ def build_mcp_server(
     @server.tool(name=TOOL_NAME, description=TOOL_DESCRIPTION)
     async def inspect_industrial_image(
         ctx: Context,
-        image: str = Field(description="Image file path, base64 string or data URI."),
-        category: str | None = Field(default=None, description="Product category, e.g. 'hazelnut'."),
-        references: list[str] = Field(default_factory=list, description="Normal reference images."),
-        question: MultipleChoiceQuestion | None = Field(default=None, description="Optional question."),
-        options: InspectionOptions | None = Field(default=None, description="Inspection options."),
+        image: Annotated[Any, WithJsonSchema({"type": "string"})] = Field(
+            description="Image file path, base64 string or data URI."
+        ),
+        category: Annotated[Any, WithJsonSchema({"type": ["string", "null"]})] = Field(
+            default=None, description="Product category, e.g. 'hazelnut'."
+        ),
+        references: Annotated[Any, WithJsonSchema({"type": "array", "items": {"type": "string"}})] = Field(
+            default_factory=list, description="Normal reference images."
+        ),
+        question: Annotated[Any, WithJsonSchema(_nullable(MultipleChoiceQuestion))] = Field(
+            default=None, description="Optional multiple-choice question."
+        ),
+        options: Annotated[Any, WithJsonSchema(_nullable(InspectionOptions))] = Field(
+            default=None, description="Inspection options."
+        ),
     ) -> list[TextContent | ImageContent]:
+        # the arguments are validated here, into the request, so that a refusal is one typed line
         try:
-            request = InspectionRequest(
-                image=image,
-                category=category,
-                references=list[str | bytes](references),
-                question=question,
-                options=(options or InspectionOptions()).model_copy(update={"return_heatmap": True}),
+            request = InspectionRequest.model_validate(
+                {"image": image, "category": category, "references": references, "question": question}
+                | ({"options": options} if options is not None else {})
+            )
+            request = request.model_copy(
+                update={"options": request.options.model_copy(update={"return_heatmap": True})}
             )
             report: InspectionReport | None = None
-            async for item in runner().astream(request):
-                if isinstance(item, InspectionReport):
-                    report = item
-                    break
-                stage = str(item.get("stage", ""))
-                done = STAGES.index(stage) if stage in STAGES else 0
-                message = stage + (f" iteration {item['iteration']}" if "iteration" in item else "")
-                await ctx.report_progress(done, len(STAGES), message)
+            progress = StageProgress()
+            async with contextlib.aclosing(runner().astream(request)) as stream:
+                async for item in stream:
+                    if isinstance(item, InspectionReport):
+                        report = item
+                        break
+                    await ctx.report_progress(*progress.advance(item))
+        except ValidationError as exc:
+            raise ToolError(validation_error_text(exc)) from exc
         except RiadError as exc:
             raise ToolError(exc.one_line()) from exc
         assert report is not None
@@ -78,7 +126,7 @@ def build_mcp_server(
         content: list[TextContent | ImageContent] = [
             TextContent(type="text", text=report.model_dump_json(exclude={"heatmap_png"}))
         ]
-        heatmap = heatmap_base64(report)
+        heatmap = heatmap_base64(report, full_size=full_heatmap)
         if heatmap is not None:
             content.append(ImageContent(type="image", data=heatmap, mimeType="image/png"))
         return content

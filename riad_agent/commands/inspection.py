@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,13 +16,18 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def parse_options(options: list[str]) -> dict[str, str]:
-    """``["A=text", ...]`` -> ``{"A": "text", ...}`` (typed error for anything else)."""
+    """``["A=text", ...]`` -> ``{"A": "text", ...}`` (typed error for anything else, a letter given twice too)."""
     parsed: dict[str, str] = {}
     for item in options:
         letter, sep, text = item.partition("=")
         if not sep:
             raise InvalidRequestError(f"--option must look like A=text, got {item!r}")
-        parsed[letter.strip().upper()] = text.strip()
+        key = letter.strip().upper()
+        if key in parsed:
+            raise InvalidRequestError(
+                f"--option {key} is given twice ({key}={parsed[key]!r} and {item!r}); give each letter once"
+            )
+        parsed[key] = text.strip()
     return parsed
 
 
@@ -68,13 +74,21 @@ def print_report(report: Any) -> None:
     if report.defect_type:
         table.add_row("defect type", report.defect_type)
     for region in report.regions[:5]:
-        table.add_row("region", f"x {region.x0}-{region.x1}, y {region.y0}-{region.y1} (score {region.score:.2f})")
+        table.add_row(
+            "region", f"x {region.x0}-{region.x1}, y {region.y0}-{region.y1} (score {region.score:.2f})"
+        )
     for hit in report.knowledge[:4]:
         table.add_row("knowledge", f"{hit.id} ({hit.score:.3f})")
-    if report.degraded:
-        table.add_row("degraded", ", ".join(report.degraded))
+    for note in report.degradation_notes():
+        table.add_row("degraded", note.removeprefix("degraded: "))
     table.add_row("explanation", report.explanation)
     stdout.print(table)
+
+
+def warn_degraded(report: Any) -> None:
+    """One line on stderr per part the inspection skipped, so a degraded report is never silent."""
+    for note in report.degradation_notes():
+        print(f"warning: {note}", file=sys.stderr)
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -97,7 +111,9 @@ def inspect(
     reference_dir: Annotated[Path | None, typer.Option(help="A folder of normal reference images.")] = None,
     max_references: Annotated[int, typer.Option(help="At most this many images from --reference-dir.")] = 50,
     question: Annotated[str | None, typer.Option(help="A multiple-choice question to answer.")] = None,
-    option: Annotated[list[str] | None, typer.Option("--option", help="An option as A=text (repeatable).")] = None,
+    option: Annotated[
+        list[str] | None, typer.Option("--option", help="An option as A=text (repeatable).")
+    ] = None,
     steps: Annotated[int, typer.Option(help="Latent optimisation iterations.")] = 10,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     no_reasoner: Annotated[bool, typer.Option("--no-reasoner", help="Expert and knowledge only.")] = False,
@@ -133,3 +149,4 @@ def inspect(
             print(report.model_dump_json(indent=2, exclude={"heatmap_png"}))
         else:
             print_report(report)
+        warn_degraded(report)

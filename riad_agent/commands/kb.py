@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,11 +53,23 @@ def _progress(label: str, quiet: bool) -> Iterator[Callable[[int, int], None] | 
         yield update
 
 
+def _tell_store_waits() -> None:
+    """Print on stderr when the command waits for another process writing the embedded store."""
+    logger = logging.getLogger("riad_agent.knowledge.local_store")
+    if not any(getattr(h, "riad_kb", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.riad_kb = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def _open(ingest_packaged: bool = True, quiet: bool = False) -> QdrantKnowledgeBase:
     from riad_agent.knowledge.factory import open_knowledge_base
     from riad_agent.settings import load_settings
 
     settings = load_settings()
+    _tell_store_waits()
     with _progress("embedding packaged knowledge", quiet) as update:
         return open_knowledge_base(settings, ingest_packaged=ingest_packaged, progress=update)
 

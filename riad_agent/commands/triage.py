@@ -13,9 +13,13 @@ from riad_agent.commands.terminal import spinner, typed_errors
 
 def triage(
     folder: Annotated[Path, typer.Argument(help="Folder of images (searched recursively).")],
-    out: Annotated[Path, typer.Option(help="JSONL results, appended as each image finishes.")] = Path(
-        "results.jsonl"
-    ),
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="JSONL results, appended as each image finishes; an existing file must hold triage results. "
+            "One run at a time per file."
+        ),
+    ] = Path("results.jsonl"),
     html: Annotated[Path | None, typer.Option(help="Also write an HTML report page here.")] = None,
     category: Annotated[str | None, typer.Option(help="Product category of every image.")] = None,
     reference_dir: Annotated[Path | None, typer.Option(help="A folder of normal reference images.")] = None,
@@ -45,8 +49,12 @@ def triage(
             task = progress.add_task("triage", total=None)
 
             def update(event: dict[str, Any]) -> None:
-                progress.update(task, total=event["total"], completed=event["done"],
-                                description=f"triage {event['done']}/{event['total']}")
+                progress.update(
+                    task,
+                    total=event["total"],
+                    completed=event["done"],
+                    description=f"triage {event['done']}/{event['total']}",
+                )
 
             graph = build_triage_graph(components=build_components(load_settings()), progress=update)
             summary = asyncio.run(run_triage(job, graph))

@@ -7,8 +7,10 @@ projection of the features so each step costs one pass over ``N x projection_dim
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,15 +98,19 @@ def nearest_distances(
     bank = bank.float()
     result = torch.empty(queries.shape[0])
     skip = None if exclude is None or exclude_owner is None else exclude == exclude_owner
+    bank_norms = (bank * bank).sum(dim=1)
     for lo in range(0, queries.shape[0], chunk):
         block = queries[lo : lo + chunk]
         best = torch.full((block.shape[0],), float("inf"))
         for blo in range(0, bank.shape[0], bank_chunk):
-            distances = torch.cdist(block, bank[blo : blo + bank_chunk])
+            # |b|^2 - 2 q.b in one matrix product; |q|^2 and the square root only for the minimum
+            partial = torch.addmm(
+                bank_norms[blo : blo + bank_chunk], block, bank[blo : blo + bank_chunk].T, alpha=-2
+            )
             if skip is not None:
-                distances[:, skip[blo : blo + bank_chunk]] = float("inf")
-            best = torch.minimum(best, distances.min(dim=1).values)
-        result[lo : lo + chunk] = best
+                partial[:, skip[blo : blo + bank_chunk]] = float("inf")
+            best = torch.minimum(best, partial.min(dim=1).values)
+        result[lo : lo + chunk] = (best + (block * block).sum(dim=1)).clamp_min(0).sqrt()
     return result
 
 
@@ -126,10 +132,18 @@ def bank_key(references: Sequence[Image.Image], backbone_id: str, config_key: st
 
 
 class BankCache:
-    """Memory banks on disk as safetensors files, one per key, under a folder given by the caller."""
+    """Memory banks on disk as safetensors files, one per key, under a folder given by the caller.
 
-    def __init__(self, folder: Path) -> None:
+    With ``max_bytes`` the folder is kept under that size: after each save the least recently used
+    banks (oldest modification time; a load refreshes it) are deleted. Another process may delete a
+    bank this one is about to read; that read then misses and the bank is rebuilt.
+    """
+
+    def __init__(self, folder: Path, max_bytes: int | None = None) -> None:
+        if max_bytes is not None and max_bytes <= 0:
+            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
         self.folder = Path(folder)
+        self.max_bytes = max_bytes
 
     def path(self, key: str) -> Path:
         return self.folder / f"bank-{key}.safetensors"
@@ -154,6 +168,8 @@ class BankCache:
             )
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError):
             return None
+        finally:
+            _touch(path)
 
     def save(self, key: str, bank: MemoryBank) -> Path:
         header = {
@@ -176,7 +192,51 @@ class BankCache:
             tmp.replace(path)
         except OSError as exc:
             raise OutputWriteError(f"cannot write the expert bank cache {path}: {exc}") from exc
+        self.prune(keep=path)
         return path
+
+    def size_bytes(self) -> int:
+        """Bytes the cached banks take now."""
+        return sum(size for _, size, _ in self._entries())
+
+    def prune(self, keep: Path | None = None) -> int:
+        """Delete least recently used banks until the folder fits ``max_bytes``; returns how many went.
+
+        ``keep`` (the bank just written) is never deleted, even when it alone is over the limit.
+        """
+        if self.max_bytes is None:
+            return 0
+        entries = sorted(self._entries(), key=lambda entry: entry[2])  # oldest first
+        total = sum(size for _, size, _ in entries)
+        removed = 0
+        for path, size, _ in entries:
+            if total <= self.max_bytes:
+                break
+            if keep is not None and path == keep:
+                continue
+            try:
+                path.unlink(missing_ok=True)  # another process may have pruned it first
+            except OSError:
+                continue
+            total -= size
+            removed += 1
+        return removed
+
+    def _entries(self) -> list[tuple[Path, int, float]]:
+        entries = []
+        for path in self.folder.glob("bank-*.safetensors"):
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            entries.append((path, stat.st_size, stat.st_mtime))
+        return entries
+
+
+def _touch(path: Path) -> None:
+    """Mark a bank as recently used (its modification time orders the pruning)."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
 
 
 def _read_metadata(path: Path) -> dict[str, str]:

@@ -69,7 +69,9 @@ class ExpertConfig(BaseModel):
 
     backbone: str = "efficientnet-lite0"
     features: FeatureConfig = Field(default_factory=FeatureConfig)
-    coreset_above: int = Field(default=8192, ge=1, description="Subsample banks with at least this many patches.")
+    coreset_above: int = Field(
+        default=8192, ge=1, description="Subsample banks with at least this many patches."
+    )
     coreset_ratio: float = Field(default=0.1, gt=0, le=1, description="Fraction kept by the coreset.")
     coreset_min: int = Field(default=4096, ge=1, description="Never subsample below this many patches.")
     top_k: int = Field(default=1, ge=1, description="Image score = mean of the top-k patch scores.")
@@ -165,6 +167,22 @@ class ExpertConfig(BaseModel):
     max_query_aspect_spread: float = Field(
         default=0.25, ge=0, description="Queries whose aspect differs more from the references': uncertain."
     )
+    reference_disagreement: float = Field(
+        default=2.5,
+        gt=1,
+        description=(
+            "3+ references: one whose leave-one-out peak score is this many times the others' median "
+            "has a place unlike them (a defect?); a verdict that is not anomalous then becomes uncertain."
+        ),
+    )
+    reference_typicality: float = Field(
+        default=1.8,
+        gt=1,
+        description=(
+            "3+ references: one whose leave-one-out mean patch distance is this many times the others' "
+            "median looks unlike them overall (another product?); not-anomalous verdicts become uncertain."
+        ),
+    )
     auto_position: bool = Field(
         default=True,
         description=(
@@ -196,12 +214,17 @@ def _check_image(image: object, what: str) -> Image.Image:
 class PatchCoreExpert:
     """Few-shot anomaly maps against normal references (implements :class:`riad_agent.protocols.Expert`)."""
 
-    def __init__(self, config: ExpertConfig | None = None, cache_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        config: ExpertConfig | None = None,
+        cache_dir: str | Path | None = None,
+        cache_max_bytes: int | None = None,
+    ) -> None:
         self.config = config or ExpertConfig()
         backbone = load_backbone(self.config.backbone)
         self.backbone_id = backbone.backbone_id
         self.extractor = PatchFeatureExtractor(backbone, self.config.features)
-        self.cache = BankCache(Path(cache_dir)) if cache_dir is not None else None
+        self.cache = BankCache(Path(cache_dir), cache_max_bytes) if cache_dir is not None else None
         self.stats = {"bank_builds": 0, "disk_hits": 0, "memory_hits": 0}
         self._memory: OrderedDict[str, MemoryBank] = OrderedDict()
         self._lock = threading.Lock()
@@ -317,7 +340,9 @@ class PatchCoreExpert:
         )
         rotations = float(n_rot if free else 1)
         bank.calibration = {"position": position, "rotations": rotations, "free": float(free)}
-        image_cal, pixel_cal, level = self._calibrate(bank, grids[::n_rot], images, free)
+        image_cal, pixel_cal, level, held_out = self._calibrate(bank, grids[::n_rot], images, free)
+        outlier, ratio = _outlier({index: peak for index, (peak, _) in held_out.items()})
+        typical_outlier, typical_ratio = _outlier({index: mean for index, (_, mean) in held_out.items()})
         bank.calibration.update(
             {
                 "threshold": image_cal.threshold,
@@ -328,6 +353,10 @@ class PatchCoreExpert:
                 "level": level,
                 "views_per_reference": float(n_rot),
                 "aspect": float(np.median([image.size[0] / image.size[1] for image in images])),
+                "outlier_reference": float(outlier),
+                "outlier_ratio": ratio,
+                "typical_outlier_reference": float(typical_outlier),
+                "typical_outlier_ratio": typical_ratio,
             }
         )
         bank.meta = {
@@ -347,8 +376,11 @@ class PatchCoreExpert:
 
     def _calibrate(
         self, bank: MemoryBank, grids: torch.Tensor, images: list[Image.Image], free: bool = False
-    ) -> tuple[Calibration, Calibration, float]:
+    ) -> tuple[Calibration, Calibration, float, dict[int, tuple[float, float]]]:
+        """(image, pixel) calibrations, the median held-out score, and each reference's leave-one-out
+        (image score, mean patch distance)."""
         image_scores: list[float] = []
+        held_out: dict[int, tuple[float, float]] = {}
         pixel_peaks: list[float] = []
         if bank.n_references >= 2:
             generator = np.random.default_rng(self.config.features.seed)
@@ -359,6 +391,7 @@ class PatchCoreExpert:
                 image_raw, pixel_map = self._scores(grid, guide)
                 image_scores.append(image_raw)
                 pixel_peaks.append(float(pixel_map.max()))
+                held_out[index] = (image_raw, float(np.mean(grid)))
             method, margin = "leave-one-out", 1.0
         else:
             views = _augmented_views(images[0], self.config.features.image_size, self.config.features.seed)
@@ -366,7 +399,9 @@ class PatchCoreExpert:
                 step = 360.0 / max(1, int(bank.calibration.get("rotations", self.config.rotations)))
                 views = [rotated(view, step * (k + 0.5)) for k, view in enumerate(views)]
             view_grids = _scale_position(
-                self.extractor(views), bank.calibration.get("position", 1.0), self.config.features.position_weight
+                self.extractor(views),
+                bank.calibration.get("position", 1.0),
+                self.config.features.position_weight,
             )
             for grid_features, guide in zip(view_grids, self._guides(views), strict=True):
                 image_raw, pixel_map = self._scores(self._aligned_distances(grid_features, bank), guide)
@@ -384,12 +419,13 @@ class PatchCoreExpert:
             image_cal, pixel_cal = relative_calibration(
                 threshold, image_scores, pixel_peaks, method, self.config.relative_scale
             )
-            return image_cal, pixel_cal, level
+            return image_cal, pixel_cal, level, held_out
         z = self.config.calibration_z
         return (
             fit_calibration(image_scores, method, z=z, margin=margin),
             fit_calibration(pixel_peaks, method, z=z, margin=margin),
             level,
+            held_out,
         )
 
     def _default_features(self) -> bool:
@@ -500,6 +536,25 @@ class PatchCoreExpert:
             return []
         return [f"the image's aspect ratio {width / height:.2f} does not fit the references' {aspect:.2f}"]
 
+    def reference_cautions(self, bank: MemoryBank) -> list[str]:
+        """Why a normal verdict against this bank cannot be trusted (references that disagree); [] if none."""
+        cal, count = bank.calibration, bank.n_references
+        typical = cal.get("typical_outlier_ratio", 0.0)
+        if typical >= self.config.reference_typicality:
+            number = int(cal.get("typical_outlier_reference", -1)) + 1
+            return [
+                f"reference {number} of {count} looks unlike the others overall (its patches are on average "
+                f"{typical:.1f}x further from theirs than theirs are from each other): is it the same product?"
+            ]
+        peak = cal.get("outlier_ratio", 0.0)
+        if peak >= self.config.reference_disagreement:
+            number = int(cal.get("outlier_reference", -1)) + 1
+            return [
+                f"reference {number} of {count} has a place unlike the others (its strongest deviation is "
+                f"{peak:.1f}x theirs): check that it is a good part"
+            ]
+        return []
+
     def analyse_with_bank(self, image: Image.Image, bank: MemoryBank) -> AnomalyMap:
         """Score an image against an already fitted bank.
 
@@ -513,7 +568,9 @@ class PatchCoreExpert:
         batch = images_to_batch([query], features_config.image_size, features_config.normalise_intensity)
         grid = self._batch_distances(batch, bank)
         image_raw, pixel_map = self._scores(grid, batch[0])
-        prior_scores = None  # the reasoner's prior: the grid smoothed, not edge-following (AnomalyMap.prior_map)
+        prior_scores = (
+            None  # the reasoner's prior: the grid smoothed, not edge-following (AnomalyMap.prior_map)
+        )
         if self.config.guide_radius > 0:
             size = features_config.image_size
             prior_scores = upsample_map(grid, size, size, self.config.pixel_sigma)
@@ -537,7 +594,13 @@ class PatchCoreExpert:
         if self.config.heatmap:
 
             def render() -> bytes:
-                return heatmap_overlay(query, pixel_cal.array(pixel_map))
+                heat = pixel_cal.array(pixel_map)
+                peak = float(pixel_map.max())
+                if score > 0.5 and float(heat.max()) < score and peak > 0:
+                    # over the image threshold with no pixel over the pixel one: the map still shows
+                    # where, its peak drawn at the image's score
+                    heat = np.maximum(heat, score * np.clip(pixel_map / peak, 0.0, 1.0))
+                return heatmap_overlay(query, heat)
 
         return AnomalyMap(
             patch_scores=grid.astype(np.float32),
@@ -551,6 +614,7 @@ class PatchCoreExpert:
             render_heatmap=render,
             pose=bank.meta.get("pose"),
             notes=notes,
+            cautions=self.reference_cautions(bank),
         )
 
 
@@ -578,6 +642,23 @@ def reference_alignment(images: Sequence[Image.Image], side: int = 64) -> float:
     )
     spatial = float(stack.std(axis=(1, 2)).mean())
     return float(stack.std(axis=0).mean() / (spatial + 1e-9))
+
+
+def _outlier(held_out: dict[int, float]) -> tuple[int, float]:
+    """(index, ratio) of the reference whose held-out score is furthest above the others' median.
+
+    Needs 3+ references (with two, each is scored against the other and the scores are alike);
+    (-1, 0.0) otherwise.
+    """
+    if len(held_out) < 3:
+        return -1, 0.0
+    indices = list(held_out)
+    scores = np.array([held_out[i] for i in indices])
+    ratios = [
+        float(scores[k] / max(float(np.median(np.delete(scores, k))), 1e-9)) for k in range(len(indices))
+    ]
+    worst = int(np.argmax(ratios))
+    return indices[worst], ratios[worst]
 
 
 def _disc(grid: tuple[int, int]) -> np.ndarray:

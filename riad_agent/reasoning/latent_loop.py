@@ -30,7 +30,8 @@ the loops of several requests in lockstep: per round it gathers the pending eval
 live loop and answers all of them with one group forward (``suffix_forward_batch``: the requests'
 prefixes stacked on the batch axis). Each loop keeps its own seeded generator and its own state,
 so it takes the same path as alone (up to float rounding); a loop that fails or is cancelled (its
-progress callback raises) leaves the group without disturbing the others.
+progress callback raises, or its :class:`~riad_agent.reasoning.cancel.CancelToken` is set before a
+forward) leaves the group without disturbing the others.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from typing import TypeVar, cast
 import torch
 
 from riad_agent.models.base import BatchedVisionLanguageModel, PrefixState, VisionLanguageModel
+from riad_agent.reasoning.cancel import CancelToken, check, token_of
 from riad_agent.reasoning.config import LatentConfig
 from riad_agent.reasoning.injection import patch_refs, score_patches, select_patches
 from riad_agent.reasoning.reward import entropy_reward, option_confidence_reward, topk_entropy
@@ -126,7 +128,9 @@ def _row_inputs(
     return built, positions, attend_from, injected
 
 
-def _rewards(setup: LoopSetup, config: LatentConfig, logits: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def _rewards(
+    setup: LoopSetup, config: LatentConfig, logits: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
     stacked = torch.stack(logits)  # rows x (L latent positions + answer position) x vocab
     entropy = topk_entropy(stacked, config.top_k).mean(-1)
     if config.reward == "entropy":
@@ -255,11 +259,21 @@ def gradient_steps(
 T = TypeVar("T")
 
 
-def drive(vlm: VisionLanguageModel, setup: LoopSetup, config: LatentConfig, steps: Generator[Evaluation, Scores, T]) -> T:
-    """Run a loop generator alone: answer each evaluation with a forward on its own prefix."""
+def drive(
+    vlm: VisionLanguageModel,
+    setup: LoopSetup,
+    config: LatentConfig,
+    steps: Generator[Evaluation, Scores, T],
+    token: CancelToken | None = None,
+) -> T:
+    """Run a loop generator alone: answer each evaluation with a forward on its own prefix.
+
+    ``token`` is checked before every forward; once cancelled, :class:`ReasoningCancelledError` ends the loop.
+    """
     try:
         evaluation = next(steps)
         while True:
+            check(token)
             with torch.no_grad():
                 (scores,) = score_batch(vlm, config, [(setup, evaluation)])
             evaluation = steps.send(scores)
@@ -273,8 +287,11 @@ Progress = Callable[[dict[str, object]], None]
 def run_latent_loop(
     vlm: VisionLanguageModel, setup: LoopSetup, config: LatentConfig, progress: Progress | None = None
 ) -> LoopResult:
-    """Optimise the latents (and the injected patch set) for ``setup.steps`` iterations at most."""
-    return drive(vlm, setup, config, latent_loop_steps(setup, config, progress))
+    """Optimise the latents (and the injected patch set) for ``setup.steps`` iterations at most.
+
+    A :class:`CancelToken` given as ``progress`` stops the loop before its next forward.
+    """
+    return drive(vlm, setup, config, latent_loop_steps(setup, config, progress), token_of(progress))
 
 
 def run_latent_loops(
@@ -305,6 +322,13 @@ def run_latent_loops(
     for index in range(len(loops)):
         advance(index, None)
     while pending:
+        for index, token in [(i, token_of(callbacks[i])) for i in sorted(pending)]:
+            if token is not None and token.cancelled:  # its caller gave up: it leaves before the next forward
+                del pending[index]
+                outcomes[index] = token.error()
+                loops[index].close()
+        if not pending:
+            break
         order = sorted(pending)
         items = [(setups[i], pending.pop(i)) for i in order]
         try:
@@ -321,7 +345,9 @@ def run_latent_loops(
     return [cast(LoopResult | Exception, outcome) for outcome in outcomes]
 
 
-def _score_alone(vlm: VisionLanguageModel, config: LatentConfig, item: tuple[LoopSetup, Evaluation]) -> Scores | Exception:
+def _score_alone(
+    vlm: VisionLanguageModel, config: LatentConfig, item: tuple[LoopSetup, Evaluation]
+) -> Scores | Exception:
     try:
         with torch.no_grad():
             return score_batch(vlm, config, [item])[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import cast
+from typing import TypeVar, cast
 
 import torch
 
@@ -16,6 +16,7 @@ from riad_agent.models.base import (
     VisionLanguageModel,
 )
 from riad_agent.protocols import ProgressCallback, ReasoningInput, ReasoningResult
+from riad_agent.reasoning.cancel import CancelToken, acquire, check, token_of
 from riad_agent.reasoning.config import LatentConfig
 from riad_agent.reasoning.decode import Decoded, decode_answer, decode_answers
 from riad_agent.reasoning.injection import pool_prior
@@ -61,6 +62,10 @@ class LatentReasoner:
 
     def _prompt(self, request: ReasoningInput) -> tuple[PreparedPrompt, dict[str, float]]:
         """The request's prepared prompt (visual features in place) and its preparation time."""
+        if request.image_score is not None and request.patch_prior is None:
+            raise InvalidRequestError(
+                "image_score needs patch_prior: pass the expert's prior map with its score, or neither"
+            )
         started = time.perf_counter()
         config = self.config
         segments = build_segments(
@@ -100,9 +105,18 @@ class LatentReasoner:
         )
 
     def reason(self, request: ReasoningInput, progress: ProgressCallback | None = None) -> ReasoningResult:
-        """Optimise the latents, inject patches, decode the answer; the trace records every step."""
-        with self._lock:
-            return self._reason(request, progress)
+        """Optimise the latents, inject patches, decode the answer; the trace records every step.
+
+        A :class:`~riad_agent.reasoning.cancel.CancelToken` given as ``progress`` stops the request
+        (:class:`~riad_agent.errors.ReasoningCancelledError`) while it waits for the model, between
+        stages and before each latent iteration's forward, so the model is free again within one iteration.
+        """
+        token = token_of(progress)
+        acquire(self._lock, token)
+        try:
+            return self._reason(request, progress, token)
+        finally:
+            self._lock.release()
 
     def reason_batch(
         self, requests: list[ReasoningInput], progress: list[ProgressCallback | None] | None = None
@@ -112,7 +126,8 @@ class LatentReasoner:
         Prefixes run as one padded batch, the latent loops in lockstep (one group forward per
         iteration for all requests still running) and the decodes in lockstep too. Each request
         gets the result it would get alone (same seed, up to float rounding), or the exception that
-        stopped it: a bad image or a cancelled caller ends only its own request. Stage timings are
+        stopped it: a bad image or a cancelled caller (its progress callback raises, or its
+        ``CancelToken`` is set) ends only its own request. Stage timings are
         the batch's; ``timings_ms["batch_size"]`` counts its requests.
         """
         with self._lock:
@@ -123,12 +138,20 @@ class LatentReasoner:
                 if release is not None:
                     release()
 
-    def _reason(self, request: ReasoningInput, progress: ProgressCallback | None) -> ReasoningResult:
+    def _reason(
+        self, request: ReasoningInput, progress: ProgressCallback | None, token: CancelToken | None
+    ) -> ReasoningResult:
         total = time.perf_counter()
-        setup, timings = self.setup(request)
+        prompt, timings = self._prompt(request)
+        check(token)
+        started = time.perf_counter()
+        prefix = self.vlm.prefix_forward(prompt)
+        timings["prefix_ms"] = (time.perf_counter() - started) * 1000.0
+        setup = self._loop_setup(request, prefix)
         started = time.perf_counter()
         result = run_latent_loop(self.vlm, setup, self.config, progress)
         timings["latent_ms"] = (time.perf_counter() - started) * 1000.0
+        check(token)
         started = time.perf_counter()
         decoded = decode_answer(self.vlm, setup, result.best, self.config.rationale_tokens)
         timings["decode_ms"] = (time.perf_counter() - started) * 1000.0
@@ -147,6 +170,7 @@ class LatentReasoner:
                 prompts[i], timings[i] = self._prompt(request)
             except Exception as exc:  # noqa: BLE001 - reported to this request only
                 outcomes[i] = exc
+        _drop_cancelled(prompts, progress, outcomes)
         started = time.perf_counter()  # 2. prefixes, one padded batch
         setups: dict[int, LoopSetup] = {}
         for i, prefix in self._prefixes(prompts, outcomes).items():
@@ -167,6 +191,7 @@ class LatentReasoner:
                 outcomes[i] = loop
             else:
                 done[i] = loop
+        _drop_cancelled(done, progress, outcomes)
         started = time.perf_counter()  # 4. decodes in lockstep
         decoded = self._decodes({i: setups[i] for i in done}, done, outcomes)
         shared["decode_ms"] = (time.perf_counter() - started) * 1000.0
@@ -183,7 +208,9 @@ class LatentReasoner:
         order = sorted(prompts)
         if isinstance(self.vlm, BatchedVisionLanguageModel) and len(order) > 1:
             try:
-                return dict(zip(order, self.vlm.prefix_forward_batch([prompts[i] for i in order]), strict=True))
+                return dict(
+                    zip(order, self.vlm.prefix_forward_batch([prompts[i] for i in order]), strict=True)
+                )
             except Exception:  # noqa: BLE001 - retried one by one below to find the culprit
                 pass
         prefixes = {}
@@ -204,7 +231,9 @@ class LatentReasoner:
         order = sorted(loops)
         tokens = self.config.rationale_tokens
         try:
-            answers = decode_answers(self.vlm, [setups[i] for i in order], [loops[i].best for i in order], tokens)
+            answers = decode_answers(
+                self.vlm, [setups[i] for i in order], [loops[i].best for i in order], tokens
+            )
             return dict(zip(order, answers, strict=True))
         except Exception:  # noqa: BLE001 - retried one by one below to find the culprit
             pass
@@ -231,3 +260,19 @@ class LatentReasoner:
             rationale=decoded.text,
         )
         return ReasoningResult(answer=decoded.answer, text=decoded.text, trace=trace, timings_ms=timings)
+
+
+_Kept = TypeVar("_Kept")
+
+
+def _drop_cancelled(
+    pending: dict[int, _Kept],
+    progress: list[ProgressCallback | None],
+    outcomes: list[ReasoningResult | Exception | None],
+) -> None:
+    """Remove the requests whose cancel token is set from ``pending``; they end with their cancellation."""
+    for index in sorted(pending):
+        token = token_of(progress[index])
+        if token is not None and token.cancelled:
+            del pending[index]
+            outcomes[index] = token.error()

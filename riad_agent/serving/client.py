@@ -1,9 +1,10 @@
 """``HttpReasoner``: the :class:`~riad_agent.protocols.Reasoner` protocol over the reasoner service.
 
 The inspection graph uses it when ``RIAD_REASONER_URL`` is set. Connection failures, 502 and 503
-are retried with exponential back-off, 429 (queue full) paced by ``Retry-After``, all within the
-overall timeout; a
-circuit breaker stops calling a service that keeps failing and tries again after a cool-down.
+are retried with exponential back-off; 429 (queue full) is retried as often as the service's
+``Retry-After`` fits before the caller's deadline (``timeout_s``, queueing included), and refused at
+once, saying so, when the advertised wait would pass it. A circuit breaker stops calling a service
+that keeps failing and tries again after a cool-down.
 Every failure becomes :class:`~riad_agent.errors.BackendUnavailableError` or
 :class:`~riad_agent.errors.ReasonerTimeoutError`, which the graph turns into an expert-only report.
 """
@@ -30,7 +31,9 @@ BreakerState = Literal["closed", "open", "half_open"]
 class CircuitBreaker:
     """Open after ``threshold`` consecutive failed calls; let one trial call through after ``cooldown_s``."""
 
-    def __init__(self, threshold: int = 5, cooldown_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, threshold: int = 5, cooldown_s: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if threshold < 1:
             raise ValueError("threshold must be at least 1")
         self.threshold, self.cooldown_s, self._clock = threshold, cooldown_s, clock
@@ -120,7 +123,7 @@ class HttpReasoner:
         timeout_s: float = 120.0,
         *,
         retries: int = 3,
-        busy_retries: int = 20,
+        busy_retries: int | None = None,
         backoff_s: float = 0.25,
         max_backoff_s: float = 5.0,
         connect_timeout_s: float = 5.0,
@@ -136,7 +139,10 @@ class HttpReasoner:
             )
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
-        self.retries, self.busy_retries = max(0, retries), max(0, busy_retries)
+        self.retries = max(0, retries)
+        self.busy_retries = (
+            None if busy_retries is None else max(0, busy_retries)
+        )  # None: bounded by the deadline
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.connect_timeout_s = connect_timeout_s
         self.breaker = CircuitBreaker(breaker_threshold, breaker_cooldown_s)
@@ -178,7 +184,14 @@ class HttpReasoner:
         result = decode_result(response)
         if progress is not None:
             for iteration in result.trace.iterations:
-                progress({"stage": "latent", "iteration": iteration.step, "reward": iteration.reward, "remote": True})
+                progress(
+                    {
+                        "stage": "latent",
+                        "iteration": iteration.step,
+                        "reward": iteration.reward,
+                        "remote": True,
+                    }
+                )
         return result
 
     def close(self) -> None:
@@ -210,27 +223,35 @@ class HttpReasoner:
         return health.model_id
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return retry_after
+        if retry_after is not None:  # a little later than told, so refused clients do not all return at once
+            return retry_after * random.uniform(1.0, 1.1)
         base = min(self.max_backoff_s, self.backoff_s * (2**attempt))
         return base * random.uniform(0.5, 1.0)
 
     def _post(self, body: bytes, deadline: float) -> WireResponse:
         """POST within ``deadline``: up to ``retries`` retries after connection errors and 502/503, and
-        up to ``busy_retries`` after 429 (the service is healthy but its queue is full)."""
+        after 429 (the service is healthy but its queue is full) as long as its Retry-After fits
+        before the deadline (and at most ``busy_retries`` times when set)."""
         failures = busy = 0
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ReasonerTimeoutError(f"the reasoner service at {self.url} did not answer within {self.timeout_s:g} s")
+                raise ReasonerTimeoutError(
+                    f"the reasoner service at {self.url} did not answer within {self.timeout_s:g} s"
+                )
             outcome, retry_after, queue_full = self._attempt(body, remaining)
             if isinstance(outcome, WireResponse):
                 return outcome
             if queue_full:
                 busy += 1
-                if busy > self.busy_retries:
+                if self.busy_retries is not None and busy > self.busy_retries:
                     raise outcome
                 delay = self._delay(min(busy - 1, 4), retry_after)
+                if retry_after is not None and time.monotonic() + retry_after >= deadline:
+                    raise BackendUnavailableError(
+                        f"{outcome.message}; the service expects a place in {retry_after:g} s, past this "
+                        f"client's timeout of {self.timeout_s:g} s (RIAD_REASONER_TIMEOUT_S)"
+                    )
             else:
                 failures += 1
                 if failures > self.retries:
@@ -251,14 +272,21 @@ class HttpReasoner:
         where = f"the reasoner service at {self.url}"
         try:
             response = self._client.post(
-                f"{self.url}/v1/reason", content=body, headers={"Content-Type": "application/json"}, timeout=timeout
+                f"{self.url}/v1/reason",
+                content=body,
+                headers={"Content-Type": "application/json"},
+                timeout=timeout,
             )
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             return BackendUnavailableError(f"cannot connect to {where}: {exc}"), None, False
         except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout) as exc:
             raise ReasonerTimeoutError(f"{where} did not answer within {self.timeout_s:g} s") from exc
         except httpx.TransportError as exc:  # connection dropped mid-request, protocol errors
-            return BackendUnavailableError(f"the connection to {where} broke: {type(exc).__name__}: {exc}"), None, False
+            return (
+                BackendUnavailableError(f"the connection to {where} broke: {type(exc).__name__}: {exc}"),
+                None,
+                False,
+            )
         status = response.status_code
         if status == 200:
             try:
@@ -278,7 +306,9 @@ class HttpReasoner:
         if status == 504:
             raise ReasonerTimeoutError(f"{where} timed out: {message}")
         if status in (401, 403):
-            raise BackendUnavailableError(f"{where} refused the token (HTTP {status}); set RIAD_REASONER_TOKEN")
+            raise BackendUnavailableError(
+                f"{where} refused the token (HTTP {status}); set RIAD_REASONER_TOKEN"
+            )
         known = _error_classes().get(code)
         if 400 <= status < 500 and known is not None:
             raise known(f"{where} refused the request (HTTP {status}): {message}")

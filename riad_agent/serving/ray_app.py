@@ -39,7 +39,9 @@ class RayOptions:
 class ReasonerReplica:
     """One Ray Serve replica: a model worker behind the shared request logic."""
 
-    def __init__(self, model: str, config: ServiceConfig, device: str, dtype: str, torch_threads: int | None) -> None:
+    def __init__(
+        self, model: str, config: ServiceConfig, device: str, dtype: str, torch_threads: int | None
+    ) -> None:
         from ray import serve
 
         if torch_threads:
@@ -65,7 +67,8 @@ class ReasonerReplica:
             )
         else:
             return JSONResponse(
-                {"error": {"code": "not_found", "message": f"no route {request.method} {path}"}}, status_code=404
+                {"error": {"code": "not_found", "message": f"no route {request.method} {path}"}},
+                status_code=404,
             )
         return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
 
@@ -123,7 +126,9 @@ def start_ray(model: str, config: ServiceConfig, options: RayOptions) -> str:
                 except ConnectionError:
                     ray.init(address="local", num_cpus=options.num_cpus, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise BackendUnavailableError(f"cannot start or join a Ray cluster at {options.address}: {exc}") from exc
+            raise BackendUnavailableError(
+                f"cannot start or join a Ray cluster at {options.address}: {exc}"
+            ) from exc
     if options.device == "auto" and options.gpus_per_replica > 0 and not ray.cluster_resources().get("GPU"):
         options = replace(options, gpus_per_replica=0.0)  # 'auto' on a cluster without GPUs: CPU replicas
     try:
@@ -144,7 +149,9 @@ def stop_ray() -> None:
         ray.shutdown()
 
 
-def run_ray(model: str, config: ServiceConfig, options: RayOptions, log: Callable[[str], None] = print) -> None:
+def run_ray(
+    model: str, config: ServiceConfig, options: RayOptions, log: Callable[[str], None] = print
+) -> None:
     """Deploy and block until interrupted (``riad serve reasoner --ray``)."""
     import time
 

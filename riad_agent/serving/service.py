@@ -1,8 +1,12 @@
 """The reasoner service: ``POST /v1/reason``, ``GET /healthz``, ``GET /readyz``.
 
-:class:`ReasonerService` holds the request logic (auth, body limit, parsing, queue, timeout, typed
-errors) independently of the web framework, so the FastAPI app of :func:`create_app` and the Ray
-Serve deployment (``riad_agent.serving.ray_app``) answer identically. :class:`BackgroundServer`
+:class:`ReasonerService` holds the request logic (auth, admission, body limit, parsing, timeout,
+disconnects, typed errors) independently of the web framework, so the FastAPI app of
+:func:`create_app` and the Ray Serve deployment (``riad_agent.serving.ray_app``) answer identically.
+A request takes its place in the queue before its body is read (a full queue answers 429 without
+reading it, and bodies in flight never outnumber the free places); at most ``max_bodies`` bodies
+are parsed and decoded at once. A job whose client
+went away or timed out is cancelled (it stops within one latent iteration). :class:`BackgroundServer`
 runs an app under uvicorn in a thread (tests, benchmarks, embedding).
 """
 
@@ -17,6 +21,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -26,14 +31,16 @@ from riad_agent.errors import (
     BodyTooLargeError,
     ConfigurationError,
     InvalidRequestError,
+    NotReadyError,
     QueueFullError,
     ReasonerTimeoutError,
+    ReasoningCancelledError,
     RiadError,
     ServiceError,
     UnauthorizedError,
     first_problem,
 )
-from riad_agent.protocols import Reasoner
+from riad_agent.protocols import Reasoner, ReasoningInput, ReasoningResult
 from riad_agent.serving.wire import (
     REPLICA_HEADER,
     Health,
@@ -44,7 +51,7 @@ from riad_agent.serving.wire import (
     error_body,
     status_for,
 )
-from riad_agent.serving.worker import JobCancelled, ModelWorker, ReasonerSource
+from riad_agent.serving.worker import Job, ModelWorker, ReasonerSource
 
 ReasonPath = "/v1/reason"
 
@@ -59,6 +66,7 @@ class ServiceConfig:
     max_queue: int = 8
     max_batch: int = 4  # requests run together by the model worker (1 = one at a time)
     timeout_s: float = 120.0
+    max_bodies: int = 2  # request bodies parsed and decoded at once (each reads only after admission)
     limits: WireLimits = field(default_factory=WireLimits)
     replica: str = ""
 
@@ -98,12 +106,23 @@ class ReasonerService:
         check_bind(config.host, config.token)
         self.config = config
         self.worker = ModelWorker(reasoner, max_queue=config.max_queue, max_batch=config.max_batch)
+        self._decoding = asyncio.Semaphore(max(1, config.max_bodies))
+        self.refused = 0  # requests answered 429 (queue full)
 
     def start(self) -> None:
         self.worker.start()
 
     def close(self) -> None:
         self.worker.close()
+
+    async def drain(self, drain_s: float, hurry: Callable[[], bool] = lambda: False) -> None:
+        """Shutdown, first part: refuse new requests, give those in flight ``drain_s`` seconds (less
+        once ``hurry()`` holds), then cancel them (each answers 503 within about one latent iteration)."""
+        self.worker.stop_accepting()
+        deadline = time.monotonic() + drain_s
+        while (self.worker.queued or self.worker.running) and time.monotonic() < deadline and not hurry():
+            await asyncio.sleep(0.05)
+        self.worker.cancel_all()
 
     def _headers(self) -> dict[str, str]:
         return {REPLICA_HEADER: self.config.replica} if self.config.replica else {}
@@ -115,6 +134,7 @@ class ReasonerService:
         """A refusal of the service itself, with the header that tells the client what to do next."""
         extra: dict[str, str] = {}
         if isinstance(error, QueueFullError):
+            self.refused += 1
             extra["Retry-After"] = str(self.worker.retry_after_s())
         elif isinstance(error, UnauthorizedError):
             extra["WWW-Authenticate"] = "Bearer"
@@ -125,7 +145,9 @@ class ReasonerService:
         if not self.config.token:
             return True
         scheme, _, given = (authorization or "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.config.token.encode())
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode(), self.config.token.encode()
+        )
 
     def health(self) -> Reply:
         """Liveness: the process answers."""
@@ -147,50 +169,106 @@ class ReasonerService:
             model_id=worker.model_id,
             replica=self.config.replica,
             queued=worker.queued,
+            running=worker.running,
             max_queue=worker.max_queue,
             completed=worker.completed,
+            cancelled=worker.cancelled,
+            refused=self.refused,
             detail=detail,
         )
 
-    async def reason(self, authorization: str | None, read_body: Callable[[int], Awaitable[bytes]]) -> Reply:
-        """Handle ``POST /v1/reason``: ``read_body(limit)`` returns the body or raises BodyTooLargeError."""
+    async def reason(
+        self,
+        authorization: str | None,
+        read_body: Callable[[int], Awaitable[bytes]],
+        disconnected: Callable[[], Awaitable[None]] | None = None,
+    ) -> Reply:
+        """Handle ``POST /v1/reason``.
+
+        ``read_body(limit)`` returns the body or raises BodyTooLargeError; it is called only once
+        the queue has a place for the request. ``disconnected()``, when given, returns once the
+        client has gone away; the job is then cancelled.
+        """
         started = time.perf_counter()
         if not self.authorised(authorization):
             return self._refuse(
                 UnauthorizedError("a valid bearer token is required: send 'Authorization: Bearer <token>'")
             )
         try:
-            raw = await read_body(self.config.limits.max_body_bytes)
+            self.worker.reserve()  # queue full or not ready: refused before a byte of the body is read
+        except ServiceError as exc:
+            return self._refuse(exc)
+        try:
+            request = await self._read_request(read_body)
+            job = self.worker.submit(request, reserved=True)
+        except ServiceError as exc:  # body too large, shutting down
+            self.worker.release()
+            return self._refuse(exc)
+        except RiadError as exc:
+            self.worker.release()
+            return self._error(exc)
+        except BaseException:
+            self.worker.release()
+            raise
+        remaining = self.config.timeout_s - (time.perf_counter() - started)
+        return await self._await_job(job, max(remaining, 0.001), disconnected)
+
+    async def _read_request(self, read_body: Callable[[int], Awaitable[bytes]]) -> ReasoningInput:
+        """Read one body (only admitted requests read, so bodies in flight are bounded by the free
+        places in the queue), then parse and decode it (at most ``max_bodies`` at once)."""
+        raw = await read_body(self.config.limits.max_body_bytes)
+        async with self._decoding:
             try:
                 body = WireRequest.model_validate_json(raw)
             except ValidationError as exc:
                 where, problem = first_problem(exc)
                 raise InvalidRequestError(f"invalid request field {where}: {problem}") from exc
-            request = await asyncio.to_thread(decode_input, body, self.config.limits)
-            job = self.worker.submit(request)
-        except ServiceError as exc:  # queue full, model not ready, body too large
-            return self._refuse(exc)
-        except RiadError as exc:
-            return self._error(exc)
-        remaining = self.config.timeout_s - (time.perf_counter() - started)
+            del raw
+            return await asyncio.to_thread(decode_input, body, self.config.limits)
+
+    async def _await_job(
+        self, job: Job, timeout_s: float, disconnected: Callable[[], Awaitable[None]] | None
+    ) -> Reply:
+        """The job's answer; a timeout (504), a disconnect or a cancelled handler cancels the job."""
+        answer: asyncio.Future[ReasoningResult] = asyncio.wrap_future(job.future)
+        gone = asyncio.ensure_future(disconnected()) if disconnected is not None else None
+        waits: list[asyncio.Future[Any]] = [answer] if gone is None else [answer, gone]
         try:
-            result = await asyncio.wait_for(asyncio.wrap_future(job.future), timeout=max(remaining, 0.001))
-        except TimeoutError:
-            job.cancel()
-            return self._error(
-                ReasonerTimeoutError(f"the reasoner did not answer within the service timeout of {self.config.timeout_s:g} s")
-            )
-        except asyncio.CancelledError:
-            job.cancel()  # the client went away
+            done, _ = await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the server stops, or the framework dropped the request
+            job.cancel("the request was abandoned")
+            answer.cancel()  # (its outcome is nobody's now)
             raise
-        except JobCancelled:
-            return self._error(ReasonerTimeoutError("the request was cancelled before it finished"))
+        finally:
+            if gone is not None:
+                gone.cancel()
+        if answer not in done:
+            answer.cancel()
+            if gone is not None and gone in done:
+                job.cancel("the client disconnected")  # its answer is never delivered: 499, as nginx logs it
+                gone_error = ReasoningCancelledError("the client disconnected; its request was stopped")
+                return Reply(499, error_body(gone_error), self._headers())
+            job.cancel(f"no answer within the service timeout of {self.config.timeout_s:g} s")
+            return self._error(
+                ReasonerTimeoutError(
+                    f"the reasoner did not answer within the service timeout of {self.config.timeout_s:g} s"
+                )
+            )
+        try:
+            result = answer.result()
+        except ReasoningCancelledError as exc:  # stopped by the service's shutdown
+            return self._refuse(NotReadyError(f"the reasoner service is shutting down ({exc.message})"))
         except RiadError as exc:
             return self._error(exc)
         except Exception as exc:  # noqa: BLE001 - a model bug must not kill the service
             return Reply(
                 500,
-                {"error": {"code": "internal", "message": f"the reasoner failed: {type(exc).__name__}: {exc}"}},
+                {
+                    "error": {
+                        "code": "internal",
+                        "message": f"the reasoner failed: {type(exc).__name__}: {exc}",
+                    }
+                },
                 self._headers(),
             )
         model_id = self.worker.model_id or result.trace.model_id
@@ -211,6 +289,12 @@ async def read_limited(request: Request, limit: int) -> bytes:
             raise BodyTooLargeError(f"the request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def wait_disconnect(request: Request) -> None:
+    """Return once the client of ``request`` has gone away (call it after the body was read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _respond(reply: Reply) -> JSONResponse:
@@ -236,7 +320,12 @@ def create_app(reasoner: ReasonerSource, config: ServiceConfig | None = None) ->
 
     @app.post(ReasonPath)
     async def reason(request: Request) -> JSONResponse:
-        return _respond(await service.reason(request.headers.get("authorization"), lambda n: read_limited(request, n)))
+        reply = await service.reason(
+            request.headers.get("authorization"),
+            lambda limit: read_limited(request, limit),
+            lambda: wait_disconnect(request),
+        )
+        return _respond(reply)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
@@ -266,7 +355,9 @@ class BackgroundServer:
         self.host = host
         self.port = port or free_port(host)
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=self.port, log_level="warning", lifespan="on", access_log=False)
+            uvicorn.Config(
+                app, host=host, port=self.port, log_level="warning", lifespan="on", access_log=False
+            )
         )
         self._thread = threading.Thread(target=self.server.run, name="riad-reasoner-http", daemon=True)
 

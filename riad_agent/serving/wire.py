@@ -15,13 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from riad_agent import imaging
 from riad_agent.errors import (
     InvalidImageError,
     InvalidRequestError,
     ReasonerTimeoutError,
+    ReasoningCancelledError,
     RiadError,
 )
 from riad_agent.protocols import ReasoningInput, ReasoningResult
@@ -32,6 +33,9 @@ API_VERSION = "1"
 PRIOR_MAX_SIDE = 64
 #: Header carrying the id of the replica that answered (also in :attr:`WireResponse.replica`).
 REPLICA_HEADER = "X-Riad-Replica"
+#: Why a request with the expert's image score but not its prior map is refused (the score is
+#: read alongside the map, so alone it would be silently ignored).
+SCORE_WITHOUT_PRIOR = "image_score needs patch_prior: send the expert's prior map with its score, or neither"
 
 
 class _Wire(BaseModel):
@@ -43,20 +47,31 @@ class WireRequest(_Wire):
 
     api_version: str = API_VERSION
     image: str = Field(min_length=1, description="The query image, base64 PNG.")
-    templates: list[str] = Field(default_factory=list, max_length=16, description="Normal templates, base64 PNG.")
+    templates: list[str] = Field(
+        default_factory=list, max_length=16, description="Normal templates, base64 PNG."
+    )
     question: MultipleChoiceQuestion
     knowledge: list[KnowledgeHit] = Field(default_factory=list, max_length=64)
     patch_prior: list[list[float]] | None = Field(
         default=None, max_length=PRIOR_MAX_SIDE, description="[0, 1] prior grid, rows of floats."
     )
     image_score: float | None = Field(
-        default=None, ge=0.0, le=1.0, description="The expert's calibrated image score (0.5 = edge of normal)."
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="The expert's calibrated image score (0.5 = edge of normal).",
     )
     category: str | None = Field(default=None, max_length=200)
     latent_steps: int = Field(default=10, ge=0, le=200)
     latent_tokens: int = Field(default=4, ge=1, le=64)
     inject_patches: bool = True
     seed: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _score_needs_prior(self) -> WireRequest:
+        if self.image_score is not None and self.patch_prior is None:
+            raise ValueError(SCORE_WITHOUT_PRIOR)
+        return self
 
     @field_validator("patch_prior")
     @classmethod
@@ -108,8 +123,11 @@ class Health(_Wire):
     model_id: str | None = None
     replica: str = ""
     queued: int = 0
+    running: int = Field(default=0, description="Requests in the model worker's running batch.")
     max_queue: int = 0
     completed: int = Field(default=0, description="Requests the model worker has finished.")
+    cancelled: int = Field(default=0, description="Requests stopped because their caller gave up.")
+    refused: int = Field(default=0, description="Requests refused with 429 because the queue was full.")
     detail: str = ""
 
 
@@ -132,6 +150,7 @@ STATUS_FOR_CODE: dict[str, int] = {
     "queue_full": 429,
     "not_ready": 503,
     "backend_unavailable": 503,
+    ReasoningCancelledError.code: 503,
     ReasonerTimeoutError.code: 504,
 }
 
@@ -184,7 +203,9 @@ def shrink_prior(prior: np.ndarray, max_side: int = PRIOR_MAX_SIDE) -> np.ndarra
 
 
 def encode_input(request: ReasoningInput) -> WireRequest:
-    """Client side: a reasoning input as the request body."""
+    """Client side: a reasoning input as the request body (InvalidRequestError for a score without a prior)."""
+    if request.image_score is not None and request.patch_prior is None:
+        raise InvalidRequestError(SCORE_WITHOUT_PRIOR)
     prior = None
     if request.patch_prior is not None:
         prior = [[round(float(v), 5) for v in row] for row in shrink_prior(request.patch_prior)]
@@ -206,10 +227,13 @@ def encode_input(request: ReasoningInput) -> WireRequest:
 def decode_input(body: WireRequest, limits: WireLimits) -> ReasoningInput:
     """Service side: the request body as a reasoning input (typed errors for bad images)."""
     if body.api_version != API_VERSION:
-        raise InvalidRequestError(f"api_version {body.api_version!r} is not supported; this service speaks {API_VERSION!r}")
+        raise InvalidRequestError(
+            f"api_version {body.api_version!r} is not supported; this service speaks {API_VERSION!r}"
+        )
     image = decode_png(body.image, "image", limits.max_image_pixels)
     templates = [
-        decode_png(text, f"templates[{index}]", limits.max_image_pixels) for index, text in enumerate(body.templates)
+        decode_png(text, f"templates[{index}]", limits.max_image_pixels)
+        for index, text in enumerate(body.templates)
     ]
     prior = None if body.patch_prior is None else np.asarray(body.patch_prior, dtype=np.float32)
     return ReasoningInput(
@@ -241,4 +265,6 @@ def encode_result(result: ReasoningResult, model_id: str, replica: str = "") -> 
 
 def decode_result(body: WireResponse) -> ReasoningResult:
     """Client side: the response body as a reasoning result."""
-    return ReasoningResult(answer=body.answer, text=body.text, trace=body.trace, timings_ms=dict(body.timings_ms))
+    return ReasoningResult(
+        answer=body.answer, text=body.text, trace=body.trace, timings_ms=dict(body.timings_ms)
+    )

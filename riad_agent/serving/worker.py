@@ -8,10 +8,14 @@ waits for a batch to fill: a lone request starts at once, and batches form from 
 while the previous batch ran. ``max_batch=1`` runs one request at a time.
 
 The queue is bounded: a full queue raises :class:`~riad_agent.errors.QueueFullError` at once
-(back-pressure, HTTP 429 with Retry-After) instead of letting latency grow without limit. A request
-whose caller gave up is skipped if it has not started, and stopped at its next latent iteration if
-it has (its progress callback raises); the rest of its batch carries on. A request that fails (a bad
-image) fails alone.
+(back-pressure, HTTP 429 with Retry-After) instead of letting latency grow without limit. A caller
+may :meth:`~ModelWorker.reserve` a place before it has even read its request (the service does, so
+a full queue refuses a body it never reads). Each job carries a
+:class:`~riad_agent.reasoning.cancel.CancelToken` as its progress callback: a job whose caller gave
+up is skipped if it has not started, and stopped within about one latent iteration if it has; the
+rest of its batch carries on. A request that fails (a bad image) fails alone. :meth:`close` fails
+the waiting jobs, cancels the running ones and waits for the thread to end, so no model work
+outlives the process's shutdown.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from riad_agent.errors import NotReadyError, QueueFullError, RiadError
+from riad_agent.errors import NotReadyError, QueueFullError, ReasoningCancelledError, RiadError
 from riad_agent.protocols import ProgressCallback, Reasoner, ReasoningInput, ReasoningResult
+from riad_agent.reasoning.cancel import CancelToken
 
 ReasonerSource = Reasoner | Callable[[], Reasoner]
 
@@ -41,42 +46,63 @@ class BatchReasoner(Protocol):
     ) -> list[ReasoningResult | Exception]: ...
 
 
-class JobCancelled(Exception):
-    """Raised inside the reasoner's progress callback when the caller stopped waiting."""
-
-
 @dataclass
 class Job:
-    """One queued reasoning request and the future its caller awaits."""
+    """One queued reasoning request, the future its caller awaits and the token that stops it."""
 
     request: ReasoningInput
     future: concurrent.futures.Future[ReasoningResult] = field(default_factory=concurrent.futures.Future)
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    token: CancelToken = field(default_factory=CancelToken)
 
-    def cancel(self) -> None:
-        """Stop waiting: skip the job if queued, stop it at its next iteration if running."""
-        self.cancelled.set()
-        self.future.cancel()
+    @property
+    def steps(self) -> int:
+        return self.request.latent_steps
+
+    @property
+    def cancelled(self) -> bool:
+        return self.token.cancelled
+
+    def cancel(self, why: str = "the caller stopped waiting") -> None:
+        """Stop the job: skipped if still queued, stopped within one latent iteration if running.
+
+        Its future then ends with :class:`~riad_agent.errors.ReasoningCancelledError`.
+        """
+        self.token.cancel(why)
 
 
 class ModelWorker:
     """A single model thread fed by a bounded queue (``max_queue`` waiting jobs besides the running batch)."""
 
-    def __init__(self, source: ReasonerSource, max_queue: int = 8, max_batch: int = 4) -> None:
+    def __init__(
+        self,
+        source: ReasonerSource,
+        max_queue: int = 8,
+        max_batch: int = 4,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._source = source
-        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
+        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue + 1)  # + the stop mark
         self.max_queue = max_queue
         self.max_batch = max_batch
+        self._clock = clock
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self.reasoner: Reasoner | None = source if isinstance(source, Reasoner) else None
         self.load_error: str | None = None
-        self._mean_s = 1.0
         self.completed = 0
+        self.cancelled = 0  # jobs that ended because their caller gave up (or the service stopped)
+        self._lock = threading.Lock()  # guards the counters below
+        self._reserved = 0  # places promised to callers still reading their request
+        self._closing = False
+        self._running: list[Job] = []
+        self._batch_started = 0.0
+        self._step_s: float | None = (
+            None  # measured seconds per latent step of a batch (incl. prefix and decode)
+        )
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -86,18 +112,36 @@ class ModelWorker:
             self._thread = threading.Thread(target=self._run, name="riad-model-worker", daemon=True)
             self._thread.start()
 
-    def close(self, timeout_s: float = 5.0) -> None:
-        """Cancel waiting jobs and stop the thread after the running one."""
+    def stop_accepting(self) -> None:
+        """Refuse new jobs (:class:`NotReadyError`, 'shutting down'); queued and running ones go on."""
+        with self._lock:
+            self._closing = True
+
+    def cancel_all(self) -> None:
+        """Refuse new jobs, fail the waiting ones and cancel the running ones (they stop within one iteration)."""
+        self.stop_accepting()
+        with self._lock:
+            running = list(self._running)
+        for job in running:
+            job.cancel("the reasoner service is shutting down")
         while True:
             try:
-                job = self._queue.get_nowait()
+                waiting = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if job is not None and job.future.set_running_or_notify_cancel():
-                job.future.set_exception(NotReadyError("the reasoner service is shutting down"))
+            if waiting is not None and waiting.future.set_running_or_notify_cancel():
+                waiting.future.set_exception(NotReadyError("the reasoner service is shutting down"))
+
+    def close(self, timeout_s: float = 120.0) -> None:
+        """:meth:`cancel_all`, then wait (up to ``timeout_s``) for the thread to end. Idempotent.
+
+        Cancellation is cooperative, so the wait is about one latent iteration, or the model's load
+        when it is still loading.
+        """
+        self.cancel_all()
         if self._thread is not None:
             with contextlib.suppress(queue.Full):
-                self._queue.put(None, timeout=timeout_s)
+                self._queue.put_nowait(None)
             self._thread.join(timeout_s)
             self._thread = None
 
@@ -118,27 +162,69 @@ class ModelWorker:
     def queued(self) -> int:
         return self._queue.qsize()
 
-    def retry_after_s(self) -> int:
-        """Seconds a refused client should wait: the queue's expected drain time, at least one.
+    @property
+    def running(self) -> int:
+        with self._lock:
+            return len(self._running)
 
-        ``_mean_s`` is the mean time per request (a batch's time over its size), so batching shows.
+    def retry_after_s(self) -> int:
+        """Seconds until a place frees in a full queue: the expected rest of the running batch, at least one.
+
+        The running batch's expected duration is the measured time per latent step (a batch's time
+        over its longest request's steps + 1, which covers prefix and decode) times its own steps + 1;
+        once it ends, the next batch takes up to ``max_batch`` waiting jobs and frees their places.
         """
-        return max(1, math.ceil(self._mean_s * max(1, self.queued)))
+        with self._lock:
+            return self._retry_after()
+
+    def _retry_after(self) -> int:
+        """:meth:`retry_after_s`, called under the lock."""
+        if not self._running:
+            return 1
+        steps = max(job.steps for job in self._running)
+        expected = (self._step_s if self._step_s is not None else 1.0) * (steps + 1)
+        return max(1, math.ceil(expected - (self._clock() - self._batch_started)))
 
     # --- submitting -------------------------------------------------------------------------------
 
-    def submit(self, request: ReasoningInput) -> Job:
-        """Queue a request or raise :class:`QueueFullError` / :class:`NotReadyError` at once."""
+    def reserve(self) -> None:
+        """Promise a place in the queue to a caller that has not read its request yet.
+
+        Raises :class:`NotReadyError` / :class:`QueueFullError` at once; pass ``reserved=True`` to
+        :meth:`submit` to use the place, or :meth:`release` it.
+        """
+        with self._lock:
+            self._admit()
+            self._reserved += 1
+
+    def release(self) -> None:
+        """Give back a place taken by :meth:`reserve` that will not be used."""
+        with self._lock:
+            self._reserved = max(0, self._reserved - 1)
+
+    def submit(self, request: ReasoningInput, reserved: bool = False) -> Job:
+        """Queue a request (in the place :meth:`reserve` promised, if ``reserved``) or raise at once."""
+        job = Job(request)
+        with self._lock:
+            if reserved:
+                if self._closing:  # (the place stays reserved: the caller releases it)
+                    raise NotReadyError("the reasoner service is shutting down")
+                self._reserved = max(0, self._reserved - 1)
+            else:
+                self._admit()
+            self._queue.put_nowait(job)  # never full: places are counted under the lock
+        return job
+
+    def _admit(self) -> None:
+        """Raise unless a new job may wait (called under the lock)."""
+        if self._closing:
+            raise NotReadyError("the reasoner service is shutting down")
         if not self.ready:
             raise NotReadyError(self.load_error or "the reasoner model is still loading; retry shortly")
-        job = Job(request)
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
+        if self._queue.qsize() + self._reserved >= self.max_queue:
             raise QueueFullError(
-                f"the reasoner queue is full ({self.max_queue} waiting); retry after {self.retry_after_s()} s"
-            ) from None
-        return job
+                f"the reasoner queue is full ({self.max_queue} waiting); retry after {self._retry_after()} s"
+            )
 
     # --- the thread -------------------------------------------------------------------------------
 
@@ -162,23 +248,34 @@ class ModelWorker:
         while True:
             jobs, stop = self._take_batch(self._queue.get(), limit)
             if jobs:
-                started = time.perf_counter()
+                with self._lock:
+                    self._running, self._batch_started = jobs, self._clock()
                 self._execute(reasoner, jobs)
-                elapsed = (time.perf_counter() - started) / len(jobs)
-                self._mean_s = 0.8 * self._mean_s + 0.2 * elapsed if self.completed else elapsed
-                self.completed += len(jobs)
+                with self._lock:
+                    elapsed = self._clock() - self._batch_started
+                    self._running = []
+                    per_step = elapsed / (max(job.steps for job in jobs) + 1)
+                    self._step_s = per_step if self._step_s is None else 0.7 * self._step_s + 0.3 * per_step
+                    stopped = sum(isinstance(job.future.exception(), ReasoningCancelledError) for job in jobs)
+                    self.cancelled += stopped
+                    self.completed += len(jobs) - stopped
             if stop:
                 return
 
     def _take_batch(self, first: Job | None, limit: int) -> tuple[list[Job], bool]:
-        """``first`` and more jobs already waiting, up to ``limit`` live ones (cancelled ones are
-        dropped on the way); True once the stop mark came."""
+        """``first`` and more jobs already waiting, up to ``limit`` live ones (cancelled ones end
+        with their cancellation on the way); True once the stop mark came."""
         jobs: list[Job] = []
         job = first
         while True:
             if job is None:
                 return jobs, True
-            if not job.cancelled.is_set() and job.future.set_running_or_notify_cancel():
+            if not job.future.set_running_or_notify_cancel():
+                self.cancelled += 1
+            elif job.cancelled:
+                job.future.set_exception(job.token.error())
+                self.cancelled += 1
+            else:
                 jobs.append(job)
             if len(jobs) >= limit:
                 return jobs, False
@@ -192,13 +289,13 @@ class ModelWorker:
         if len(jobs) == 1 or not isinstance(reasoner, BatchReasoner):  # (several only for a BatchReasoner)
             for job in jobs:
                 try:
-                    job.future.set_result(reasoner.reason(job.request, _stop_if_cancelled(job)))
+                    job.future.set_result(reasoner.reason(job.request, job.token))
                 except BaseException as exc:  # noqa: BLE001 - every failure goes to the waiting caller
                     job.future.set_exception(exc)
             return
         outcomes: list[ReasoningResult | Exception] | list[BaseException]
         try:
-            outcomes = reasoner.reason_batch([job.request for job in jobs], [_stop_if_cancelled(job) for job in jobs])
+            outcomes = reasoner.reason_batch([job.request for job in jobs], [job.token for job in jobs])
         except BaseException as exc:  # noqa: BLE001 - a failure of the batch itself goes to every caller
             outcomes = [exc] * len(jobs)
         for job, outcome in zip(jobs, outcomes, strict=True):
@@ -206,13 +303,3 @@ class ModelWorker:
                 job.future.set_exception(outcome)
             else:
                 job.future.set_result(outcome)
-
-
-def _stop_if_cancelled(job: Job) -> ProgressCallback:
-    """A progress callback that stops ``job`` at its next iteration once its caller gave up."""
-
-    def check(event: dict[str, object]) -> None:
-        if job.cancelled.is_set():
-            raise JobCancelled("the caller stopped waiting")
-
-    return check

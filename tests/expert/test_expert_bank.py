@@ -99,7 +99,11 @@ def test_corrupt_cache_file_is_rebuilt(tmp_path: Path, references: list) -> None
 
 def test_large_banks_are_subsampled_by_the_coreset(references: list) -> None:
     config = ExpertConfig(
-        features={"image_size": 128}, coreset_above=300, coreset_ratio=0.25, coreset_min=100, heatmap=False,
+        features={"image_size": 128},
+        coreset_above=300,
+        coreset_ratio=0.25,
+        coreset_min=100,
+        heatmap=False,
         fixed_views=0,  # the bank holds the references' own patches only
         pose="fixed",
     )
@@ -133,3 +137,28 @@ def test_intensity_normalisation_removes_global_brightness_and_contrast() -> Non
     assert (plain[0] - plain[1]).abs().mean() > 0.05
     assert (normalised[0] - normalised[1]).abs().mean() < 0.01
     assert normalised.mean().item() == pytest.approx(0.5, abs=0.02)
+
+
+def test_the_disk_cache_stays_under_its_size_limit_dropping_the_least_recently_used(
+    tmp_path: Path, references: list
+) -> None:
+    expert = PatchCoreExpert(ExpertConfig(memory_banks=0), cache_dir=tmp_path)
+    bank = expert.fit(references)
+    one = BankCache(tmp_path).size_bytes()
+    cache = BankCache(tmp_path, max_bytes=int(2.5 * one))
+    for key in ("a", "b"):
+        cache.save(key, bank)
+    cache.load("a")  # "a" is now more recently used than the first bank and "b"
+    cache.save("c", bank)
+    names = sorted(path.name for path in tmp_path.glob("bank-*.safetensors"))
+    assert names == ["bank-a.safetensors", "bank-c.safetensors"]
+    assert cache.size_bytes() <= 2.5 * one
+
+
+def test_a_bank_bigger_than_the_limit_is_kept_until_the_next_save(tmp_path: Path, references: list) -> None:
+    bank = PatchCoreExpert(ExpertConfig(memory_banks=0)).fit(references)
+    cache = BankCache(tmp_path, max_bytes=1)
+    cache.save("a", bank)
+    assert cache.load("a") is not None
+    cache.save("b", bank)
+    assert cache.load("a") is None and cache.load("b") is not None

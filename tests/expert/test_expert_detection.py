@@ -184,3 +184,40 @@ def test_efficientnet_lite2_is_registered_with_the_default_taps() -> None:
         return
     assert backbone.backbone_id == "efficientnet-lite2/s4s8s16s32"
     assert tuple(backbone.strides) == (4, 8, 16, 32)
+
+
+def test_a_reference_of_another_product_is_named_and_only_an_anomalous_verdict_survives(
+    expert: PatchCoreExpert, washer_refs: list
+) -> None:
+    clean = washer_refs[:4]
+    calibration = expert.fit(clean).calibration
+    assert calibration["outlier_ratio"] < expert.config.reference_disagreement
+    assert calibration["typical_outlier_ratio"] < expert.config.reference_typicality
+    assert (
+        expert.analyse(generate_sample("synthetic/washer", None, seed=50, size=SIZE).image, clean).cautions
+        == []
+    )
+    mixed = [*washer_refs[:3], generate_sample("synthetic/bracket", None, seed=1, size=SIZE).image]
+    result = expert.analyse(generate_sample("synthetic/washer", None, seed=50, size=SIZE).image, mixed)
+    assert result.cautions and result.cautions[0].startswith(
+        "reference 4 of 4 looks unlike the others overall"
+    )
+    assert (
+        result.notes == []
+    )  # the score is still computed: an anomalous verdict needs no trust in the odd one
+
+
+def test_with_two_references_no_reference_is_called_the_odd_one(
+    expert: PatchCoreExpert, washer_refs: list
+) -> None:
+    pair = [washer_refs[0], generate_sample("synthetic/bracket", None, seed=1, size=SIZE).image]
+    calibration = expert.fit(pair).calibration
+    assert calibration["outlier_ratio"] == 0.0 and calibration["typical_outlier_ratio"] == 0.0
+
+
+def test_a_defective_reference_is_named_as_having_a_place_unlike_the_others(
+    expert: PatchCoreExpert, washer_refs: list
+) -> None:
+    mixed = [*washer_refs[:3], generate_sample("synthetic/washer", "hole", seed=5, size=SIZE).image]
+    cautions = expert.reference_cautions(expert.fit(mixed))
+    assert cautions and cautions[0].startswith("reference 4 of 4 has a place unlike the others")

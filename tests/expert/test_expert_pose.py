@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -99,20 +101,31 @@ def test_a_query_of_another_shape_is_uncertain_with_a_note(
     assert result.notes and "aspect ratio" in result.notes[0]
 
 
-def test_an_anomalous_score_always_comes_with_a_region() -> None:
+def test_an_anomalous_score_always_comes_with_a_region_that_the_heatmap_shows() -> None:
     # a pixel threshold far above every pixel: only the strongest-blob fallback can give a region
-    config = ExpertConfig(features={"image_size": SIZE}, heatmap=False)
+    config = ExpertConfig(features={"image_size": SIZE}, heatmap=True)
     expert = PatchCoreExpert(config)
     bank = expert.fit(_refs("synthetic/washer", 3))
     bank.calibration["pixel_threshold"] = 1e6
     flagged = 0
     for seed, kind in enumerate(("hole", "colour", "stain", "missing_piece")):
-        result = expert.analyse_with_bank(generate_sample("synthetic/washer", kind, 700 + seed, SIZE).image, bank)
+        result = expert.analyse_with_bank(
+            generate_sample("synthetic/washer", kind, 700 + seed, SIZE).image, bank
+        )
         if result.score > 0.5:
             flagged += 1
             assert len(result.regions) == 1
             box = result.regions[0]
             assert 0 <= box.x0 < box.x1 <= SIZE and 0 <= box.y0 < box.y1 <= SIZE
+            # the heatmap shows it: its peak lies in the box, and the overlay is hottest there
+            peak_y, peak_x = np.unravel_index(int(np.argmax(result.pixel_scores)), result.pixel_scores.shape)
+            assert box.x0 <= peak_x < box.x1 and box.y0 <= peak_y < box.y1
+            png = result.heatmap()
+            assert png is not None
+            overlay = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+            red = overlay[..., 0].astype(float) - overlay[..., 2].astype(float)
+            inside = red[box.y0 : box.y1, box.x0 : box.x1].mean()
+            assert inside > red.mean()
     assert flagged >= 2
 
 

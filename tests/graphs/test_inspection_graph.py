@@ -18,9 +18,14 @@ from riad_agent.schemas import InspectionRequest
 from riad_agent.settings import Settings
 
 
-def _inspector(settings: Settings, reasoner: FakeReasoner | None = None, knowledge: FakeKnowledge | None = None) -> Inspector:
+def _inspector(
+    settings: Settings, reasoner: FakeReasoner | None = None, knowledge: FakeKnowledge | None = None
+) -> Inspector:
     components = build_components(
-        settings, knowledge=knowledge or FakeKnowledge(), expert=FakeExpert(), reasoner=reasoner or FakeReasoner()
+        settings,
+        knowledge=knowledge or FakeKnowledge(),
+        expert=FakeExpert(),
+        reasoner=reasoner or FakeReasoner(),
     )
     return Inspector(components=components)
 
@@ -83,7 +88,10 @@ async def test_without_references_the_expert_is_skipped(settings: Settings, imag
     assert report.category_guessed and report.category == "synthetic/washer"
 
 
-@pytest.mark.parametrize(("reasoner", "flag"), [(FakeReasoner(fail=True), "reasoner_unavailable"), (FakeReasoner(delay_s=1.0), "reasoner_timeout")])
+@pytest.mark.parametrize(
+    ("reasoner", "flag"),
+    [(FakeReasoner(fail=True), "reasoner_unavailable"), (FakeReasoner(delay_s=1.0), "reasoner_timeout")],
+)
 async def test_reasoner_failure_degrades_to_expert_only(
     tmp_path: Path, images: dict[str, Path], reasoner: FakeReasoner, flag: str
 ) -> None:
@@ -109,7 +117,9 @@ async def test_unknown_categories(settings: Settings, images: dict[str, Path]) -
     assert report.category == "gearbox"
 
 
-async def test_knowledge_and_reasoner_can_be_switched_off(settings: Settings, images: dict[str, Path]) -> None:
+async def test_knowledge_and_reasoner_can_be_switched_off(
+    settings: Settings, images: dict[str, Path]
+) -> None:
     knowledge, reasoner = FakeKnowledge(), FakeReasoner()
     report = await _inspector(settings, reasoner, knowledge).ainspect(
         {
@@ -124,7 +134,11 @@ async def test_knowledge_and_reasoner_can_be_switched_off(settings: Settings, im
 
 async def test_regions_are_in_original_pixels(settings: Settings, big_images: dict[str, Path]) -> None:
     report = await _inspector(settings).ainspect(
-        {"image": str(big_images["big"]), "references": [str(big_images["big_ref"])], "options": {"use_reasoner": False}}
+        {
+            "image": str(big_images["big"]),
+            "references": [str(big_images["big_ref"])],
+            "options": {"use_reasoner": False},
+        }
     )
     assert report.image_size == (2048, 1536)
     top = report.regions[0]
@@ -140,7 +154,9 @@ async def test_bad_image_raises_typed_error(settings: Settings, tmp_path: Path) 
 
 async def test_human_review_interrupts_and_resumes(tmp_path: Path, images: dict[str, Path]) -> None:
     settings = Settings(data_dir=tmp_path / "data", review_threshold=0.5)  # always unsure enough to ask
-    components = build_components(settings, knowledge=FakeKnowledge(), expert=FakeExpert(), reasoner=FakeReasoner())
+    components = build_components(
+        settings, knowledge=FakeKnowledge(), expert=FakeExpert(), reasoner=FakeReasoner()
+    )
     graph = build_inspection_graph(components=components, checkpointer=InMemorySaver())
     config = {"configurable": {"thread_id": "review-1"}}
     request = InspectionRequest(image=str(images["bad"]), references=[str(images["ref0"])])
@@ -158,10 +174,14 @@ async def test_sqlite_checkpointer_runs_the_graph(tmp_path: Path, images: dict[s
     from riad_agent.graphs.checkpoints import open_async_checkpointer
 
     settings = Settings(data_dir=tmp_path / "data", checkpointer="sqlite")
-    components = build_components(settings, knowledge=FakeKnowledge(), expert=FakeExpert(), reasoner=FakeReasoner())
+    components = build_components(
+        settings, knowledge=FakeKnowledge(), expert=FakeExpert(), reasoner=FakeReasoner()
+    )
     async with open_async_checkpointer(settings) as saver:
         graph = build_inspection_graph(components=components, checkpointer=saver)
-        report = await run_inspection(graph, InspectionRequest(image=str(images["bad"]), references=[str(images["ref0"])]), "t1")
+        report = await run_inspection(
+            graph, InspectionRequest(image=str(images["bad"]), references=[str(images["ref0"])]), "t1"
+        )
         assert report.verdict == "anomalous"
         snapshot = await graph.aget_state({"configurable": {"thread_id": "t1"}})
         assert snapshot.values["report"] == report
@@ -174,7 +194,11 @@ async def test_the_knowledge_pose_reaches_the_expert_and_the_report(
     expert = FakeExpert()
     components = build_components(settings, knowledge=FakeKnowledge(), expert=expert, reasoner=FakeReasoner())
     inspector = Inspector(components=components)
-    request = {"image": str(images["bad"]), "references": [str(images["ref0"])], "options": {"use_reasoner": False}}
+    request = {
+        "image": str(images["bad"]),
+        "references": [str(images["ref0"])],
+        "options": {"use_reasoner": False},
+    }
     report = await inspector.ainspect({**request, "category": "hazelnut"})
     assert expert.last_pose == "free"
     assert "Pose: free (knowledge)." in report.explanation
@@ -192,7 +216,9 @@ class _UnfitExpert(FakeExpert):
         return anomaly
 
 
-async def test_an_image_the_expert_cannot_judge_is_uncertain(settings: Settings, images: dict[str, Path]) -> None:
+async def test_an_image_the_expert_cannot_judge_is_uncertain(
+    settings: Settings, images: dict[str, Path]
+) -> None:
     components = build_components(
         settings, knowledge=FakeKnowledge(), expert=_UnfitExpert(), reasoner=FakeReasoner(answer="A")
     )
@@ -201,3 +227,17 @@ async def test_an_image_the_expert_cannot_judge_is_uncertain(settings: Settings,
     )
     assert report.verdict == "uncertain" and report.regions == []
     assert "could not judge this image: the image's aspect ratio 4.00" in report.explanation
+
+
+def test_progress_stages_are_the_graphs_order() -> None:
+    """PROGRESS_STAGES (the MCP progress fractions count along it) lists the nodes in the order they run."""
+    import graphlib
+
+    from riad_agent.graphs.inspection import PROGRESS_STAGES, inspection_graph
+
+    drawn = inspection_graph().compile().get_graph()
+    order = graphlib.TopologicalSorter()
+    for edge in drawn.edges:
+        order.add(edge.target, edge.source)
+    ran = [node for node in order.static_order() if node not in ("__start__", "__end__", "human_review")]
+    assert list(PROGRESS_STAGES) == ran

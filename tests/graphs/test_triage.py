@@ -39,12 +39,17 @@ async def test_triage_writes_one_line_per_image_and_records_errors(tmp_path: Pat
     images, reference = _folder(tmp_path, 6)
     (images / "broken.png").write_bytes(b"not a png")
     components = build_components(
-        Settings(data_dir=tmp_path / "data"), knowledge=FakeKnowledge(), expert=FakeExpert(), reasoner=FakeReasoner()
+        Settings(data_dir=tmp_path / "data"),
+        knowledge=FakeKnowledge(),
+        expert=FakeExpert(),
+        reasoner=FakeReasoner(),
     )
     events: list[dict[str, object]] = []
     graph = build_triage_graph(components=components, progress=events.append)
     out = tmp_path / "results.jsonl"
-    summary = await run_triage(TriageJob(images=images, out=out, references=[reference], concurrency=3), graph)
+    summary = await run_triage(
+        TriageJob(images=images, out=out, references=[reference], concurrency=3), graph
+    )
     records = _records(out)
     assert len(records) == 7 and len({r["image"] for r in records}) == 7
     assert summary.total == 7 and summary.inspected == 7 and summary.errors == 1
@@ -59,15 +64,22 @@ async def test_triage_writes_one_line_per_image_and_records_errors(tmp_path: Pat
 
     again = await run_triage(TriageJob(images=images, out=out, references=[reference]), graph)
     assert again.skipped == 7 and again.inspected == 0 and len(_records(out)) == 7
-    retried = await run_triage(TriageJob(images=images, out=out, references=[reference], retry_errors=True), graph)
+    retried = await run_triage(
+        TriageJob(images=images, out=out, references=[reference], retry_errors=True), graph
+    )
     assert retried.inspected == 1
 
 
-def test_torn_last_line_is_cut(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "tail", ['{"image": "/b.pn', "{", "\x00" * 512, '{"image": "/b.png", "elapsed_ms": 1}']
+)
+def test_torn_last_line_is_cut(tmp_path: Path, tail: str) -> None:
     out = tmp_path / "r.jsonl"
-    out.write_text('{"image": "/a.png", "elapsed_ms": 1}\n{"image": "/b.pn')
+    first = '{"image": "/a.png", "error": {"type": "InvalidImageError", "message": "no"}, "elapsed_ms": 1}\n'
+    out.write_text(first + tail)
     assert read_finished(out, retry_errors=False) == {"/a.png"}
-    assert out.read_text() == '{"image": "/a.png", "elapsed_ms": 1}\n'
+    assert read_finished(out, retry_errors=True) == set()
+    assert out.read_text() == first
 
 
 def test_missing_folder_is_typed(tmp_path: Path) -> None:

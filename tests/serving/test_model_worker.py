@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import concurrent.futures
-
 import pytest
 from serving_inputs import build_input, wait_until
 from support.fakes import FakeReasoner
 
-from riad_agent.errors import NotReadyError, QueueFullError
-from riad_agent.serving.worker import JobCancelled, ModelWorker
+from riad_agent.errors import NotReadyError, QueueFullError, ReasoningCancelledError
+from riad_agent.serving.worker import ModelWorker
 
 
 def test_jobs_run_one_at_a_time_in_order() -> None:
@@ -37,22 +35,28 @@ def test_full_queue_refuses_and_cancelled_jobs_are_skipped_or_stopped() -> None:
     waiting.cancel()  # never reaches the model
     running.cancel()  # running: stopped at its next progress callback
     assert kept.future.result(10).answer == "A"
-    with pytest.raises((JobCancelled, concurrent.futures.CancelledError)):
+    with pytest.raises(ReasoningCancelledError):
         running.future.result(10)
     assert [call.seed for call in slow.calls] == [0, 2]
     worker.close()
 
 
-def test_close_fails_waiting_jobs_and_not_ready_before_start() -> None:
+def test_close_fails_waiting_jobs_stops_the_running_one_and_not_ready_before_start() -> None:
     worker = ModelWorker(lambda: FakeReasoner(delay_s=0.5), max_queue=3)
     with pytest.raises(NotReadyError, match="loading"):
         worker.submit(build_input())
     worker.start()
     assert worker.wait_ready(10) and worker.model_id == "fake-reasoner"
     first = worker.submit(build_input(seed=0, steps=1))
-    wait_until(lambda: worker.queued == 0)  # the first one is running
+    wait_until(lambda: worker.running == 1)
     second = worker.submit(build_input(seed=1, steps=1))
+    thread = worker._thread
     worker.close()
-    assert first.future.result(10).answer == "A"
+    assert thread is not None and not thread.is_alive()  # no model work outlives the shutdown
+    with pytest.raises(ReasoningCancelledError, match="shutting down"):
+        first.future.result(1)
     with pytest.raises(NotReadyError, match="shutting down"):
         second.future.result(1)
+    with pytest.raises(NotReadyError, match="shutting down"):
+        worker.submit(build_input())
+    assert worker.cancelled == 1 and worker.completed == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import threading
 from collections.abc import Callable
 
@@ -10,9 +9,9 @@ import pytest
 from serving_inputs import build_input, wait_until
 from support.fakes import FakeReasoner
 
-from riad_agent.errors import InvalidImageError, QueueFullError
+from riad_agent.errors import InvalidImageError, QueueFullError, ReasoningCancelledError
 from riad_agent.protocols import ProgressCallback, ReasoningInput, ReasoningResult
-from riad_agent.serving.worker import BatchReasoner, JobCancelled, ModelWorker
+from riad_agent.serving.worker import BatchReasoner, ModelWorker
 
 
 class FakeBatchReasoner(FakeReasoner):
@@ -66,7 +65,7 @@ def test_waiting_jobs_run_together_and_fail_or_cancel_alone() -> None:
     assert [j.future.result(10).answer for j in jobs[2:]] == ["A"] * 4
     assert fake.batches == [[13, 2, 3, 4]]  # then 5 alone
     assert [c.seed for c in fake.calls] == [0, 2, 3, 4, 5]
-    with pytest.raises(concurrent.futures.CancelledError):
+    with pytest.raises(ReasoningCancelledError):
         jobs[0].future.result(1)
     assert worker.completed == 6
     worker.close()
@@ -83,7 +82,7 @@ def test_a_running_job_cancelled_stops_alone() -> None:
     fake.gate.set()
     first.future.result(10)
     assert kept.future.result(10).answer == "A"
-    with pytest.raises(JobCancelled):
+    with pytest.raises(ReasoningCancelledError):
         dropped.future.result(10)
     worker.close()
 

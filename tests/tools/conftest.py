@@ -25,5 +25,7 @@ def images(tmp_path: Path) -> dict[str, Path]:
 @pytest.fixture
 def inspector(tmp_path: Path) -> Inspector:
     settings = Settings(data_dir=tmp_path / "data", allowed_roots=[tmp_path])
-    components = build_components(settings, knowledge=FakeKnowledge(), expert=FakeExpert(), reasoner=FakeReasoner())
+    components = build_components(
+        settings, knowledge=FakeKnowledge(), expert=FakeExpert(), reasoner=FakeReasoner()
+    )
     return Inspector(components=components)

@@ -25,7 +25,9 @@ def _call(args: dict[str, Any], call_id: str = "call-1") -> dict[str, Any]:
     return {"name": "inspect_industrial_image", "args": args, "id": call_id, "type": "tool_call"}
 
 
-async def test_langchain_tool_returns_text_image_and_report(inspector: Inspector, images: dict[str, Path]) -> None:
+async def test_langchain_tool_returns_text_image_and_report(
+    inspector: Inspector, images: dict[str, Path]
+) -> None:
     tool = inspection_tool(inspector=inspector)
     assert tool.args_schema is not None
     assert "image" in tool.tool_call_schema.model_json_schema()["properties"]
@@ -62,7 +64,10 @@ async def test_create_agent_calls_the_tool(inspector: Inspector, images: dict[st
 
     script = iter(
         [
-            AIMessage(content="", tool_calls=[_call({"image": str(images["bad"]), "references": [str(images["ref0"])]})]),
+            AIMessage(
+                content="",
+                tool_calls=[_call({"image": str(images["bad"]), "references": [str(images["ref0"])]})],
+            ),
             AIMessage(content="The part is defective: a scratch near the top left."),
         ]
     )
@@ -146,7 +151,8 @@ async def test_mcp_server_over_streamable_http(tmp_path: Path, images: dict[str,
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, str(SUPPORT / "fake_mcp_server.py"), str(tmp_path), str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         for _ in range(200):  # wait for the port to open (bounded)
@@ -160,7 +166,9 @@ async def test_mcp_server_over_streamable_http(tmp_path: Path, images: dict[str,
             {"riad": {"url": f"http://127.0.0.1:{port}/mcp", "transport": "streamable_http"}}
         )
         tools = await client.get_tools()
-        result = await tools[0].ainvoke(_call({"image": str(images["good"]), "references": [str(images["ref0"])]}))
+        result = await tools[0].ainvoke(
+            _call({"image": str(images["good"]), "references": [str(images["ref0"])]})
+        )
         payload = json.loads(next(b["text"] for b in result.content if b["type"] == "text"))
         assert payload["verdict"] == "normal"
     finally:

@@ -1,0 +1,114 @@
+"""Cooperative cancellation of ``LatentReasoner`` with a ``CancelToken`` (issue 17, item 6)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from support.tiny_models import build_tiny_qwen2_vl, noise_image
+
+from riad_agent.errors import ReasoningCancelledError
+from riad_agent.protocols import ReasoningInput, ReasoningResult
+from riad_agent.reasoning import LatentConfig, LatentReasoner
+from riad_agent.reasoning.cancel import CancelToken
+from riad_agent.schemas import MultipleChoiceQuestion
+
+torch.set_num_threads(1)
+QUESTION = MultipleChoiceQuestion(text="Is there any defect?", options={"A": "Yes.", "B": "No."})
+
+
+@pytest.fixture(scope="module")
+def reasoner() -> LatentReasoner:
+    return LatentReasoner(build_tiny_qwen2_vl(seed=5), LatentConfig(reward_threshold=1.0))
+
+
+def _request(steps: int, seed: int = 0) -> ReasoningInput:
+    return ReasoningInput(
+        image=noise_image(48, 48, seed=seed),
+        question=QUESTION,
+        patch_prior=np.random.default_rng(seed).random((8, 8)).astype(np.float32),
+        latent_steps=steps,
+        latent_tokens=2,
+        seed=seed,
+    )
+
+
+def _cancel_at(iteration: int, events: list[dict[str, object]]) -> CancelToken:
+    """A token whose own forwarded progress cancels it once ``iteration`` has been reported."""
+    token = CancelToken()
+
+    def record(event: dict[str, object]) -> None:
+        events.append(event)
+        if event["iteration"] == iteration:
+            token.cancel("test")
+
+    token.forward = record
+    return token
+
+
+def _count_forwards(reasoner: LatentReasoner) -> list[int]:
+    vlm: Any = reasoner.vlm
+    original = type(vlm).suffix_forward
+    counter = [0]
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        counter[0] += 1
+        return original(vlm, *args, **kwargs)
+
+    vlm.suffix_forward = counted
+    return counter
+
+
+def test_a_cancelled_loop_stops_before_its_next_forward(reasoner: LatentReasoner) -> None:
+    events: list[dict[str, object]] = []
+    forwards = _count_forwards(reasoner)
+    with pytest.raises(ReasoningCancelledError, match="stopped: test"):
+        reasoner.reason(_request(steps=50), _cancel_at(2, events))
+    assert [e["iteration"] for e in events] == [0, 1, 2]
+    assert forwards[0] == 3  # iterations 0..2, and no further forward after the cancel
+    assert reasoner._lock.acquire(blocking=False)  # the model is free again
+    reasoner._lock.release()
+    assert isinstance(reasoner.reason(_request(steps=0)), ReasoningResult)
+
+
+def test_a_cancelled_caller_gives_up_waiting_for_the_model(reasoner: LatentReasoner) -> None:
+    token = CancelToken()
+    forwards = _count_forwards(reasoner)
+    failure: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            reasoner.reason(_request(steps=1), token)
+        except BaseException as exc:
+            failure.append(exc)
+
+    with reasoner._lock:  # another inspection holds the model
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        token.cancel("timed out while queued")
+        waiter.join(10)
+        assert not waiter.is_alive()
+    assert isinstance(failure[0], ReasoningCancelledError) and forwards[0] == 0
+
+
+def test_a_cancelled_request_leaves_its_batch_and_the_others_are_unchanged(reasoner: LatentReasoner) -> None:
+    alone = reasoner.reason(_request(steps=4, seed=1))
+    events: list[dict[str, object]] = []
+    outcomes = reasoner.reason_batch(
+        [_request(steps=30, seed=0), _request(steps=4, seed=1)], [_cancel_at(1, events), None]
+    )
+    assert isinstance(outcomes[0], ReasoningCancelledError)
+    assert max(int(str(e["iteration"])) for e in events) == 1
+    kept = outcomes[1]
+    assert isinstance(kept, ReasoningResult) and kept.answer == alone.answer
+    assert kept.trace.final_reward == pytest.approx(alone.trace.final_reward, abs=1e-4)
+
+
+def test_a_token_cancelled_before_the_batch_never_reaches_the_model(reasoner: LatentReasoner) -> None:
+    token = CancelToken()
+    token.cancel("gone")
+    outcomes = reasoner.reason_batch([_request(steps=3, seed=0), _request(steps=1, seed=1)], [token, None])
+    assert isinstance(outcomes[0], ReasoningCancelledError) and isinstance(outcomes[1], ReasoningResult)
