@@ -17,9 +17,15 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from riad_agent.explain import DEFAULT_QUESTION
+from riad_agent.explain import DEFAULT_QUESTION, UNCERTAIN_BAND
 from riad_agent.protocols import AnomalyMap, ReasoningInput
-from riad_agent.schemas import InspectionRequest, KnowledgeHit, MultipleChoiceQuestion, Region
+from riad_agent.schemas import (
+    InspectionRequest,
+    KnowledgeHit,
+    MultipleChoiceQuestion,
+    Region,
+    RegionDescription,
+)
 
 #: Normal references of a request shown to the reasoner as templates (the expert compares with all).
 REQUEST_TEMPLATES = 1
@@ -59,6 +65,7 @@ class ExpertFindings(BaseModel):
     pose: str | None = None  # the pose the expert used and its source, e.g. "free (references)"
     notes: list[str] = Field(default_factory=list)  # why the expert could not judge the image
     cautions: list[str] = Field(default_factory=list)  # why a normal verdict cannot be trusted
+    description: RegionDescription | None = None  # the regions in words, when the score is not clearly normal
 
     @classmethod
     def of(cls, anomaly: AnomalyMap, heatmap: bool) -> ExpertFindings:
@@ -73,6 +80,8 @@ class ExpertFindings(BaseModel):
             pose=anomaly.pose,
             notes=list(anomaly.notes),
             cautions=list(anomaly.cautions),
+            # measured (a few ms) only where a report may call the part defective
+            description=anomaly.describe() if anomaly.score > 0.5 - UNCERTAIN_BAND else None,
         )
 
 

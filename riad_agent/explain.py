@@ -17,6 +17,7 @@ from riad_agent.schemas import (
     KnowledgeHit,
     MultipleChoiceQuestion,
     Region,
+    RegionDescription,
     Verdict,
 )
 
@@ -128,6 +129,7 @@ def explanation_text(
     question: MultipleChoiceQuestion | None,
     defect: KnowledgeHit | None,
     degraded: list[str],
+    description: RegionDescription | None = None,
 ) -> str:
     """A few plain sentences that say what was found, where, and on what evidence."""
     sentences = [f"Verdict: {verdict} (calibrated anomaly score {score:.2f}; 0.50 is the edge of normal)."]
@@ -143,7 +145,10 @@ def explanation_text(
             sentences.append(f"Pose: {anomaly.pose}.")
         if regions:
             top = max(regions, key=lambda r: r.score)
-            place = f"in the {_where(top, size)} (x {top.x0}-{top.x1}, y {top.y0}-{top.y1}, score {top.score:.2f})"
+            box = f"x {top.x0}-{top.x1}, y {top.y0}-{top.y1}, score {top.score:.2f}"
+            described = description is not None and bool(description.regions)
+            # with a description, its words say where on the part; else the image's thirds
+            place = f"at {box}" if described else f"in the {_where(top, size)} ({box})"
             if verdict == "anomalous":
                 sentences.append(
                     f"The vision expert found {len(regions)} region(s) unlike the normal references; "
@@ -158,6 +163,8 @@ def explanation_text(
                 sentences.append(
                     f"The largest deviation from the normal references is {place}, near the edge."
                 )
+            if description is not None and described:
+                sentences.append(description.sentence())
         else:
             sentences.append("The vision expert found no region unlike the normal references.")
         if anomaly.cautions:
@@ -207,10 +214,16 @@ def build_report(
     if anomaly is not None and anomaly.cautions and verdict == "normal":
         verdict = "uncertain"
     regions: list[Region] = []
+    factor_x = image_size[0] / max(working_size[0], 1)
+    factor_y = image_size[1] / max(working_size[1], 1)
     if anomaly is not None:
-        factor_x = image_size[0] / max(working_size[0], 1)
-        factor_y = image_size[1] / max(working_size[1], 1)
         regions = scale_regions(anomaly.regions, factor_x, factor_y, image_size)
+    # the regions in words (working-copy pixels told in the original's), unless the part is normal
+    description = (
+        anomaly.description.rescaled(factor_x, factor_y)
+        if anomaly is not None and anomaly.description is not None and verdict != "normal"
+        else None
+    )
     answer = reasoning.answer if reasoning is not None and question is not None else None
     # a normal part has no defect type, whatever option the reasoner picked
     defect = None if verdict == "normal" else _defect_from_answer(reasoning, question, knowledge)
@@ -224,6 +237,7 @@ def build_report(
         question or DEFAULT_QUESTION,
         defect,
         degraded,
+        description,
     )
     return InspectionReport(
         verdict=verdict,
@@ -233,7 +247,7 @@ def build_report(
         answer=answer,
         answer_text=question.options.get(answer) if question is not None and answer else None,
         defect_type=defect.defect_type if defect is not None else None,
-        defect_description=defect.text if defect is not None else None,
+        defect_description=_defect_description(description, defect),
         regions=regions,
         heatmap_png=anomaly.heatmap_png if anomaly is not None and request.options.return_heatmap else None,
         explanation=explanation,
@@ -254,6 +268,16 @@ def build_report(
         degraded=degraded,
         image_size=image_size,
     )
+
+
+def _defect_description(description: RegionDescription | None, defect: KnowledgeHit | None) -> str | None:
+    """What the defect looks like (the regions in words), then what the chosen type is (its knowledge)."""
+    parts = []
+    if description is not None and description.regions:
+        parts.append(description.sentence())
+    if defect is not None:
+        parts.append(f"{defect.title}: {defect.text}")
+    return " ".join(parts) or None
 
 
 def needs_review(score: float | None, threshold: float | None) -> bool:

@@ -13,7 +13,7 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
-from riad_agent.schemas import KnowledgeHit, MultipleChoiceQuestion, ReasoningTrace, Region
+from riad_agent.schemas import KnowledgeHit, MultipleChoiceQuestion, ReasoningTrace, Region, RegionDescription
 
 #: How a product's normal parts lie: "fixed" (a fixtured line; a turned or shifted part is a defect)
 #: or "free" (any rotation is normal).
@@ -79,12 +79,23 @@ class AnomalyMap:
     pose: str | None = None  # the pose the bank used and where it came from, e.g. "free (references)"
     notes: list[str] = field(default_factory=list)  # why the score was held at 0.5 ("uncertain")
     cautions: list[str] = field(default_factory=list)  # why a normal verdict cannot be trusted ("uncertain")
+    description: RegionDescription | None = None  # the regions in words (size, shape, contrast, place)
+    render_description: Callable[[], RegionDescription | None] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def heatmap(self) -> bytes | None:
         """The heatmap overlay PNG: ``heatmap_png``, or encoded now by ``render_heatmap`` (once)."""
         if self.heatmap_png is None and self.render_heatmap is not None:
             self.heatmap_png = self.render_heatmap()
         return self.heatmap_png
+
+    def describe(self) -> RegionDescription | None:
+        """The regions in words: ``description``, or measured now by ``render_description`` (once)."""
+        if self.description is None and self.render_description is not None:
+            self.description = self.render_description()
+            self.render_description = None
+        return self.description
 
     def prior_map(self) -> np.ndarray:
         """The evidence as a [0, 1] prior for the reasoner and patch injection: 0.5 at the image threshold.

@@ -182,6 +182,135 @@ class Region(_Strict):
         return self
 
 
+#: Words for an anomalous region (see riad_agent/expert/describe.py, which measures them).
+RegionShape = Literal["elongated", "compact", "spread"]
+RegionContrast = Literal["darker", "brighter", "colour shift", "little contrast"]
+RegionPosition = Literal["centre", "edge", "inner edge", "inside"]
+ColourShift = Literal["red", "green", "yellow", "blue", "grey"]
+
+
+class DescribedRegion(BaseModel):
+    """One region in words and the figures behind them (box in image pixels, ``[x0, y0, x1, y1)``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    box: tuple[int, int, int, int]
+    score: float
+    area_px: int = Field(ge=0, description="Pixels of the region (the map's core, or what differs in it).")
+    area_pct_of_part: float = Field(ge=0.0, description="area_px as a percentage of the part's area.")
+    shape: RegionShape
+    blobs: int = Field(ge=1, description="Separate pieces the region's pixels form.")
+    axis_ratio: float = Field(description="Square root of the ratio of the principal second moments.")
+    length_over_width: float = Field(description="Area over squared thickness: ~1 for a disc.")
+    fill: float = Field(description="Share of the pixels' bounding box the region fills.")
+    contrast: RegionContrast
+    lightness_delta: float = Field(
+        description="Median L* of the region minus that of what it is compared with."
+    )
+    colour_delta: float = Field(
+        description="Distance of the median a*b* of the region from the comparison's."
+    )
+    hue: ColourShift | None = Field(
+        default=None, description="Which way the colour shifted, for 'colour shift'."
+    )
+    compared_with: Literal["surroundings", "reference"]
+    position: RegionPosition
+    side: str | None = Field(default=None, description="'top', 'bottom left', ...; None at the centre.")
+    whole_image: bool = Field(default=False, description="True when the part is the whole image (a texture).")
+
+    def sentence(self) -> str:
+        """This region as a clause, e.g. '412 px (1.8 % of the part), elongated, darker than ...'."""
+        noun = "surface" if self.whole_image else "part"
+        return ", ".join(
+            [
+                f"{self.area_px} px ({_percent(self.area_pct_of_part)} % of the {noun})",
+                self.shape,
+                self.contrast_words(),
+                self.position_words(),
+            ]
+        )
+
+    def contrast_words(self) -> str:
+        noun = "surface" if self.whole_image else "part"
+        against = (
+            "the same place on the reference"
+            if self.compared_with == "reference"
+            else f"the {noun} around it"
+        )
+        if self.contrast == "little contrast":
+            return f"with little contrast to {against}"
+        if self.contrast == "colour shift":
+            towards = f" towards {self.hue}" if self.hue else ""
+            return f"shifted in colour{towards} against {against}"
+        return f"{self.contrast} than {against}"
+
+    def position_words(self) -> str:
+        noun = "image" if self.whole_image else "part"
+        side = self.side.replace(" ", "-") if self.side else None
+        if self.position == "centre":
+            return f"in the centre of the {noun}"
+        if self.position == "edge":
+            return f"near the {side} edge of the {noun}" if side else f"near the edge of the {noun}"
+        if self.position == "inner edge":
+            where = f"on the {side} of the part" if side else "in the centre of the part"
+            return f"at the edge of an opening, {where}"
+        return f"on the {side} of the {noun}, away from its edges" if side else f"inside the {noun}"
+
+
+class RegionDescription(BaseModel):
+    """Every region described, strongest first, and the part they were measured against."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    regions: list[DescribedRegion]
+    part_area_px: int = Field(ge=0)
+    whole_image: bool = Field(description="True when no part stood out from a plain background.")
+
+    @property
+    def strongest(self) -> DescribedRegion | None:
+        return self.regions[0] if self.regions else None
+
+    def sentence(self) -> str:
+        """Plain sentences about all regions; the strongest in full, the others briefly."""
+        if not self.regions:
+            return "No anomalous region."
+        top = self.regions[0]
+        if len(self.regions) == 1:
+            return f"One region, {top.sentence()}."
+        noun = "surface" if self.whole_image else "part"
+        total = sum(r.area_px for r in self.regions)
+        pct = 100.0 * total / max(self.part_area_px, 1)
+        head = f"{len(self.regions)} regions, {total} px in all ({_percent(pct)} % of the {noun}); "
+        others = "; ".join(
+            f"{r.area_px} px, {r.shape}, {r.contrast_words()}, {r.position_words()}" for r in self.regions[1:]
+        )
+        return f"{head}the strongest: {top.sentence()}. The others: {others}."
+
+    @property
+    def text(self) -> str:
+        return self.sentence()
+
+    def rescaled(self, factor_x: float, factor_y: float) -> RegionDescription:
+        """The same description for an image ``factor_x`` x ``factor_y`` times the size it was made on.
+
+        Pixel counts scale with the area and boxes as :func:`riad_agent.explain.scale_regions` scales
+        regions (a working copy's findings told in the original image's pixels); shares, shapes and
+        places do not change.
+        """
+        area = factor_x * factor_y
+        regions = []
+        for region in self.regions:
+            x0, y0, x1, y1 = region.box
+            nx0, ny0 = int(x0 * factor_x), int(y0 * factor_y)
+            box = (nx0, ny0, max(nx0 + 1, round(x1 * factor_x)), max(ny0 + 1, round(y1 * factor_y)))
+            regions.append(region.model_copy(update={"box": box, "area_px": round(region.area_px * area)}))
+        return self.model_copy(update={"regions": regions, "part_area_px": round(self.part_area_px * area)})
+
+
+def _percent(value: float) -> str:
+    return f"{value:.1f}" if value >= 0.1 else f"{value:.2f}"
+
+
 class KnowledgeHit(_Strict):
     """One knowledge entry found by retrieval, with its score (higher is closer)."""
 

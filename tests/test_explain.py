@@ -8,12 +8,14 @@ from riad_agent.evidence import ExpertFindings
 from riad_agent.explain import UNCERTAIN_BAND, build_report, verdict_for
 from riad_agent.protocols import ReasoningResult
 from riad_agent.schemas import (
+    DescribedRegion,
     InspectionReport,
     InspectionRequest,
     KnowledgeHit,
     MultipleChoiceQuestion,
     ReasoningTrace,
     Region,
+    RegionDescription,
 )
 
 
@@ -22,6 +24,7 @@ def _findings(
     notes: list[str] | None = None,
     regions: list[Region] | None = None,
     cautions: list[str] | None = None,
+    description: RegionDescription | None = None,
 ) -> ExpertFindings:
     return ExpertFindings(
         score=score,
@@ -32,6 +35,7 @@ def _findings(
         pose="fixed (references)",
         notes=notes or [],
         cautions=cautions or [],
+        description=description,
     )
 
 
@@ -61,7 +65,9 @@ def test_without_references_the_verdict_is_uncertain() -> None:
 
 
 def test_an_image_the_expert_could_not_judge_is_uncertain_with_its_reason() -> None:
-    report = _report(_findings(0.5, notes=["the image's aspect ratio 4.00 does not fit the references' 1.00"]))
+    report = _report(
+        _findings(0.5, notes=["the image's aspect ratio 4.00 does not fit the references' 1.00"])
+    )
     assert report.verdict == "uncertain" and report.regions == []
     assert "could not judge this image: the image's aspect ratio 4.00" in report.explanation
 
@@ -77,11 +83,22 @@ def test_a_normal_verdict_calls_its_regions_weak_deviations_not_defects() -> Non
 def test_a_normal_verdict_never_carries_the_reasoners_defect_type() -> None:
     question = MultipleChoiceQuestion(text="What defect?", options={"A": "Crack", "B": "Hole"})
     crack = KnowledgeHit(
-        id="mvtec/hazelnut/crack", dataset="mvtec", category="mvtec/hazelnut", kind="defect", defect_type="crack",
-        title="Crack", text="A thin dark line.", score=0.9,
+        id="mvtec/hazelnut/crack",
+        dataset="mvtec",
+        category="mvtec/hazelnut",
+        kind="defect",
+        defect_type="crack",
+        title="Crack",
+        text="A thin dark line.",
+        score=0.9,
     )
     trace = ReasoningTrace(
-        model_id="fake", reward_kind="topk_entropy", latent_tokens=4, initial_reward=0.0, final_reward=0.0, iterations=[]
+        model_id="fake",
+        reward_kind="topk_entropy",
+        latent_tokens=4,
+        initial_reward=0.0,
+        final_reward=0.0,
+        iterations=[],
     )
     reasoning = ReasoningResult(answer="A", text="A", trace=trace)
     request = InspectionRequest(image="query.png", question=question)
@@ -106,3 +123,41 @@ def test_references_that_disagree_leave_an_anomalous_verdict_standing() -> None:
     assert report.verdict == "anomalous"
     assert "The references disagree" in report.explanation
     assert "cannot call this part normal" not in report.explanation
+
+
+def _scratch_words() -> RegionDescription:
+    region = DescribedRegion(
+        box=(10, 4, 30, 8),
+        score=0.9,
+        area_px=60,
+        area_pct_of_part=1.5,
+        shape="elongated",
+        blobs=1,
+        axis_ratio=5.0,
+        length_over_width=9.0,
+        fill=0.7,
+        contrast="darker",
+        lightness_delta=-20.0,
+        colour_delta=2.0,
+        compared_with="surroundings",
+        position="edge",
+        side="top",
+    )
+    return RegionDescription(regions=[region], part_area_px=4000, whole_image=False)
+
+
+def test_an_anomalous_report_says_what_the_defect_looks_like_in_the_originals_pixels() -> None:
+    box = Region(x0=10, y0=4, x1=30, y1=8, score=0.9, area=60)
+    request = InspectionRequest(image="query.png")
+    findings = _findings(0.9, regions=[box], description=_scratch_words())
+    report = build_report(request, (128, 128), (64, 64), None, False, [], findings, None, [], {}, {})
+    assert report.verdict == "anomalous"
+    words = "One region, 240 px (1.5 % of the part), elongated, darker than the part around it"
+    assert report.defect_description is not None and report.defect_description.startswith(words)
+    assert words in report.explanation and "near the top edge of the part" in report.explanation
+
+
+def test_a_normal_report_carries_no_defect_description() -> None:
+    report = _report(_findings(0.1, description=_scratch_words()))
+    assert report.verdict == "normal" and report.defect_description is None
+    assert "elongated" not in report.explanation

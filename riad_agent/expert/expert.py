@@ -50,6 +50,7 @@ from riad_agent.errors import InvalidImageError, ReferenceImageError
 from riad_agent.expert.alignment import best_shift, cell_steps, shift_positions
 from riad_agent.expert.bank import BankCache, MemoryBank, bank_key, greedy_coreset, nearest_distances
 from riad_agent.expert.calibration import Calibration, fit_calibration, relative_calibration
+from riad_agent.expert.describe import describe_regions
 from riad_agent.expert.features import FeatureConfig, PatchFeatureExtractor
 from riad_agent.expert.pose import Pose, PoseEstimate, border_fill, infer_pose, rotated
 from riad_agent.expert.regions import (
@@ -60,6 +61,7 @@ from riad_agent.expert.regions import (
     upsample_map,
 )
 from riad_agent.protocols import AnomalyMap
+from riad_agent.schemas import RegionDescription
 
 
 class ExpertConfig(BaseModel):
@@ -602,6 +604,13 @@ class PatchCoreExpert:
                     heat = np.maximum(heat, score * np.clip(pixel_map / peak, 0.0, 1.0))
                 return heatmap_overlay(query, heat)
 
+        def render_description() -> RegionDescription | None:
+            return (
+                describe_regions(query, pixel_map, regions, threshold=pixel_cal.threshold)
+                if regions
+                else None
+            )
+
         return AnomalyMap(
             patch_scores=grid.astype(np.float32),
             pixel_scores=pixel_map.astype(np.float32),
@@ -615,6 +624,7 @@ class PatchCoreExpert:
             pose=bank.meta.get("pose"),
             notes=notes,
             cautions=self.reference_cautions(bank),
+            render_description=render_description,
         )
 
 

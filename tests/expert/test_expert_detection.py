@@ -221,3 +221,20 @@ def test_a_defective_reference_is_named_as_having_a_place_unlike_the_others(
     mixed = [*washer_refs[:3], generate_sample("synthetic/washer", "hole", seed=5, size=SIZE).image]
     cautions = expert.reference_cautions(expert.fit(mixed))
     assert cautions and cautions[0].startswith("reference 4 of 4 has a place unlike the others")
+
+
+def test_findings_of_a_flagged_part_describe_its_region_in_words(
+    expert: PatchCoreExpert, washer_refs: list
+) -> None:
+    from riad_agent.evidence import ExpertFindings
+
+    scratched = generate_sample("synthetic/washer", "scratch", seed=11, size=SIZE).image
+    findings = ExpertFindings.of(expert.analyse(scratched, washer_refs), heatmap=False)
+    assert findings.score > 0.55 and findings.description is not None
+    top = findings.description.regions[0]
+    assert top.shape == "elongated" and top.area_px > 0
+    assert findings.description.sentence().startswith(
+        ("One region", f"{len(findings.description.regions)} regions")
+    )
+    normal = generate_sample("synthetic/washer", None, seed=60, size=SIZE).image
+    assert ExpertFindings.of(expert.analyse(normal, washer_refs), heatmap=False).description is None
