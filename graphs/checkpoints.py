@@ -2,7 +2,8 @@
 
 Every checkpointer the graphs use reads the project's own types (requests, reports, findings ...)
 as registered types of its serializer: no "unregistered type" warnings, and nothing else but
-LangGraph's safe types is revived from a checkpoint.
+LangGraph's safe types is revived from a checkpoint. Given a blob store, its serializer keeps
+heatmap PNGs there (:mod:`riad_agent.graphs.heatmap_serde`), so a checkpoint stays small.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from pydantic import BaseModel
 from typing_extensions import is_typeddict
 
+from riad_agent.blobs import BlobStore
 from riad_agent.errors import BackendUnavailableError, ConfigurationError
+from riad_agent.graphs.heatmap_serde import HeatmapOffloadingSerializer, StoredHeatmap
 from riad_agent.settings import Settings
 
 
@@ -42,10 +45,11 @@ def _classes(hint: Any, seen: set[type]) -> Iterator[type]:
 
 
 def project_types() -> set[tuple[str, str]]:
-    """(module, name) of every type the graphs' states hold."""
+    """(module, name) of every type the graphs' states hold, and of their checkpointed stand-ins."""
     from riad_agent.graphs.state import InspectionState
 
-    return {(cls.__module__, cls.__name__) for cls in _classes(InspectionState, set())}
+    types = {(cls.__module__, cls.__name__) for cls in _classes(InspectionState, set())}
+    return types | {(StoredHeatmap.__module__, StoredHeatmap.__name__)}
 
 
 def project_serializer() -> JsonPlusSerializer:
@@ -53,21 +57,30 @@ def project_serializer() -> JsonPlusSerializer:
     return JsonPlusSerializer(allowed_msgpack_modules=sorted(project_types()))
 
 
-def with_project_types(checkpointer: Any) -> Any:
+def with_project_types(checkpointer: Any, blobs: BlobStore | None = None) -> Any:
     """The checkpointer with the project's types registered with its serializer.
 
     A strict allowlist is extended; LangGraph's permissive default serializer (which revives any
-    type, with a warning) is replaced by :func:`project_serializer` in a shallow copy. Savers with
-    another serializer are returned as they are.
+    type, with a warning) is replaced by :func:`project_serializer`. With ``blobs``, the serializer
+    keeps heatmap PNGs in that store (:class:`HeatmapOffloadingSerializer`). A changed saver is a
+    shallow copy (same connection and storage); savers with another serializer keep it.
     """
     if not isinstance(checkpointer, BaseCheckpointSaver):
         return checkpointer
-    extended = checkpointer.with_allowlist(project_types())
-    if extended is not checkpointer or type(checkpointer.serde) is not JsonPlusSerializer:
+    saver = checkpointer
+    if isinstance(checkpointer.serde, HeatmapOffloadingSerializer):  # given twice: its inner one registered
+        saver = copy.copy(checkpointer)
+        saver.serde = checkpointer.serde.inner
+    extended = saver.with_allowlist(project_types())
+    if extended is saver and type(saver.serde) is JsonPlusSerializer:
+        extended = copy.copy(saver)
+        extended.serde = project_serializer()
+    if blobs is None:
         return extended
-    clone = copy.copy(checkpointer)
-    clone.serde = project_serializer()
-    return clone
+    if extended is checkpointer:
+        extended = copy.copy(checkpointer)
+    extended.serde = HeatmapOffloadingSerializer(extended.serde, blobs)
+    return extended
 
 
 def checkpointer_from_settings(settings: Settings) -> Any:
@@ -101,11 +114,15 @@ def open_async_checkpointer(settings: Settings) -> Any:
         return _sqlite_saver(path)
     if kind == "postgres":
         if not settings.checkpoint_dsn:
-            raise ConfigurationError("checkpointer 'postgres' needs RIAD_CHECKPOINT_DSN (a libpq connection string)")
+            raise ConfigurationError(
+                "checkpointer 'postgres' needs RIAD_CHECKPOINT_DSN (a libpq connection string)"
+            )
         try:
             from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
         except ImportError as exc:
-            raise BackendUnavailableError("install riad-agent[postgres] for the Postgres checkpointer") from exc
+            raise BackendUnavailableError(
+                "install riad-agent[postgres] for the Postgres checkpointer"
+            ) from exc
         return AsyncPostgresSaver.from_conn_string(settings.checkpoint_dsn, serde=project_serializer())
     raise ConfigurationError(f"checkpointer {kind!r} needs no connection; use checkpointer_from_settings")
 

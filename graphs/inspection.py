@@ -77,14 +77,16 @@ def build_inspection_graph(
 
     ``components`` overrides the parts built from ``settings``; ``checkpointer`` defaults to the one
     named in the settings (in-memory unless configured); ``False`` compiles none (a parent graph's
-    or the server's is used). A given checkpointer is used with the project's types registered.
+    or the server's is used). A given checkpointer is used with the project's types registered and
+    heatmap PNGs kept in the components' blob store (:func:`with_project_types`).
     """
     if components is None:
         components = build_components(settings or Settings())
     if checkpointer is None:
         checkpointer = checkpointer_from_settings(components.settings)
     compiled = inspection_graph().compile(
-        checkpointer=with_project_types(checkpointer) if checkpointer else None, name="riad-inspection"
+        checkpointer=with_project_types(checkpointer, components.blobs) if checkpointer else None,
+        name="riad-inspection",
     )
     return bind(compiled, components)
 

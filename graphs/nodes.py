@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from typing import Any, Literal
 
@@ -167,7 +168,8 @@ async def latent_reasoning(state: InspectionState, config: RunnableConfig) -> di
 
     An unavailable or too slow reasoner degrades the report to expert-only instead of failing; a
     too slow (or abandoned) one is also told to stop (a :class:`CancelToken` as its progress
-    callback), so its worker thread ends within about one latent iteration and frees the model.
+    callback), so its worker thread ends within about one forward and frees the model. Progress
+    events of a reasoner that is still running after the node has ended are dropped.
     """
     start = time.perf_counter()
     components = components_of(config)
@@ -193,9 +195,15 @@ async def latent_reasoning(state: InspectionState, config: RunnableConfig) -> di
     except RuntimeError:
         writer = None
 
-    def progress(event: dict[str, object]) -> None:
-        if writer is not None:
-            loop.call_soon_threadsafe(writer, {**event, "stage": "latent_reasoning"})
+    ended = threading.Event()  # the node stopped waiting: the stream is no longer this reasoner's
+
+    def write(event: dict[str, object]) -> None:  # on the loop, maybe after the node has ended
+        if writer is not None and not ended.is_set():
+            writer(event)
+
+    def progress(event: dict[str, object]) -> None:  # on the reasoner's thread
+        if writer is not None and not ended.is_set():
+            loop.call_soon_threadsafe(write, {**event, "stage": "latent_reasoning"})
 
     timeout_s = components.settings.reasoner_timeout_s
     token = CancelToken(progress)
@@ -213,6 +221,8 @@ async def latent_reasoning(state: InspectionState, config: RunnableConfig) -> di
         return {"reasoning": None, "degraded": ["reasoner_timeout"]}
     except BackendUnavailableError:
         return {"reasoning": None, "degraded": ["reasoner_unavailable"]}
+    finally:
+        ended.set()
     return {
         "reasoning": result,
         "models": {"reasoner": reasoner.model_id},

@@ -15,6 +15,7 @@ their original place in the image grid: their content says *what* they are, thei
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -104,6 +105,10 @@ Injection = tuple[int, list[int]]
 Models that feed visual features beyond the input embeddings (Qwen3-VL's deepstack) use it to
 treat spliced patches exactly like the image tokens they were copied from; others ignore it."""
 
+StopCheck = Callable[[], bool]
+"""A caller's "stop now?", asked by a decode before each new token; True ends it early with the
+tokens so far (the caller, who stopped it, decides what that means)."""
+
 
 @dataclass
 class PrefixState:
@@ -186,9 +191,16 @@ class VisionLanguageModel(Protocol):
         ...
 
     def generate(
-        self, prefix: PrefixState, row: torch.Tensor, max_new_tokens: int, injected: Injection | None = None
+        self,
+        prefix: PrefixState,
+        row: torch.Tensor,
+        max_new_tokens: int,
+        injected: Injection | None = None,
+        should_stop: StopCheck | None = None,
     ) -> tuple[torch.Tensor, list[int]]:
-        """Greedy decode after prefix + row: (logits at the row's last token, generated token ids)."""
+        """Greedy decode after prefix + row: (logits at the row's last token, generated token ids).
+
+        ``should_stop`` is asked before each new token: True ends the decode with the ids so far."""
         ...
 
     def option_token_ids(self, letters: list[str]) -> dict[str, list[int]]:
@@ -230,8 +242,9 @@ class BatchedVisionLanguageModel(VisionLanguageModel, Protocol):
         rows: list[torch.Tensor],
         max_new_tokens: int,
         injected: list[Injection | None] | None = None,
+        should_stop: list[StopCheck | None] | None = None,
     ) -> list[tuple[torch.Tensor, list[int]]]:
-        """:meth:`generate` of several requests."""
+        """:meth:`generate` of several requests; ``should_stop[i]`` ends only request i's decode."""
         ...
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from transformers.cache_utils import DynamicLayer
 
-from riad_agent.models.base import Injection, PrefixState, PreparedPrompt, SuffixOutput
+from riad_agent.models.base import Injection, PrefixState, PreparedPrompt, StopCheck, SuffixOutput
 from riad_agent.models.hf_attention import additive_mask, packed_attention, suffix_allowed
 from riad_agent.models.hf_cache import group_cache, group_rooms, split_cache
 from riad_agent.models.hf_decoder import HFDecoderAdapter
@@ -47,14 +47,18 @@ class BatchedHFDecoderAdapter(HFDecoderAdapter):
     def _groupable(self, prefixes: list[PrefixState]) -> bool:
         """Group forwards need two requests or more on plain ``DynamicLayer`` caches."""
         caches: list[Any] = [prefix.cache for prefix in prefixes]
-        return len(prefixes) > 1 and all(type(layer) is DynamicLayer for cache in caches for layer in cache.layers)
+        return len(prefixes) > 1 and all(
+            type(layer) is DynamicLayer for cache in caches for layer in cache.layers
+        )
 
     def _group_positions(self, positions: list[torch.Tensor], length: int) -> torch.Tensor:
         """Per-request position ids (model layout, batch axis second to last), padded to ``length``."""
         padded = [nn.functional.pad(p, (0, length - int(p.shape[-1]))) for p in positions]
         return torch.cat(padded, dim=-2)
 
-    def _group_rooms(self, prefixes: list[PrefixState], suffix_length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _group_rooms(
+        self, prefixes: list[PrefixState], suffix_length: int
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Stacked, padded prefix caches with room for ``suffix_length`` tokens, kept while the group lasts.
 
         Under autograd the rooms are fresh and exactly the prefix long (new tokens are concatenated),
@@ -67,7 +71,11 @@ class BatchedHFDecoderAdapter(HFDecoderAdapter):
             with torch.no_grad():
                 return group_rooms(caches, lengths, room)
         kept = self._group_scratch
-        if kept is not None and self._same_group(kept[0], prefixes) and kept[1][0][0].shape[-2] >= room + suffix_length:
+        if (
+            kept is not None
+            and self._same_group(kept[0], prefixes)
+            and kept[1][0][0].shape[-2] >= room + suffix_length
+        ):
             return kept[1]
         rooms = group_rooms(caches, lengths, room + 2 * suffix_length)
         self._group_scratch = (list(prefixes), rooms)
@@ -158,7 +166,9 @@ class BatchedHFDecoderAdapter(HFDecoderAdapter):
             for p, lengths in zip(prefixes, row_lengths, strict=True)
         ]
         position_ids = self._group_positions([self._text_positions(o) for o in offsets], width)
-        mask = additive_mask(suffix_allowed([p.prompt.length for p in prefixes], row_lengths, room, self.device), self.dtype)
+        mask = additive_mask(
+            suffix_allowed([p.prompt.length for p in prefixes], row_lengths, room, self.device), self.dtype
+        )
         cache = group_cache(prefixes[0].cache, self._group_rooms(prefixes, width), room)
         attending = any(a is not None and any(a) for a in attend_from)
         layers = self._resolve_layers(attention_layers) if attending else []
@@ -171,7 +181,9 @@ class BatchedHFDecoderAdapter(HFDecoderAdapter):
             for handle in handles:
                 handle.remove()
         outputs = []
-        for b, (prefix, lengths, row_positions) in enumerate(zip(prefixes, row_lengths, positions, strict=True)):
+        for b, (prefix, lengths, row_positions) in enumerate(
+            zip(prefixes, row_lengths, positions, strict=True)
+        ):
             starts = [sum(lengths[:i]) for i in range(len(lengths))]
             picks = torch.tensor(
                 [start + p for start, row_pos in zip(starts, row_positions, strict=True) for p in row_pos],
@@ -181,8 +193,12 @@ class BatchedHFDecoderAdapter(HFDecoderAdapter):
             attention = None
             wanted = attend_from[b]
             if wanted is not None and any(wanted):
-                attention = self._attention_to_query(prefix.prompt, cache, captured, mask, starts, wanted, batch=b)
-            outputs.append(SuffixOutput(logits=list(logits.split([len(p) for p in row_positions])), attention=attention))
+                attention = self._attention_to_query(
+                    prefix.prompt, cache, captured, mask, starts, wanted, batch=b
+                )
+            outputs.append(
+                SuffixOutput(logits=list(logits.split([len(p) for p in row_positions])), attention=attention)
+            )
         return outputs
 
     def generate_batch(
@@ -191,32 +207,48 @@ class BatchedHFDecoderAdapter(HFDecoderAdapter):
         rows: list[torch.Tensor],
         max_new_tokens: int,
         injected: list[Injection | None] | None = None,
+        should_stop: list[StopCheck | None] | None = None,
     ) -> list[tuple[torch.Tensor, list[int]]]:
-        """:meth:`generate` for several requests in lockstep: one forward per new token for all of them."""
+        """:meth:`generate` for several requests in lockstep: one forward per new token for all of them.
+
+        ``should_stop[i]`` is asked before each new token of request i; True ends its decode there
+        (the others go on; the group's forwards end when every request has ended)."""
         injected = injected or [None for _ in prefixes]
+        stops = should_stop or [None for _ in prefixes]
         extras = [
             self._visual_kwargs(p.prompt, int(r.shape[0]), [i] if i and i[1] else [], with_prompt=False)
             for p, r, i in zip(prefixes, rows, injected, strict=True)
         ]
         if not self._groupable(prefixes) or any(extras):
-            return [self.generate(p, r, max_new_tokens, i) for p, r, i in zip(prefixes, rows, injected, strict=True)]
+            return [
+                self.generate(p, r, max_new_tokens, i, stop)
+                for p, r, i, stop in zip(prefixes, rows, injected, stops, strict=True)
+            ]
         with torch.no_grad():
-            return self._generate_group(prefixes, rows, max_new_tokens)
+            return self._generate_group(prefixes, rows, max_new_tokens, stops)
 
     def _generate_group(
-        self, prefixes: list[PrefixState], rows: list[torch.Tensor], max_new_tokens: int
+        self,
+        prefixes: list[PrefixState],
+        rows: list[torch.Tensor],
+        max_new_tokens: int,
+        stops: list[StopCheck | None],
     ) -> list[tuple[torch.Tensor, list[int]]]:
         lengths = [int(r.shape[0]) for r in rows]
         prefix_lengths = [p.prompt.length for p in prefixes]
         room, width = max(prefix_lengths), max(lengths)
         capacity = room + width + max_new_tokens
-        cache = group_cache(prefixes[0].cache, group_rooms([p.cache for p in prefixes], prefix_lengths, capacity), room)
+        cache = group_cache(
+            prefixes[0].cache, group_rooms([p.cache for p in prefixes], prefix_lengths, capacity), room
+        )
         starts = [p.prompt.next_position for p in prefixes]
         first = suffix_allowed(prefix_lengths, [[n] for n in lengths], room, self.device)
         positions = [self._text_positions(torch.arange(width, device=self.device) + s) for s in starts]
         packed = pad_sequences([r.to(self.dtype) for r in rows], width)
         with packed_attention(self._language_model()):
-            hidden, cache = self._run(packed, torch.cat(positions, dim=-2), cache, additive_mask(first, self.dtype))
+            hidden, cache = self._run(
+                packed, torch.cat(positions, dim=-2), cache, additive_mask(first, self.dtype)
+            )
         ends = torch.tensor(lengths, device=self.device) - 1
         first_logits = self._lm_head()(hidden[torch.arange(len(rows), device=self.device), ends]).float()
         # which cache slots each request reads from now on: its prefix, its own row, its new tokens
@@ -231,7 +263,8 @@ class BatchedHFDecoderAdapter(HFDecoderAdapter):
         for step in range(max_new_tokens):
             tokens = logits.argmax(-1).tolist()
             for b, token in enumerate(tokens):
-                if active[b] and token in self.eos_token_ids:
+                stop = stops[b]
+                if active[b] and (token in self.eos_token_ids or (stop is not None and stop())):
                     active[b] = False
                 elif active[b]:
                     produced[b].append(int(token))

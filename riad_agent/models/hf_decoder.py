@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from riad_agent.models.base import Injection, PrefixState, PreparedPrompt, SuffixOutput
+from riad_agent.models.base import Injection, PrefixState, PreparedPrompt, StopCheck, SuffixOutput
 from riad_agent.models.hf_attention import packed_attention, packed_suffix_mask
 from riad_agent.models.hf_cache import fork_cache, scratch_fork
 
@@ -293,9 +293,16 @@ class HFDecoderAdapter:
         return prompt.inputs_embeds
 
     def generate(
-        self, prefix: PrefixState, row: torch.Tensor, max_new_tokens: int, injected: Injection | None = None
+        self,
+        prefix: PrefixState,
+        row: torch.Tensor,
+        max_new_tokens: int,
+        injected: Injection | None = None,
+        should_stop: StopCheck | None = None,
     ) -> tuple[torch.Tensor, list[int]]:
-        """Greedy decoding after prefix + row; returns the logits at the row's last token and new ids."""
+        """Greedy decoding after prefix + row; returns the logits at the row's last token and new ids.
+
+        ``should_stop`` is asked before each new token's forward; True ends the decode there."""
         prompt = prefix.prompt
         cache = fork_cache(prefix.cache)
         embed = self.embedding_layer()
@@ -313,7 +320,7 @@ class HFDecoderAdapter:
             position = start + int(row.shape[0])
             for _ in range(max_new_tokens):
                 token = int(logits.argmax())
-                if token in self.eos_token_ids:
+                if token in self.eos_token_ids or (should_stop is not None and should_stop()):
                     break
                 produced.append(token)
                 step = embed(torch.tensor([[token]], device=self.device))

@@ -4,13 +4,15 @@ A token is also a progress callback (it forwards events to the caller's own call
 travels through :meth:`~riad_agent.protocols.Reasoner.reason` unchanged: any reasoner that reports
 progress stops at its next event once the token is cancelled. :class:`LatentReasoner` checks it
 more often: while waiting for the model's lock, after the prompt and the prefix, before every
-forward of the latent loop (one per iteration) and before the decode, so a cancelled request ends
-within about one iteration and releases the model.
+forward of the latent loop (one per iteration), before the decode and before each decoded token
+(:func:`stop_check`, the decode's ``should_stop``), so a cancelled request ends within about one
+forward and releases the model.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from riad_agent.errors import ReasoningCancelledError
 from riad_agent.protocols import ProgressCallback
@@ -61,6 +63,13 @@ def check(token: CancelToken | None) -> None:
     """:meth:`CancelToken.check` for an optional token."""
     if token is not None:
         token.check()
+
+
+def stop_check(token: CancelToken | None) -> Callable[[], bool] | None:
+    """A decode's ``should_stop`` for an optional token: True once it is cancelled."""
+    if token is None:
+        return None
+    return lambda: token.cancelled
 
 
 def acquire(lock: threading.Lock, token: CancelToken | None) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from riad_agent.models.base import BatchedVisionLanguageModel, VisionLanguageModel
+from riad_agent.models.base import BatchedVisionLanguageModel, StopCheck, VisionLanguageModel
 from riad_agent.reasoning.latent_loop import LoopSetup, State, build_row
 from riad_agent.reasoning.reward import option_probabilities
 
@@ -31,26 +31,47 @@ def parse_letter(text: str, letters: list[str]) -> str | None:
     return None
 
 
-def decode_answer(vlm: VisionLanguageModel, setup: LoopSetup, state: State, max_new_tokens: int) -> Decoded:
+def decode_answer(
+    vlm: VisionLanguageModel,
+    setup: LoopSetup,
+    state: State,
+    max_new_tokens: int,
+    should_stop: StopCheck | None = None,
+) -> Decoded:
     """Greedy-decode after prefix + best latents + kept patches + answer start.
 
     The answer is the letter the generated text states when it states one, else the best letter by
-    option logits at the answer position; both are recorded.
+    option logits at the answer position; both are recorded. ``should_stop`` (asked per new token)
+    cuts the rationale short: the caller that set it discards the result.
     """
     row = build_row(setup, state.latents, state.patches)
-    first_logits, ids = vlm.generate(setup.prefix, row, max(1, max_new_tokens), injected=_injection(state))
+    first_logits, ids = vlm.generate(
+        setup.prefix, row, max(1, max_new_tokens), injected=_injection(state), should_stop=should_stop
+    )
     return _decoded(vlm, setup, first_logits, ids)
 
 
 def decode_answers(
-    vlm: VisionLanguageModel, setups: list[LoopSetup], states: list[State], max_new_tokens: int
+    vlm: VisionLanguageModel,
+    setups: list[LoopSetup],
+    states: list[State],
+    max_new_tokens: int,
+    should_stop: list[StopCheck | None] | None = None,
 ) -> list[Decoded]:
     """:func:`decode_answer` for several requests, decoding them in lockstep when the model can."""
+    stops = should_stop or [None for _ in setups]
     if len(setups) < 2 or not isinstance(vlm, BatchedVisionLanguageModel):
-        return [decode_answer(vlm, s, state, max_new_tokens) for s, state in zip(setups, states, strict=True)]
+        return [
+            decode_answer(vlm, s, state, max_new_tokens, stop)
+            for s, state, stop in zip(setups, states, stops, strict=True)
+        ]
     rows = [build_row(s, state.latents, state.patches) for s, state in zip(setups, states, strict=True)]
     outputs = vlm.generate_batch(
-        [s.prefix for s in setups], rows, max(1, max_new_tokens), [_injection(state) for state in states]
+        [s.prefix for s in setups],
+        rows,
+        max(1, max_new_tokens),
+        [_injection(state) for state in states],
+        should_stop=stops,
     )
     return [_decoded(vlm, s, logits, ids) for s, (logits, ids) in zip(setups, outputs, strict=True)]
 
@@ -59,7 +80,9 @@ def _injection(state: State) -> tuple[int, list[int]]:
     return int(state.latents.shape[0]), list(state.patches)
 
 
-def _decoded(vlm: VisionLanguageModel, setup: LoopSetup, first_logits: torch.Tensor, ids: list[int]) -> Decoded:
+def _decoded(
+    vlm: VisionLanguageModel, setup: LoopSetup, first_logits: torch.Tensor, ids: list[int]
+) -> Decoded:
     letters = list(setup.option_ids)
     probs = option_probabilities(first_logits[None], setup.option_ids)[0]
     by_logits = letters[int(torch.argmax(probs))]

@@ -16,7 +16,7 @@ from riad_agent.models.base import (
     VisionLanguageModel,
 )
 from riad_agent.protocols import ProgressCallback, ReasoningInput, ReasoningResult
-from riad_agent.reasoning.cancel import CancelToken, acquire, check, token_of
+from riad_agent.reasoning.cancel import CancelToken, acquire, check, stop_check, token_of
 from riad_agent.reasoning.config import LatentConfig
 from riad_agent.reasoning.decode import Decoded, decode_answer, decode_answers
 from riad_agent.reasoning.injection import pool_prior
@@ -109,7 +109,8 @@ class LatentReasoner:
 
         A :class:`~riad_agent.reasoning.cancel.CancelToken` given as ``progress`` stops the request
         (:class:`~riad_agent.errors.ReasoningCancelledError`) while it waits for the model, between
-        stages and before each latent iteration's forward, so the model is free again within one iteration.
+        stages, before each latent iteration's forward and before each decoded token, so the model
+        is free again within one forward.
         """
         token = token_of(progress)
         acquire(self._lock, token)
@@ -153,7 +154,8 @@ class LatentReasoner:
         timings["latent_ms"] = (time.perf_counter() - started) * 1000.0
         check(token)
         started = time.perf_counter()
-        decoded = decode_answer(self.vlm, setup, result.best, self.config.rationale_tokens)
+        decoded = decode_answer(self.vlm, setup, result.best, self.config.rationale_tokens, stop_check(token))
+        check(token)  # a decode cut short is no answer
         timings["decode_ms"] = (time.perf_counter() - started) * 1000.0
         timings["total_ms"] = (time.perf_counter() - total) * 1000.0
         return self._result(setup, result, decoded, timings)
@@ -193,7 +195,8 @@ class LatentReasoner:
                 done[i] = loop
         _drop_cancelled(done, progress, outcomes)
         started = time.perf_counter()  # 4. decodes in lockstep
-        decoded = self._decodes({i: setups[i] for i in done}, done, outcomes)
+        decoded = self._decodes({i: setups[i] for i in done}, done, outcomes, progress)
+        _drop_cancelled(decoded, progress, outcomes)  # cut short by their tokens: no answer
         shared["decode_ms"] = (time.perf_counter() - started) * 1000.0
         shared["total_ms"] = (time.perf_counter() - total) * 1000.0
         shared["batch_size"] = float(len(requests))
@@ -226,13 +229,21 @@ class LatentReasoner:
         setups: dict[int, LoopSetup],
         loops: dict[int, LoopResult],
         outcomes: list[ReasoningResult | Exception | None],
+        progress: list[ProgressCallback | None],
     ) -> dict[int, Decoded]:
-        """Decoded answers of the finished loops: in lockstep, or one by one should that fail."""
+        """Decoded answers of the finished loops: in lockstep, or one by one should that fail.
+
+        A request whose cancel token is set stops decoding at its next token."""
         order = sorted(loops)
         tokens = self.config.rationale_tokens
+        stops = {i: stop_check(token_of(progress[i])) for i in order}
         try:
             answers = decode_answers(
-                self.vlm, [setups[i] for i in order], [loops[i].best for i in order], tokens
+                self.vlm,
+                [setups[i] for i in order],
+                [loops[i].best for i in order],
+                tokens,
+                [stops[i] for i in order],
             )
             return dict(zip(order, answers, strict=True))
         except Exception:  # noqa: BLE001 - retried one by one below to find the culprit
@@ -240,7 +251,7 @@ class LatentReasoner:
         decoded = {}
         for i in order:
             try:
-                decoded[i] = decode_answer(self.vlm, setups[i], loops[i].best, tokens)
+                decoded[i] = decode_answer(self.vlm, setups[i], loops[i].best, tokens, stops[i])
             except Exception as exc:  # noqa: BLE001
                 outcomes[i] = exc
         return decoded

@@ -10,13 +10,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.event_hooks import SerdeEvent, register_serde_event_listener
 from langgraph.types import Command
 from PIL import Image
 from support.fakes import FakeExpert, FakeKnowledge, FakeReasoner, part_image
 
+from riad_agent.blobs import BlobStore
 from riad_agent.components import build_components
-from riad_agent.graphs.checkpoints import open_async_checkpointer
+from riad_agent.evidence import ExpertFindings
+from riad_agent.graphs.checkpoints import open_async_checkpointer, with_project_types
+from riad_agent.graphs.heatmap_serde import HeatmapOffloadingSerializer
 from riad_agent.graphs.inspection import build_inspection_graph
 from riad_agent.schemas import InspectionRequest
 from riad_agent.settings import Settings
@@ -88,24 +92,23 @@ async def test_sqlite_checkpoint_of_one_inspection_is_small(
     assert not [r for r in caplog.records if "Deserializing unregistered type" in r.getMessage()]
 
 
+def noise_png() -> bytes:
+    """A PNG of about 1.5 MB (noise does not compress), the same each time."""
+    noise = np.random.default_rng(0).integers(0, 256, size=(1024, 512, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 class NoisyHeatmapExpert(FakeExpert):
     """The fake expert with a full-size heatmap overlay of about 1.5 MB, like the real one at 1024 px."""
 
     def analyse(self, image: Any, references: Any, *, pose: Any = None) -> Any:
         found = super().analyse(image, references, pose=pose)
-        rng = np.random.default_rng(0)
-        noise = rng.integers(0, 256, size=(1024, 512, 3), dtype=np.uint8)
-        buffer = io.BytesIO()
-        Image.fromarray(noise).save(buffer, format="PNG")
-        found.heatmap_png = buffer.getvalue()
+        found.heatmap_png = noise_png()
         return found
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the heatmap PNG travels in the state (ExpertFindings.heatmap_png and the report): "
-    "graphs/nodes.py and riad_agent/evidence.py must keep it in the blob store",
-)
 async def test_a_checkpoint_with_a_heatmap_is_small(
     tmp_path: Path, large_part: tuple[Path, list[Path]]
 ) -> None:
@@ -126,3 +129,46 @@ async def test_a_checkpoint_with_a_heatmap_is_small(
     assert len(state["report"].heatmap_png) > 1_000_000  # the caller still gets the full heatmap
     stored = _stored_bytes(settings.data_dir / "checkpoints.sqlite")
     assert stored <= MAX_CHECKPOINT_BYTES, f"{stored} bytes of checkpoints for one inspection with a heatmap"
+
+
+async def test_a_resumed_inspection_gets_its_heatmap_back_from_the_blob_store(
+    tmp_path: Path, large_part: tuple[Path, list[Path]], caplog: pytest.LogCaptureFixture
+) -> None:
+    query, references = large_part
+    settings = Settings(data_dir=tmp_path / "data", checkpointer="sqlite", review_threshold=0.5)
+    components = build_components(
+        settings, knowledge=FakeKnowledge(), expert=NoisyHeatmapExpert(), reasoner=FakeReasoner()
+    )
+    request = InspectionRequest(
+        image=str(query),
+        category="washer",
+        references=[str(p) for p in references],
+        options={"return_heatmap": True},
+    )
+    config = {"configurable": {"thread_id": "resumed"}}
+    async with open_async_checkpointer(settings) as saver:
+        graph = build_inspection_graph(components=components, checkpointer=saver)
+        paused = await graph.ainvoke({"request": request}, config=config)
+        assert "__interrupt__" in paused
+    async with open_async_checkpointer(settings) as saver:  # the findings come back from the checkpoint only
+        graph = build_inspection_graph(components=components, checkpointer=saver)
+        state = await graph.ainvoke(Command(resume={"verdict": "anomalous"}), config=config)
+        assert state["report"].heatmap_png == noise_png()
+
+        components.blobs.prune(max_bytes=0)  # weeks later: the heatmap was pruned, the checkpoint was not
+        caplog.set_level(logging.WARNING)
+        snapshot = await graph.aget_state(config)
+    report = snapshot.values["report"]
+    assert report.heatmap_png is None and report.verdict == "anomalous"
+    assert any("heatmap is gone" in r.getMessage() for r in caplog.records)
+
+
+def test_a_saver_given_twice_offloads_once(tmp_path: Path) -> None:
+    blobs = BlobStore(tmp_path / "blobs")
+    saver = with_project_types(with_project_types(InMemorySaver(), blobs), blobs)
+    assert isinstance(saver.serde, HeatmapOffloadingSerializer)
+    assert not isinstance(saver.serde.inner, HeatmapOffloadingSerializer)
+    findings = ExpertFindings.of(FakeExpert().analyse(part_image(True), [part_image(False)]), heatmap=True)
+    kind, data = saver.serde.dumps_typed({"anomaly": findings})
+    assert findings.heatmap_png is not None and findings.heatmap_png not in data
+    assert saver.serde.loads_typed((kind, data)) == {"anomaly": findings}

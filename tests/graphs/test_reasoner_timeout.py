@@ -2,22 +2,27 @@
 
 The tiny random Qwen2-VL runs a 200-step loop under a short timeout; the node must degrade to
 ``reasoner_timeout`` and tell the reasoner to stop, so its thread ends within about one iteration,
-releases the model's lock and the next call on the same reasoner is answered.
+releases the model's lock and the next call on the same reasoner is answered; what the reasoner
+still reports after the node has ended does not reach the stream.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from support.fakes import FakeExpert, FakeKnowledge
 from support.tiny_models import build_tiny_qwen2_vl
 
 from riad_agent.components import build_components
+from riad_agent.graphs import nodes
 from riad_agent.inspector import Inspector
 from riad_agent.reasoning import LatentConfig, LatentReasoner
+from riad_agent.reasoning.cancel import CancelToken
 from riad_agent.settings import Settings
 
 torch.set_num_threads(1)
@@ -91,3 +96,30 @@ async def test_abandoned_reasoner_frees_the_model_for_the_next_call(
     quick = await _inspector(tmp_path, reasoner, timeout_s=60.0).ainspect(_request(images["bad"], 0))
     assert quick.trace is not None and "reasoner_timeout" not in quick.degraded
     assert forwards.count < STEPS // 2
+
+
+class _LateToken(CancelToken):
+    """A token whose progress events are held until the node has timed out (as if the reasoner's
+    thread had passed the check just before the cancel), then passed on."""
+
+    def __call__(self, event: dict[str, object]) -> None:
+        self.check()
+        self._event.wait(timeout=30)
+        if self.forward is not None:
+            self.forward(event)
+
+
+async def test_no_progress_reaches_the_stream_after_the_timeout(
+    tmp_path: Path, images: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    streamed: list[dict[str, Any]] = []
+    monkeypatch.setattr(nodes, "get_stream_writer", lambda: streamed.append)
+    monkeypatch.setattr(nodes, "CancelToken", _LateToken)
+    reasoner = _reasoner()
+    forwards = _CountedForwards(reasoner)
+    report = await _inspector(tmp_path, reasoner, timeout_s=0.5).ainspect(_request(images["bad"], STEPS))
+    assert "reasoner_timeout" in report.degraded
+    _wait_free(reasoner)
+    await asyncio.sleep(0.2)  # the loop runs whatever the reasoner's thread queued for it
+    assert forwards.count >= 1  # the reasoner did report an iteration, after the timeout
+    assert [event for event in streamed if "iteration" in event] == []

@@ -112,3 +112,57 @@ def test_a_token_cancelled_before_the_batch_never_reaches_the_model(reasoner: La
     token.cancel("gone")
     outcomes = reasoner.reason_batch([_request(steps=3, seed=0), _request(steps=1, seed=1)], [token, None])
     assert isinstance(outcomes[0], ReasoningCancelledError) and isinstance(outcomes[1], ReasoningResult)
+
+
+def _cancel_in_decode(vlm: Any, token: CancelToken, after: int) -> list[int]:
+    """Cancel ``token`` once the decode has run ``after`` forwards; counts the decode's forwards."""
+    run, generate, generate_batch = vlm._run, vlm.generate, vlm.generate_batch
+    decoding, forwards = [False], [0]
+
+    def counted_run(*args: Any, **kwargs: Any) -> Any:
+        if decoding[0]:
+            forwards[0] += 1
+            if forwards[0] == after:
+                token.cancel("timed out in the decode")
+        return run(*args, **kwargs)
+
+    def decode(method: Any) -> Any:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            decoding[0] = True
+            try:
+                return method(*args, **kwargs)
+            finally:
+                decoding[0] = False
+
+        return wrapped
+
+    vlm._run, vlm.generate, vlm.generate_batch = counted_run, decode(generate), decode(generate_batch)
+    return forwards
+
+
+@pytest.fixture
+def talkative() -> LatentReasoner:
+    """A reasoner whose decode never meets an end token: 200 rationale tokens unless stopped."""
+    vlm = build_tiny_qwen2_vl(seed=5)
+    vlm.eos_token_ids = set()
+    return LatentReasoner(vlm, LatentConfig(reward_threshold=1.0, rationale_tokens=200))
+
+
+def test_a_cancelled_decode_stops_within_a_token(talkative: LatentReasoner) -> None:
+    token = CancelToken()
+    forwards = _cancel_in_decode(talkative.vlm, token, after=3)
+    with pytest.raises(ReasoningCancelledError, match="in the decode"):
+        talkative.reason(_request(steps=1), token)
+    assert forwards[0] == 3  # the row and two tokens; none after the cancel (200 without it)
+    assert isinstance(talkative.reason(_request(steps=0)), ReasoningResult)  # the model is free
+
+
+def test_a_request_cancelled_in_the_group_decode_ends_alone(talkative: LatentReasoner) -> None:
+    alone = talkative.reason(_request(steps=1, seed=1))
+    token = CancelToken()
+    forwards = _cancel_in_decode(talkative.vlm, token, after=3)
+    outcomes = talkative.reason_batch([_request(steps=1, seed=0), _request(steps=1, seed=1)], [token, None])
+    assert isinstance(outcomes[0], ReasoningCancelledError)
+    kept = outcomes[1]
+    assert isinstance(kept, ReasoningResult) and kept.text == alone.text and kept.answer == alone.answer
+    assert forwards[0] == 201  # the group's forwards went on for the other request only

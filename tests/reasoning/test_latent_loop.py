@@ -143,10 +143,10 @@ def test_final_decode_uses_the_kept_patches(vlm: Any) -> None:
     spliced: list[Any] = []
     original = vlm.generate
 
-    def spy(prefix: Any, row: torch.Tensor, max_new_tokens: int, injected: Any = None) -> Any:
+    def spy(prefix: Any, row: torch.Tensor, max_new_tokens: int, injected: Any = None, should_stop: Any = None) -> Any:
         seen.append(row)
         spliced.append(injected)
-        return original(prefix, row, max_new_tokens, injected=injected)
+        return original(prefix, row, max_new_tokens, injected=injected, should_stop=should_stop)
 
     vlm.generate = spy
     try:
