@@ -35,6 +35,7 @@ from riad_agent.errors import (
     NotReadyError,
     OutputWriteError,
     PathNotAllowedError,
+    ProductExistsError,
     QueueFullError,
     ReasonerTimeoutError,
     ReasoningCancelledError,
@@ -45,6 +46,7 @@ from riad_agent.errors import (
     ServiceError,
     UnauthorizedError,
     UnknownCategoryError,
+    UnknownProductError,
 )
 from riad_agent.schemas import InspectionOptions, InspectionReport, InspectionRequest, MultipleChoiceQuestion
 from riad_agent.settings import Settings, load_settings
@@ -75,6 +77,7 @@ __all__ = [
     "NotReadyError",
     "OutputWriteError",
     "PathNotAllowedError",
+    "ProductExistsError",
     "QueueFullError",
     "ReasonerTimeoutError",
     "ReasoningCancelledError",
@@ -86,6 +89,7 @@ __all__ = [
     "Settings",
     "UnauthorizedError",
     "UnknownCategoryError",
+    "UnknownProductError",
     "__version__",
     "load_settings",
 ]

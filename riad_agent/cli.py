@@ -53,6 +53,7 @@ def _register_commands() -> None:
     from riad_agent.commands.eval_qa import eval_qa
     from riad_agent.commands.inspection import inspect
     from riad_agent.commands.kb import app as kb_app
+    from riad_agent.commands.product import app as product_app
     from riad_agent.commands.serve_mcp import serve_mcp
     from riad_agent.commands.serve_reasoner import serve_reasoner
     from riad_agent.commands.triage import triage
@@ -61,6 +62,7 @@ def _register_commands() -> None:
     app.command()(demo)
     app.command()(triage)
     app.add_typer(kb_app, name="kb", help="The defect knowledge base: ingest, list, search, eval.")
+    app.add_typer(product_app, name="product", help="Products the inspector remembers: references, defects.")
     eval_app.command("expert")(eval_expert)
     eval_app.command("mmad")(eval_mmad)
     eval_app.command("qa")(eval_qa)

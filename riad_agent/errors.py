@@ -199,3 +199,18 @@ class KnowledgeStoreLockedError(BackendUnavailableError):
     """Another process kept writing the embedded knowledge store past the lock timeout."""
 
     code = "knowledge_store_locked"
+
+
+# -- product memory (riad_agent.products) ---------------------------------------------------------
+
+
+class UnknownProductError(RiadError):
+    """No product of that name is registered (the message lists the registered ones)."""
+
+    code = "unknown_product"
+
+
+class ProductExistsError(RiadError):
+    """A product of that name is already registered; extend it, or remove it first."""
+
+    code = "product_exists"

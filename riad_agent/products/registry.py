@@ -1,0 +1,453 @@
+"""The product registry: products, their normal references and labelled defects, kept in Qdrant.
+
+One collection (``<knowledge collection>_products``) next to the knowledge base, on the same
+backend (the embedded store shared by processes, or the server at ``QDRANT_URL``), holds three kinds
+of points, told apart by ``payload.kind``:
+
+- ``product``: the product's record (name, linked knowledge category, pose), without a vector;
+- ``reference``: one normal reference image, with its global embedding (vector ``image``); a product
+  whose pose is not ``fixed`` gets one point per quarter turn, so a turned part is still recognised;
+- ``defect``: a labelled exemplar, with the embedding of its region (vector ``region``).
+
+Images live in :class:`~riad_agent.products.files.ProductFiles`, by content. The embedder's id is
+kept in the collection's metadata: vectors of another backbone are refused, not mixed. Writes go
+through :meth:`ProductRegistry.writing` (the embedded store's writer lock and a published version);
+embeddings are computed before the lock is taken.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from qdrant_client import QdrantClient, models
+
+from riad_agent.errors import ConfigurationError, InvalidRequestError, ProductExistsError, UnknownProductError
+from riad_agent.knowledge.backend import ClientSource, FixedClient, backend_errors
+from riad_agent.products.embedding import FREE_POSE_ROTATIONS, ImageEmbedder, ImageFeatures
+from riad_agent.products.files import PreparedImage, ProductFiles
+from riad_agent.products.models import (
+    DefectExemplar,
+    DefectMatch,
+    Pose,
+    Product,
+    ProductReference,
+    Recognition,
+    RegionSource,
+    defect_type_name,
+    product_name,
+)
+from riad_agent.products.regions import mask_box, strongest_box
+from riad_agent.protocols import Expert
+
+IMAGE = "image"
+REGION = "region"
+META_KEY = "riad_products"
+#: Cosine similarity at or above which the nearest product is accepted (benchmarks/recognition.py).
+DEFAULT_THRESHOLD = 0.93
+_NAMESPACE = uuid.UUID("5d7b8f0e-5a57-4f5e-9c53-0e0b7f3c2a11")
+_SCROLL = 512
+_NEIGHBOURS = 64
+
+
+def collection_name(knowledge_collection: str) -> str:
+    """The products collection beside a knowledge collection."""
+    return f"{knowledge_collection}_products"
+
+
+def _now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _id(*parts: object) -> str:
+    return str(uuid.uuid5(_NAMESPACE, "|".join(str(p) for p in parts)))
+
+
+def _match(**fields: str) -> models.Filter:
+    return models.Filter(
+        must=[models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in fields.items()]
+    )
+
+
+class ProductRegistry:
+    """Register products, extend them, label defects, recognise products in images (see the module doc)."""
+
+    def __init__(
+        self,
+        source: ClientSource | QdrantClient,
+        files: ProductFiles,
+        embedder: ImageEmbedder,
+        collection: str = collection_name("riad_knowledge"),
+        threshold: float = DEFAULT_THRESHOLD,
+    ) -> None:
+        self.source: ClientSource = FixedClient(source) if isinstance(source, QdrantClient) else source
+        self.files = files
+        self.embedder = embedder
+        self.collection = collection
+        self.threshold = threshold
+
+    # ------------------------------------------------------------ storage
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[QdrantClient]:
+        """A client to write the collection to (created when missing); published when the block succeeds."""
+        with self.source.transaction() as client:
+            self._ensure_collection(client)
+            yield client
+
+    def _ensure_collection(self, client: QdrantClient) -> None:
+        with backend_errors("creating the products collection"):
+            if client.collection_exists(self.collection):
+                self._check_embedder(client)
+                return
+            client.create_collection(
+                self.collection,
+                vectors_config={
+                    IMAGE: models.VectorParams(size=self.embedder.dimension, distance=models.Distance.COSINE),
+                    REGION: models.VectorParams(
+                        size=self.embedder.region_dimension, distance=models.Distance.COSINE
+                    ),
+                },
+                metadata={META_KEY: json.dumps({"embedder": self.embedder.embedder_id})},
+            )
+            if not self.source.local:
+                for field in ("kind", "product", "defect_type"):
+                    client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
+
+    def _check_embedder(self, client: QdrantClient) -> None:
+        blob = (client.get_collection(self.collection).config.metadata or {}).get(META_KEY)
+        stored = json.loads(blob).get("embedder") if isinstance(blob, str) else None
+        if stored != self.embedder.embedder_id:
+            raise ConfigurationError(
+                f"the products in {self.collection} were embedded with {stored}, not "
+                f"{self.embedder.embedder_id}; set the backbone they used (RIAD_EXPERT_BACKBONE) or "
+                "remove the products and add them again"
+            )
+
+    def _reader(self) -> QdrantClient | None:
+        client = self.source.current()[0]
+        with backend_errors("reading the products collection"):
+            if not client.collection_exists(self.collection):
+                return None
+        self._check_embedder(client)
+        return client
+
+    def _payloads(
+        self, client: QdrantClient, query: models.Filter | None = None
+    ) -> builtins.list[tuple[str, dict[str, Any]]]:
+        out: builtins.list[tuple[str, dict[str, Any]]] = []
+        offset: Any = None
+        with backend_errors("reading the products"):
+            while True:
+                points, offset = client.scroll(
+                    self.collection, scroll_filter=query, limit=_SCROLL, offset=offset, with_payload=True
+                )
+                out += [(str(p.id), p.payload or {}) for p in points]
+                if offset is None:
+                    return out
+
+    @staticmethod
+    def _assemble(rows: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Product]:
+        records: dict[str, dict[str, Any]] = {}
+        references: dict[str, dict[str, ProductReference]] = {}
+        defects: dict[str, builtins.list[DefectExemplar]] = {}
+        for point_id, payload in rows:
+            name = str(payload.get("product"))
+            kind = payload.get("kind")
+            if kind == "product":
+                records[name] = payload
+            elif kind == "reference":
+                reference = ProductReference.model_validate(
+                    {k: payload[k] for k in ("sha256", "width", "height", "added_at")}
+                )
+                references.setdefault(name, {})[reference.sha256] = reference
+            elif kind == "defect":
+                fields = {k: payload[k] for k in DefectExemplar.model_fields if k != "id"}
+                defects.setdefault(name, []).append(DefectExemplar.model_validate({**fields, "id": point_id}))
+        return {
+            name: Product(
+                name=name,
+                knowledge=record.get("knowledge"),
+                pose=record.get("pose"),
+                embedder=record["embedder"],
+                created_at=record["created_at"],
+                references=sorted(references.get(name, {}).values(), key=lambda r: (r.added_at, r.sha256)),
+                defects=sorted(defects.get(name, []), key=lambda d: (d.defect_type, d.added_at, d.id)),
+            )
+            for name, record in sorted(records.items())
+        }
+
+    def _unknown(self, name: str, client: QdrantClient | None) -> UnknownProductError:
+        known = sorted(self._assemble(self._payloads(client))) if client is not None else []
+        listed = ", ".join(known) if known else "none yet (riad product add NAME --good DIR)"
+        return UnknownProductError(f"no product named {name!r}; registered: {listed}")
+
+    def _get(self, client: QdrantClient | None, name: str) -> Product:
+        if client is not None:
+            found = self._assemble(self._payloads(client, _match(product=name)))
+            if name in found:
+                return found[name]
+        raise self._unknown(name, client)
+
+    # ------------------------------------------------------------ reading
+
+    def list(self) -> builtins.list[Product]:
+        """Every registered product, by name."""
+        client = self._reader()
+        return [] if client is None else list(self._assemble(self._payloads(client)).values())
+
+    def show(self, name: str) -> Product:
+        """The product ``name``, or :class:`UnknownProductError` listing the registered ones."""
+        return self._get(self._reader(), product_name(name))
+
+    def reference_images(self, name: str) -> builtins.list[Image.Image]:
+        """The stored normal references of ``name`` (what the expert compares against)."""
+        return [self.files.open(r.sha256) for r in self.show(name).references]
+
+    # ------------------------------------------------------------ writing
+
+    def _reference_points(
+        self, name: str, images: Sequence[Image.Image], pose: Pose | None
+    ) -> tuple[builtins.list[PreparedImage], builtins.list[models.PointStruct]]:
+        """Prepared copies and points of new references (embedded here, before any lock)."""
+        if not images:
+            raise InvalidRequestError(f"give at least one normal reference image of {name!r}")
+        copies, points = [], []
+        rotations = (0,) if pose == "fixed" else FREE_POSE_ROTATIONS
+        added = _now()
+        for image in images:
+            prepared = self.files.prepare(image)
+            stored, key = prepared.image, prepared.key
+            vectors = self.embedder.embed_rotations(stored, rotations)
+            copies.append(prepared)
+            payload = {
+                "kind": "reference",
+                "product": name,
+                "sha256": key,
+                "width": stored.width,
+                "height": stored.height,
+                "added_at": added,
+            }
+            for angle, vector in zip(rotations, vectors, strict=True):
+                points.append(
+                    models.PointStruct(
+                        id=_id("reference", name, key, angle),
+                        vector={IMAGE: vector.tolist()},
+                        payload={**payload, "rotation": angle},
+                    )
+                )
+        return copies, points
+
+    def _upsert(self, client: QdrantClient, points: builtins.list[models.PointStruct]) -> None:
+        with backend_errors("writing the products"):
+            for start in range(0, len(points), 256):
+                client.upsert(self.collection, points=points[start : start + 256], wait=True)
+
+    def add(
+        self,
+        name: str,
+        images: Sequence[Image.Image],
+        *,
+        knowledge: str | None = None,
+        pose: Pose | None = None,
+    ) -> Product:
+        """Register a new product with its normal references; :class:`ProductExistsError` if it is known."""
+        name = product_name(name)
+        if pose not in (None, "free", "fixed"):
+            raise InvalidRequestError(f"pose must be 'free' or 'fixed' (got {pose!r})")
+        copies, points = self._reference_points(name, images, pose)
+        record = models.PointStruct(
+            id=_id("product", name),
+            vector={},
+            payload={
+                "kind": "product",
+                "product": name,
+                "knowledge": knowledge,
+                "pose": pose,
+                "embedder": self.embedder.embedder_id,
+                "created_at": _now(),
+            },
+        )
+        with self.writing() as client:
+            if self._assemble(self._payloads(client, _match(product=name, kind="product"))):
+                raise ProductExistsError(
+                    f"product {name!r} is already registered; extend it with more references (`riad product "
+                    f"add {name} --good DIR` again, or ProductRegistry.extend), or remove it first"
+                )
+            for copy in copies:
+                self.files.put(copy)
+            self._upsert(client, [record, *points])
+            return self._get(client, name)
+
+    def extend(self, name: str, images: Sequence[Image.Image]) -> Product:
+        """Add normal references to a registered product (an image it already has is kept once)."""
+        name = product_name(name)
+        product = self.show(name)
+        copies, points = self._reference_points(name, images, product.pose)
+        with self.writing() as client:
+            current = self._get(client, name)  # removed meanwhile: UnknownProductError
+            known = {r.sha256 for r in current.references}
+            for copy in copies:
+                self.files.put(copy)
+            self._upsert(client, [p for p in points if (p.payload or {}).get("sha256") not in known])
+            return self._get(client, name)
+
+    def add_defect(
+        self,
+        name: str,
+        defect_type: str,
+        image: Image.Image,
+        *,
+        mask: np.ndarray | None = None,
+        expert: Expert | None = None,
+    ) -> DefectExemplar:
+        """Store a labelled defect of ``name``: the image, its region and the region's embedding.
+
+        The region is the bounding box of ``mask`` (a boolean array of the image's size), or without a
+        mask the expert's strongest region against the product's references.
+        """
+        name = product_name(name)
+        defect_type = defect_type_name(defect_type)
+        product = self.show(name)
+        image = image.convert("RGB")
+        prepared = self.files.prepare(image)
+        stored = prepared.image
+        mask_key = None
+        if mask is not None:
+            box, scaled = mask_box(mask, image.size, stored.size)
+            source: RegionSource = "mask"
+        else:
+            if expert is None:
+                raise InvalidRequestError("give a mask of the defect, or an expert to find its region")
+            references = [self.files.open(r.sha256) for r in product.references]
+            box = strongest_box(expert.analyse(stored, references, pose=product.pose))
+            source, scaled = "expert", None
+        vector = self.embedder.embed_region(stored, box)
+        with self.writing() as client:
+            self._get(client, name)
+            key = self.files.put(prepared)
+            if scaled is not None:
+                mask_key = self.files.put_mask(scaled)
+            exemplar_id = _id("defect", name, key, *box)
+            exemplar = DefectExemplar(
+                id=exemplar_id,
+                defect_type=defect_type,
+                sha256=key,
+                width=stored.width,
+                height=stored.height,
+                box=box,
+                region_source=source,
+                mask_sha256=mask_key,
+                added_at=_now(),
+            )
+            payload = {"kind": "defect", "product": name, **exemplar.model_dump(mode="json", exclude={"id"})}
+            self._upsert(
+                client,
+                [models.PointStruct(id=exemplar_id, vector={REGION: vector.tolist()}, payload=payload)],
+            )
+        return exemplar
+
+    def remove(self, name: str, defect_type: str | None = None) -> int:
+        """Remove a product (or only its exemplars of ``defect_type``); how many points went.
+
+        Images no point refers to any more are deleted from the products folder.
+        """
+        name = product_name(name)
+        kind = None if defect_type is None else defect_type_name(defect_type)
+        with self.writing() as client:
+            product = self._get(client, name)
+            if kind is not None and kind not in product.defect_counts():
+                types = ", ".join(product.defect_counts()) or "none"
+                raise InvalidRequestError(
+                    f"product {name!r} has no {kind!r} exemplars; its defect types: {types}"
+                )
+            query = (
+                _match(product=name)
+                if kind is None
+                else _match(product=name, kind="defect", defect_type=kind)
+            )
+            ids = [point_id for point_id, _ in self._payloads(client, query)]
+            with backend_errors("removing products"):
+                client.delete(
+                    self.collection, points_selector=models.PointIdsList(points=list(ids)), wait=True
+                )
+            keep: set[str] = set()
+            for _, payload in self._payloads(client):
+                keep.update(payload[k] for k in ("sha256", "mask_sha256") if payload.get(k))
+            self.files.keep_only(keep)
+        return len(ids)
+
+    # ------------------------------------------------------------ recognition and typing
+
+    def _features(self, image: Image.Image | ImageFeatures) -> ImageFeatures:
+        return image if isinstance(image, ImageFeatures) else self.embedder.features(image)
+
+    def recognise(self, image: Image.Image | ImageFeatures) -> Recognition:
+        """The registered product nearest to ``image`` by global embedding, accepted at ``threshold``.
+
+        ``image`` may be the embedder's :class:`ImageFeatures` of it, shared with :meth:`nearest_defects`.
+        """
+        client = self._reader()
+        if client is None:
+            return Recognition(product=None, nearest=None, similarity=0.0, threshold=self.threshold)
+        vector = self._features(image).global_vector()
+        with backend_errors("searching the products"):
+            hits = client.query_points(
+                self.collection,
+                query=vector.tolist(),
+                using=IMAGE,
+                query_filter=_match(kind="reference"),
+                limit=_NEIGHBOURS,
+                with_payload=["product"],
+            ).points
+        best: dict[str, float] = {}
+        for hit in hits:
+            owner = str((hit.payload or {}).get("product"))
+            best[owner] = max(best.get(owner, -1.0), float(hit.score))
+        ranked = sorted(best.items(), key=lambda item: -item[1])
+        if not ranked:
+            return Recognition(product=None, nearest=None, similarity=0.0, threshold=self.threshold)
+        nearest, similarity = ranked[0]
+        second = ranked[1] if len(ranked) > 1 else (None, None)
+        return Recognition(
+            product=nearest if similarity >= self.threshold else None,
+            nearest=nearest,
+            similarity=round(similarity, 4),
+            threshold=self.threshold,
+            runner_up=second[0],
+            runner_up_similarity=None if second[1] is None else round(second[1], 4),
+        )
+
+    def nearest_defects(
+        self, name: str, image: Image.Image | ImageFeatures, box: tuple[int, int, int, int], k: int = 3
+    ) -> builtins.list[DefectMatch]:
+        """The defect types of ``name`` whose exemplars are nearest to the region ``box`` of ``image``."""
+        name = product_name(name)
+        client = self._reader()
+        if client is None:
+            raise self._unknown(name, None)
+        vector = self._features(image).region_vector(box)
+        with backend_errors("searching the defect exemplars"):
+            hits = client.query_points(
+                self.collection,
+                query=vector.tolist(),
+                using=REGION,
+                query_filter=_match(kind="defect", product=name),
+                limit=_NEIGHBOURS,
+                with_payload=["defect_type"],
+            ).points
+        best: dict[str, DefectMatch] = {}
+        for hit in hits:
+            kind = str((hit.payload or {}).get("defect_type"))
+            if kind not in best:
+                best[kind] = DefectMatch(
+                    defect_type=kind, similarity=round(float(hit.score), 4), exemplar=str(hit.id)
+                )
+        return sorted(best.values(), key=lambda m: -m.similarity)[:k]

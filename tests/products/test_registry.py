@@ -1,0 +1,160 @@
+"""The product registry on the embedded store: round trip, extend, remove, labelled defects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from products.product_helpers import SIZE, normals, open_registry
+
+from riad_agent.data.synthetic import generate_sample
+from riad_agent.errors import (
+    ConfigurationError,
+    InvalidImageError,
+    InvalidRequestError,
+    ProductExistsError,
+    UnknownProductError,
+)
+from riad_agent.expert import ExpertConfig, FeatureConfig, PatchCoreExpert
+from riad_agent.knowledge.embed import HashingEmbedder
+from riad_agent.knowledge.loaders import load_riad
+from riad_agent.knowledge.local_store import LocalStore
+from riad_agent.knowledge.store import QdrantKnowledgeBase
+from riad_agent.products import ImageEmbedder, ProductFiles, ProductRegistry
+
+KNOWLEDGE = Path(__file__).parents[1] / "knowledge" / "fixtures" / "base"
+
+
+def _stored(root: Path) -> set[str]:
+    return {p.stem for p in (root / "products").glob("*.png")}
+
+
+def test_round_trip_through_a_fresh_store_object(tmp_path: Path, embedder: ImageEmbedder) -> None:
+    first = open_registry(tmp_path, embedder)
+    added = first.add("Washer", normals("washer", range(3)), knowledge="mvtec/metal_nut", pose="free")
+    first.source.close()
+
+    again = open_registry(tmp_path, embedder).show("washer")
+    assert again == added
+    assert (again.name, again.knowledge, again.pose) == ("washer", "mvtec/metal_nut", "free")
+    assert len(again.references) == 3
+    assert {r.sha256 for r in again.references} == _stored(tmp_path)  # content-addressed copies
+    pictures = open_registry(tmp_path, embedder).reference_images("washer")
+    assert [p.size for p in pictures] == [(SIZE, SIZE)] * 3
+
+
+def test_adding_twice_is_refused_and_extend_adds_only_new_images(registry: ProductRegistry) -> None:
+    registry.add("tile", normals("tile", range(2)), pose="fixed")
+    with pytest.raises(ProductExistsError, match="already registered"):
+        registry.add("TILE", normals("tile", range(2, 4)))
+    extended = registry.extend("tile", normals("tile", [1, 2, 3]))  # seed 1 is already there
+    assert len(extended.references) == 4
+    assert extended.pose == "fixed"
+
+
+def test_unknown_product_names_the_registered_ones(registry: ProductRegistry) -> None:
+    with pytest.raises(UnknownProductError, match="none yet"):
+        registry.show("washer")
+    registry.add("washer", normals("washer", range(1)))
+    with pytest.raises(UnknownProductError, match="registered: washer"):
+        registry.extend("wahser", normals("washer", range(1, 2)))
+    with pytest.raises(InvalidRequestError, match="not allowed"):
+        registry.add("../etc", normals("washer", range(1)))
+    with pytest.raises(InvalidRequestError, match="at least one"):
+        registry.add("fabric", [])
+
+
+def test_remove_a_product_deletes_its_points_and_images(tmp_path: Path, registry: ProductRegistry) -> None:
+    registry.add("washer", normals("washer", range(2)))
+    registry.add("tile", normals("tile", range(2)), pose="fixed")
+    kept = {r.sha256 for r in registry.show("tile").references}
+    assert registry.remove("washer") == 1 + 2 * 4  # record + 2 references x 4 quarter turns
+    assert [p.name for p in registry.list()] == ["tile"]
+    assert _stored(tmp_path) == kept
+    with pytest.raises(UnknownProductError):
+        registry.remove("washer")
+
+
+def test_defect_with_a_mask_takes_the_masks_box(tmp_path: Path, registry: ProductRegistry) -> None:
+    registry.add("washer", normals("washer", range(2)))
+    sample = generate_sample("washer", "scratch", 7, SIZE)
+    exemplar = registry.add_defect("washer", "Scratch", sample.image, mask=sample.mask)
+    assert exemplar.box == sample.bbox
+    assert (exemplar.defect_type, exemplar.region_source) == ("scratch", "mask")
+    assert {exemplar.sha256, exemplar.mask_sha256} <= _stored(tmp_path)
+    assert registry.show("washer").defect_counts() == {"scratch": 1}
+
+
+def test_a_mask_of_another_size_or_empty_is_refused(registry: ProductRegistry) -> None:
+    registry.add("washer", normals("washer", range(1)))
+    sample = generate_sample("washer", "hole", 3, SIZE)
+    with pytest.raises(InvalidImageError, match="the mask is 48x48 px but the image is 96x96"):
+        registry.add_defect("washer", "hole", sample.image, mask=np.ones((48, 48), dtype=bool))
+    with pytest.raises(InvalidRequestError, match="marks no pixel"):
+        registry.add_defect("washer", "hole", sample.image, mask=np.zeros((SIZE, SIZE), dtype=bool))
+    with pytest.raises(InvalidRequestError, match="give a mask"):
+        registry.add_defect("washer", "hole", sample.image)
+    assert registry.show("washer").defects == []
+
+
+def test_defect_without_a_mask_takes_the_experts_strongest_region(registry: ProductRegistry) -> None:
+    registry.add("washer", [generate_sample("washer", None, s, 128).image for s in range(4)])
+    sample = generate_sample("washer", "stain", 51, 128)
+    expert = PatchCoreExpert(ExpertConfig(features=FeatureConfig(image_size=128)))
+    exemplar = registry.add_defect("washer", "stain", sample.image, expert=expert)
+    assert exemplar.region_source == "expert" and exemplar.mask_sha256 is None
+    x0, y0, x1, y1 = exemplar.box
+    assert sample.bbox is not None
+    bx0, by0, bx1, by1 = sample.bbox
+    overlap = max(0, min(x1, bx1) - max(x0, bx0)) * max(0, min(y1, by1) - max(y0, by0))
+    assert overlap >= 0.5 * (bx1 - bx0) * (by1 - by0)  # the region covers most of the stain
+
+
+def test_remove_one_defect_type_keeps_the_others(tmp_path: Path, registry: ProductRegistry) -> None:
+    registry.add("washer", normals("washer", range(1)))
+    scratch = generate_sample("washer", "scratch", 7, SIZE)
+    stain = generate_sample("washer", "stain", 8, SIZE)
+    registry.add_defect("washer", "scratch", scratch.image, mask=scratch.mask)
+    gone = registry.add_defect("washer", "stain", stain.image, mask=stain.mask)
+    with pytest.raises(InvalidRequestError, match="no 'crack' exemplars; its defect types: scratch, stain"):
+        registry.remove("washer", "crack")
+    assert registry.remove("washer", "stain") == 1
+    assert registry.show("washer").defect_counts() == {"scratch": 1}
+    assert gone.sha256 not in _stored(tmp_path) and gone.mask_sha256 not in _stored(tmp_path)
+
+
+def test_nearest_defects_types_a_region_by_its_exemplars(registry: ProductRegistry) -> None:
+    registry.add("washer", normals("washer", range(1)))
+    for seed in (10, 11):
+        for kind in ("scratch", "stain"):
+            sample = generate_sample("washer", kind, seed, SIZE)
+            registry.add_defect("washer", kind, sample.image, mask=sample.mask)
+    query = generate_sample("washer", "stain", 30, SIZE)
+    assert query.bbox is not None
+    matches = registry.nearest_defects("washer", query.image, query.bbox)
+    assert matches[0].defect_type == "stain"
+
+
+def test_vectors_of_another_backbone_are_refused(tmp_path: Path, registry: ProductRegistry) -> None:
+    registry.add("washer", normals("washer", range(1)))
+    other = ImageEmbedder(registry.embedder.backbone, image_size=160)
+    moved = ProductRegistry(LocalStore(tmp_path / "qdrant"), ProductFiles(tmp_path / "products"), other)
+    with pytest.raises(ConfigurationError, match="embedded with efficientnet-lite0"):
+        moved.list()
+
+
+def test_knowledge_writes_keep_the_products_and_products_keep_the_knowledge(
+    tmp_path: Path, registry: ProductRegistry
+) -> None:
+    registry.add("washer", normals("washer", range(1)))
+    kb = QdrantKnowledgeBase(LocalStore(tmp_path / "qdrant"), HashingEmbedder())
+    try:
+        kb.ingest(load_riad(KNOWLEDGE), scope="test")
+        categories = kb.categories()
+        assert categories
+        assert [p.name for p in open_registry(tmp_path, registry.embedder).list()] == ["washer"]
+        registry.add("tile", normals("tile", range(1)))
+        assert kb.categories() == categories
+    finally:
+        kb.close()
