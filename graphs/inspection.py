@@ -33,6 +33,7 @@ from riad_agent.settings import Settings
 #: The nodes that report progress, in the order they run: progress fractions (MCP) count along it.
 PROGRESS_STAGES: tuple[str, ...] = (
     "load_inputs",
+    "recall_product",
     "resolve_category",
     "expert_analysis",
     "retrieve_knowledge",
@@ -45,6 +46,7 @@ def inspection_graph() -> StateGraph[InspectionState, None, InspectionInput, Ins
     """The uncompiled graph: state, nodes and edges."""
     graph = StateGraph(InspectionState, input_schema=InspectionInput, output_schema=InspectionOutput)
     graph.add_node("load_inputs", nodes.load_inputs)
+    graph.add_node("recall_product", nodes.recall_product)
     graph.add_node("resolve_category", nodes.resolve_category)
     graph.add_node("expert_analysis", nodes.expert_analysis)
     graph.add_node(
@@ -57,7 +59,8 @@ def inspection_graph() -> StateGraph[InspectionState, None, InspectionInput, Ins
     graph.add_node("explain", nodes.explain)
 
     graph.add_edge(START, "load_inputs")
-    graph.add_edge("load_inputs", "resolve_category")
+    graph.add_edge("load_inputs", "recall_product")
+    graph.add_edge("recall_product", "resolve_category")
     graph.add_edge("resolve_category", "expert_analysis")
     graph.add_conditional_edges("expert_analysis", nodes.after_expert)
     graph.add_conditional_edges("retrieve_knowledge", nodes.after_knowledge)

@@ -63,6 +63,52 @@ async def load_inputs(state: InspectionState, config: RunnableConfig) -> dict[st
     return update
 
 
+async def recall_product(state: InspectionState, config: RunnableConfig) -> dict[str, Any]:
+    """Without references: a registered product's stored references, named by the category or recognised.
+
+    With no category either, the image is matched against the registered products; below the
+    acceptance threshold it is an unknown product (``degraded: unknown_product``), never a guess.
+    """
+    request = state["request"]
+    if state["references"]:
+        return {}
+    start = time.perf_counter()
+    components = components_of(config)
+    try:
+        registry = await asyncio.to_thread(components.products.get)
+        if request.category is not None:
+            registered = {product.name for product in await asyncio.to_thread(registry.list)}
+            if request.category not in registered:
+                return {}  # a knowledge category or a new product: inspected as before
+            name, similarity = request.category, None
+        else:
+            _emit({"stage": "recall_product"})
+            if not await asyncio.to_thread(registry.list):
+                return {"degraded": ["unknown_product"]}
+            image = await asyncio.to_thread(open_image, state["image"], components.policy, components.blobs)
+            recognition = await asyncio.to_thread(registry.recognise, image)
+            if recognition.product is None:
+                return {"degraded": ["unknown_product"], "category_similarity": recognition.similarity}
+            name, similarity = recognition.product, recognition.similarity
+        product = await asyncio.to_thread(registry.show, name)
+        references = []
+        for reference in product.references:
+            data = await asyncio.to_thread(registry.files.path(reference.sha256).read_bytes)
+            ref, _ = await asyncio.to_thread(remember_image, data, components.policy, components.blobs)
+            references.append(ref)
+    except (BackendUnavailableError, OSError):
+        return {"degraded": ["products_unavailable"]}
+    return {
+        "product": name,
+        "references": references,
+        "category": product.knowledge,
+        "pose": product.pose,
+        "category_guessed": similarity is not None,
+        "category_similarity": similarity,
+        "timings_ms": {"recall_product": _ms(start)},
+    }
+
+
 async def resolve_category(state: InspectionState, config: RunnableConfig) -> dict[str, Any]:
     """The canonical category, asked of the knowledge base once; decides whether to search it.
 
@@ -72,9 +118,13 @@ async def resolve_category(state: InspectionState, config: RunnableConfig) -> di
     start = time.perf_counter()
     components = components_of(config)
     request = state["request"]
-    category = request.category
-    if not request.options.use_knowledge:
-        return {"category": category, "category_guessed": False, "knowledge": [], "search_knowledge": False}
+    product = state.get("product")
+    # a registered product searches the knowledge category it links (none: no knowledge)
+    category = state.get("category") if product is not None else request.category
+    if not request.options.use_knowledge or (product is not None and category is None):
+        return {"category": category, "knowledge": [], "search_knowledge": False}
+    if category is None:  # an unnamed, unrecognised product: no knowledge of some other product
+        return {"knowledge": [], "search_knowledge": False}
     _emit({"stage": "resolve_category"})  # the first call opens the knowledge base (the first run embeds it)
     try:
         knowledge = await asyncio.to_thread(components.knowledge.get)
@@ -93,13 +143,12 @@ async def resolve_category(state: InspectionState, config: RunnableConfig) -> di
             if exc.close_matches:
                 raise  # a typo of a known category: tell the caller instead of guessing
             degraded.append("no_knowledge_for_category")
-    pose = None
-    if category is not None and not degraded:
+    pose = state.get("pose")  # the registered product's, when it has one
+    if pose is None and category is not None and not degraded:
         pose = await asyncio.to_thread(knowledge.pose, category)
     return {
         "category": category,
         "pose": pose,
-        "category_guessed": False,
         "knowledge": [],
         "search_knowledge": not degraded,
         "degraded": degraded,
@@ -155,12 +204,10 @@ async def retrieve_knowledge(state: InspectionState, config: RunnableConfig) -> 
         image_size=working_size(state["image"].size),
         anomaly_score=anomaly.score if anomaly is not None else None,
     )
-    hits = await asyncio.to_thread(knowledge.search, query, state.get("category"), request.options.knowledge_k)
-    update: dict[str, Any] = {"knowledge": hits, "timings_ms": {"retrieve_knowledge": _ms(start)}}
-    if state.get("category") is None and hits:
-        update["category"] = hits[0].category
-        update["category_guessed"] = True
-    return update
+    hits = await asyncio.to_thread(
+        knowledge.search, query, state.get("category"), request.options.knowledge_k
+    )
+    return {"knowledge": hits, "timings_ms": {"retrieve_knowledge": _ms(start)}}
 
 
 async def latent_reasoning(state: InspectionState, config: RunnableConfig) -> dict[str, Any]:
@@ -250,8 +297,9 @@ async def explain(state: InspectionState) -> dict[str, Any]:
         request=state["request"],
         image_size=image.size,
         working_size=working_size(image.size),
-        category=state.get("category"),
+        category=state.get("product") or state.get("category"),
         category_guessed=state.get("category_guessed", False),
+        category_similarity=state.get("category_similarity"),
         knowledge=state.get("knowledge", []),
         anomaly=state.get("anomaly"),
         reasoning=state.get("reasoning"),

@@ -55,6 +55,8 @@ class InspectionState(TypedDict, total=False):
     references: list[ImageRef]
     category: str | None
     category_guessed: bool
+    category_similarity: float | None  # a product recognised from the image: how close it was
+    product: str | None  # the registered product whose stored references are used
     pose: Pose | None  # the category's pose from its knowledge entry, None: the expert infers it
     search_knowledge: bool
     knowledge: list[KnowledgeHit]

@@ -12,13 +12,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from riad_agent.blobs import BlobStore
 from riad_agent.errors import BackendUnavailableError, RiadError
 from riad_agent.imaging import ImagePolicy
 from riad_agent.protocols import Expert, KnowledgeBase, Reasoner
 from riad_agent.settings import Settings
+
+if TYPE_CHECKING:
+    from riad_agent.products import ProductRegistry
 
 T = TypeVar("T")
 
@@ -80,6 +83,7 @@ class Components:
     knowledge: Lazy[KnowledgeBase]
     expert: Lazy[Expert]
     reasoner: Lazy[Reasoner]
+    products: Lazy[ProductRegistry]
 
 
 def build_components(
@@ -88,6 +92,7 @@ def build_components(
     knowledge: KnowledgeBase | None = None,
     expert: Expert | None = None,
     reasoner: Reasoner | None = None,
+    products: ProductRegistry | None = None,
 ) -> Components:
     """Components from settings; pass ready objects to override any part (tests, embedding apps)."""
     return Components(
@@ -103,7 +108,16 @@ def build_components(
         reasoner=Lazy.of(reasoner, "reasoner")
         if reasoner is not None
         else Lazy(lambda: _open_reasoner(settings), "reasoner"),
+        products=Lazy.of(products, "product memory")
+        if products is not None
+        else Lazy(lambda: _open_products(settings), "product memory"),
     )
+
+
+def _open_products(settings: Settings) -> ProductRegistry:
+    from riad_agent.products import open_registry
+
+    return open_registry(settings)
 
 
 def _open_knowledge(settings: Settings) -> KnowledgeBase:
@@ -122,7 +136,9 @@ def _open_reasoner(settings: Settings) -> Reasoner:
     if settings.reasoner_url:
         from riad_agent.serving.client import HttpReasoner
 
-        return HttpReasoner(settings.reasoner_url, token=settings.reasoner_token, timeout_s=settings.reasoner_timeout_s)
+        return HttpReasoner(
+            settings.reasoner_url, token=settings.reasoner_token, timeout_s=settings.reasoner_timeout_s
+        )
     from riad_agent.models.loading import open_vlm
     from riad_agent.reasoning import LatentReasoner
     from riad_agent.reasoning.config import config_for

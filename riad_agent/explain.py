@@ -199,6 +199,7 @@ def build_report(
     degraded: list[str],
     timings_ms: dict[str, float],
     models: dict[str, str],
+    category_similarity: float | None = None,
 ) -> InspectionReport:
     """Assemble the :class:`InspectionReport` from the graph's parts.
 
@@ -244,6 +245,7 @@ def build_report(
         anomaly_score=score,
         category=category,
         category_guessed=category_guessed,
+        category_similarity=category_similarity,
         answer=answer,
         answer_text=question.options.get(answer) if question is not None and answer else None,
         defect_type=defect.defect_type if defect is not None else None,

@@ -35,6 +35,9 @@ DEGRADED_MEANINGS: dict[str, str] = {
     "no_references": "no normal reference images: no calibrated comparison, the verdict stays uncertain",
     "reasoner_unavailable": "the reasoner could not be built or reached: an expert-only report",
     "reasoner_timeout": "the reasoner did not answer in time: an expert-only report",
+    "unknown_product": "the image matches no registered product: name its category, give normal references, "
+    "or register it (riad product add)",
+    "products_unavailable": "the product memory could not be opened: no stored references were used",
 }
 
 _LETTER = re.compile(r"^[A-Z]$")
@@ -382,6 +385,9 @@ class InspectionReport(_Strict):
     )
     category: str | None = None
     category_guessed: bool = False
+    category_similarity: float | None = Field(
+        default=None, description="When the product was recognised from the image: its similarity (0-1)."
+    )
     answer: str | None = Field(default=None, description="Answer letter when a question was asked.")
     answer_text: str | None = None
     defect_type: str | None = None
@@ -410,7 +416,13 @@ class InspectionReport(_Strict):
         """One line for humans and chat models: verdict, score, defect and where."""
         parts = [f"{self.verdict} (anomaly score {self.anomaly_score:.2f})"]
         if self.category:
-            parts.insert(0, f"[{self.category}]")
+            guessed = ""
+            if self.category_guessed:
+                similarity = (
+                    f", similarity {self.category_similarity:.2f}" if self.category_similarity else ""
+                )
+                guessed = f" (guessed{similarity})"
+            parts.insert(0, f"[{self.category}{guessed}]")
         if self.defect_type:
             parts.append(f"defect: {self.defect_type}")
         if self.regions:

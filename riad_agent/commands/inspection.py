@@ -68,7 +68,13 @@ def print_report(report: Any) -> None:
     table.add_row("verdict", f"[bold]{report.verdict}[/bold]")
     table.add_row("anomaly score", f"{report.anomaly_score:.3f}")
     if report.category:
-        table.add_row("category", report.category + (" (guessed)" if report.category_guessed else ""))
+        guessed = ""
+        if report.category_guessed:
+            similarity = (
+                f", similarity {report.category_similarity:.2f}" if report.category_similarity else ""
+            )
+            guessed = f" (guessed{similarity})"
+        table.add_row("category", report.category + guessed)
     if report.answer:
         table.add_row("answer", f"{report.answer}. {report.answer_text or ''}")
     if report.defect_type:

@@ -1,0 +1,91 @@
+"""Inspections that use the product memory: stored references by name, recognition, unknown products."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from support.fakes import FakeExpert, FakeKnowledge, FakeReasoner
+
+from riad_agent.components import build_components
+from riad_agent.data.synthetic import generate_sample
+from riad_agent.inspector import Inspector
+from riad_agent.knowledge.local_store import LocalStore
+from riad_agent.products import ImageEmbedder, ProductFiles, ProductRegistry
+from riad_agent.settings import Settings
+
+SIZE = 96
+
+
+@pytest.fixture(scope="module")
+def embedder() -> ImageEmbedder:
+    return ImageEmbedder()
+
+
+def _setup(tmp_path: Path, embedder: ImageEmbedder, register: bool = True) -> tuple[Inspector, FakeExpert]:
+    registry = ProductRegistry(LocalStore(tmp_path / "qdrant"), ProductFiles(tmp_path / "products"), embedder)
+    if register:
+        washers = [generate_sample("synthetic/washer", None, seed, SIZE).image for seed in range(3)]
+        registry.add("washer", washers, knowledge="synthetic/washer", pose="free")
+    expert = FakeExpert()
+    settings = Settings(data_dir=tmp_path / "data")
+    components = build_components(
+        settings, knowledge=FakeKnowledge(), expert=expert, reasoner=FakeReasoner(), products=registry
+    )
+    return Inspector(components=components), expert
+
+
+def _query(tmp_path: Path, category: str, defect: str | None) -> str:
+    path = tmp_path / f"{category.split('/')[-1]}-{defect}.png"
+    generate_sample(category, defect, 40, SIZE).image.save(path)
+    return str(path)
+
+
+def test_a_registered_name_alone_brings_its_stored_references(
+    tmp_path: Path, embedder: ImageEmbedder
+) -> None:
+    inspector, expert = _setup(tmp_path, embedder)
+    report = inspector.inspect(
+        {
+            "image": _query(tmp_path, "synthetic/washer", "hole"),
+            "category": "washer",
+            "options": {"use_reasoner": False},
+        }
+    )
+    assert "no_references" not in report.degraded
+    assert report.category == "washer" and not report.category_guessed
+    assert expert.last_pose == "free"  # the product's registered pose reached the expert
+    assert report.knowledge  # its linked knowledge category was searched
+
+
+def test_without_name_or_references_the_product_is_recognised_and_marked_guessed(
+    tmp_path: Path, embedder: ImageEmbedder
+) -> None:
+    inspector, _ = _setup(tmp_path, embedder)
+    report = inspector.inspect(
+        {"image": _query(tmp_path, "synthetic/washer", None), "options": {"use_reasoner": False}}
+    )
+    assert report.category == "washer" and report.category_guessed
+    assert report.category_similarity is not None and report.category_similarity >= 0.93
+    assert "(guessed, similarity" in report.summary()
+    assert "no_references" not in report.degraded and report.verdict != "uncertain"
+
+
+def test_an_unregistered_product_is_unknown_and_uncertain_never_guessed(
+    tmp_path: Path, embedder: ImageEmbedder
+) -> None:
+    inspector, _ = _setup(tmp_path, embedder)
+    report = inspector.inspect(
+        {"image": _query(tmp_path, "synthetic/tile", None), "options": {"use_reasoner": False}}
+    )
+    assert report.verdict == "uncertain" and not report.category_guessed and report.category is None
+    assert "unknown_product" in report.degraded and report.knowledge == []
+    assert any("register it" in note for note in report.degradation_notes())
+
+
+def test_an_empty_memory_makes_every_unnamed_product_unknown(tmp_path: Path, embedder: ImageEmbedder) -> None:
+    inspector, _ = _setup(tmp_path, embedder, register=False)
+    report = inspector.inspect(
+        {"image": _query(tmp_path, "synthetic/washer", None), "options": {"use_reasoner": False}}
+    )
+    assert "unknown_product" in report.degraded and report.verdict == "uncertain"
