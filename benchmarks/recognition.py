@@ -43,6 +43,8 @@ FAMILY = {"bracket-loose": "bracket"}
 POSE = {"tile": "fixed", "bracket": "fixed", "bracket-loose": "free", "washer": "free", "fabric": "free"}
 DEFECTS = ("scratch", "stain", "hole", "crack", "colour")
 TYPED = ("scratch", "stain", "hole", "crack")
+#: Margins of the best defect type's similarity over the runner-up's, for the typing table.
+TYPING_MARGINS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05)
 THRESHOLDS = (0.85, 0.88, 0.90, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98)
 
 
@@ -94,7 +96,7 @@ def _fold(
     embedder: ImageEmbedder, products: dict[str, dict[str, list[Image.Image]]], held_out: str, size: int
 ) -> tuple[list[tuple[str, str | None, str | None, float, str]], list[Any], list[Any]]:
     """Rows (truth or 'unknown', nearest, its family, similarity, query family), (features, search) ms,
-    typing rows (right, (features, search, typing) ms)."""
+    typing rows (right, (features, search, typing) ms, top similarity, margin over the runner-up)."""
     rows, recognise_ms, typing = [], [], []
     with tempfile.TemporaryDirectory(prefix="riad-recognition-") as folder:
         root = Path(folder)
@@ -130,7 +132,9 @@ def _fold(
                     _, search_ms = _timed(registry.recognise, features)
                     matches, typing_ms = _timed(registry.nearest_defects, name, features, sample.bbox)
                     right = bool(matches) and matches[0].defect_type == kind
-                    typing.append((right, (ms, search_ms, typing_ms)))
+                    top = matches[0].similarity if matches else 0.0
+                    margin = top - matches[1].similarity if len(matches) > 1 else top
+                    typing.append((right, (ms, search_ms, typing_ms), top, margin))
         registry.source.close()
     return rows, recognise_ms, typing
 
@@ -202,12 +206,24 @@ def main() -> None:
             )
             for family in families
         },
-        "typing_accuracy": round(sum(right for right, _ in typing) / len(typing), 3),
+        "typing_accuracy": round(sum(row[0] for row in typing) / len(typing), 3),
+        "typing_by_margin": [
+            {
+                "margin": margin,
+                "typed": round(sum(row[3] >= margin for row in typing) / len(typing), 3),
+                "right_when_typed": round(
+                    sum(row[0] for row in typing if row[3] >= margin)
+                    / max(1, sum(row[3] >= margin for row in typing)),
+                    3,
+                ),
+            }
+            for margin in TYPING_MARGINS
+        ],
         "typing_queries": len(typing),
         "features_ms_median": round(statistics.median(ms[0] for ms in recognise_ms), 1),
         "recognise_search_ms_median": round(statistics.median(ms[1] for ms in recognise_ms), 1),
-        "typing_search_ms_median": round(statistics.median(ms[2] for _, ms in typing), 1),
-        "total_ms_median": round(statistics.median(sum(ms) for _, ms in typing), 1),
+        "typing_search_ms_median": round(statistics.median(row[1][2] for row in typing), 1),
+        "total_ms_median": round(statistics.median(sum(row[1]) for row in typing), 1),
         "embedder": embedder.embedder_id,
         "threads": args.threads,
     }

@@ -36,6 +36,7 @@ PROGRESS_STAGES: tuple[str, ...] = (
     "recall_product",
     "resolve_category",
     "expert_analysis",
+    "type_defect",
     "retrieve_knowledge",
     "latent_reasoning",
     "explain",
@@ -49,6 +50,7 @@ def inspection_graph() -> StateGraph[InspectionState, None, InspectionInput, Ins
     graph.add_node("recall_product", nodes.recall_product)
     graph.add_node("resolve_category", nodes.resolve_category)
     graph.add_node("expert_analysis", nodes.expert_analysis)
+    graph.add_node("type_defect", nodes.type_defect)
     graph.add_node(
         "retrieve_knowledge",
         nodes.retrieve_knowledge,
@@ -62,7 +64,8 @@ def inspection_graph() -> StateGraph[InspectionState, None, InspectionInput, Ins
     graph.add_edge("load_inputs", "recall_product")
     graph.add_edge("recall_product", "resolve_category")
     graph.add_edge("resolve_category", "expert_analysis")
-    graph.add_conditional_edges("expert_analysis", nodes.after_expert)
+    graph.add_edge("expert_analysis", "type_defect")
+    graph.add_conditional_edges("type_defect", nodes.after_expert)
     graph.add_conditional_edges("retrieve_knowledge", nodes.after_knowledge)
     graph.add_conditional_edges("latent_reasoning", nodes.review_gate)
     graph.add_edge("human_review", "explain")

@@ -18,8 +18,15 @@ from langgraph.config import get_stream_writer
 from langgraph.types import interrupt
 
 from riad_agent.errors import BackendUnavailableError, ReasonerTimeoutError, UnknownCategoryError
-from riad_agent.evidence import ExpertFindings, StoredPrior, request_reasoning_input
-from riad_agent.explain import apply_review, build_report, check_review, needs_review, review_request
+from riad_agent.evidence import ExemplarTyping, ExpertFindings, StoredPrior, request_reasoning_input
+from riad_agent.explain import (
+    UNCERTAIN_BAND,
+    apply_review,
+    build_report,
+    check_review,
+    needs_review,
+    review_request,
+)
 from riad_agent.graphs.context import components_of
 from riad_agent.graphs.images import open_image, remember_image
 from riad_agent.graphs.state import InspectionState
@@ -188,6 +195,28 @@ async def expert_analysis(state: InspectionState, config: RunnableConfig) -> dic
     }
 
 
+async def type_defect(state: InspectionState, config: RunnableConfig) -> dict[str, Any]:
+    """The registered product's labelled defect exemplars against the strongest region, if any."""
+    product, anomaly = state.get("product"), state.get("anomaly")
+    if product is None or anomaly is None or not anomaly.regions or anomaly.score <= 0.5 - UNCERTAIN_BAND:
+        return {}
+    start = time.perf_counter()
+    components = components_of(config)
+    try:
+        registry = await asyncio.to_thread(components.products.get)
+        if not (await asyncio.to_thread(registry.show, product)).defects:
+            return {}
+        _emit({"stage": "type_defect"})
+        image = await asyncio.to_thread(open_image, state["image"], components.policy, components.blobs)
+        top = max(anomaly.regions, key=lambda region: region.score)
+        box = (top.x0, top.y0, top.x1, top.y1)
+        matches = await asyncio.to_thread(registry.nearest_defects, product, image, box)
+    except (BackendUnavailableError, OSError):
+        return {"degraded": ["products_unavailable"]}
+    typing = ExemplarTyping.of(product, [(match.defect_type, match.similarity) for match in matches])
+    return {"typing": typing, "timings_ms": {"type_defect": _ms(start)}}
+
+
 async def retrieve_knowledge(state: InspectionState, config: RunnableConfig) -> dict[str, Any]:
     """Knowledge hits for a query built from the question and the expert's evidence."""
     start = time.perf_counter()
@@ -300,6 +329,7 @@ async def explain(state: InspectionState) -> dict[str, Any]:
         category=state.get("product") or state.get("category"),
         category_guessed=state.get("category_guessed", False),
         category_similarity=state.get("category_similarity"),
+        typing=state.get("typing"),
         knowledge=state.get("knowledge", []),
         anomaly=state.get("anomaly"),
         reasoning=state.get("reasoning"),

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict
 from typing_extensions import TypedDict  # pydantic builds JSON schemas of typing_extensions' TypedDict only
 
-from riad_agent.evidence import ExpertFindings
+from riad_agent.evidence import ExemplarTyping, ExpertFindings
 from riad_agent.protocols import Pose, ReasoningResult
 from riad_agent.schemas import InspectionReport, InspectionRequest, KnowledgeHit
 
@@ -61,6 +61,7 @@ class InspectionState(TypedDict, total=False):
     search_knowledge: bool
     knowledge: list[KnowledgeHit]
     anomaly: ExpertFindings | None
+    typing: ExemplarTyping | None  # the registered product's labelled exemplars against the strongest region
     prior: str | None  # blob key of the reasoner's prior map (AnomalyMap.prior_map), None without one
     needs_review: bool
     reasoning: ReasoningResult | None

@@ -40,6 +40,41 @@ class ExpertEvidence(Protocol):
     def prior_map(self) -> np.ndarray: ...
 
 
+#: A defect type is stated from the product's labelled exemplars only when its best exemplar is this much
+#: more similar to the region than the runner-up type's (measured: benchmarks/recognition.py typing table).
+TYPING_MARGIN = 0.02
+
+
+class ExemplarTyping(BaseModel):
+    """What the product's labelled defect exemplars say of the strongest region.
+
+    ``matches`` are (defect type, best exemplar's similarity), most similar first; ``defect_type`` is
+    the first one only when it leads the runner-up by :data:`TYPING_MARGIN` (or is the only type).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    product: str
+    matches: list[tuple[str, float]]
+    defect_type: str | None
+
+    @classmethod
+    def of(cls, product: str, matches: Sequence[tuple[str, float]]) -> ExemplarTyping:
+        """The typing of ``matches``; a type only when the evidence is clear."""
+        ranked = sorted(matches, key=lambda match: -match[1])
+        clear = bool(ranked) and (len(ranked) == 1 or ranked[0][1] - ranked[1][1] >= TYPING_MARGIN)
+        return cls(product=product, matches=list(ranked), defect_type=ranked[0][0] if clear else None)
+
+    def sentence(self) -> str:
+        """How the region compares with the labelled exemplars, in words."""
+        listed = ", ".join(f"{kind} {similarity:.2f}" for kind, similarity in self.matches)
+        if self.defect_type is not None:
+            return (
+                f"It looks most like the labelled {self.defect_type} exemplars of {self.product} ({listed})."
+            )
+        return f"The labelled exemplars of {self.product} do not tell its type apart ({listed})."
+
+
 @dataclass(frozen=True)
 class StoredPrior:
     """Expert evidence read back from a store: the score and the prior map :meth:`AnomalyMap.prior_map` gave."""

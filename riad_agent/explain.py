@@ -22,7 +22,7 @@ from riad_agent.schemas import (
 )
 
 if TYPE_CHECKING:
-    from riad_agent.evidence import ExpertFindings
+    from riad_agent.evidence import ExemplarTyping, ExpertFindings
 
 #: Scores within this distance of 0.5 are "uncertain" (the calibrated edge of normal).
 UNCERTAIN_BAND = 0.05
@@ -130,6 +130,7 @@ def explanation_text(
     defect: KnowledgeHit | None,
     degraded: list[str],
     description: RegionDescription | None = None,
+    typing: ExemplarTyping | None = None,
 ) -> str:
     """A few plain sentences that say what was found, where, and on what evidence."""
     sentences = [f"Verdict: {verdict} (calibrated anomaly score {score:.2f}; 0.50 is the edge of normal)."]
@@ -165,6 +166,8 @@ def explanation_text(
                 )
             if description is not None and described:
                 sentences.append(description.sentence())
+            if typing is not None:
+                sentences.append(typing.sentence())
         else:
             sentences.append("The vision expert found no region unlike the normal references.")
         if anomaly.cautions:
@@ -200,6 +203,7 @@ def build_report(
     timings_ms: dict[str, float],
     models: dict[str, str],
     category_similarity: float | None = None,
+    typing: ExemplarTyping | None = None,
 ) -> InspectionReport:
     """Assemble the :class:`InspectionReport` from the graph's parts.
 
@@ -226,8 +230,9 @@ def build_report(
         else None
     )
     answer = reasoning.answer if reasoning is not None and question is not None else None
-    # a normal part has no defect type, whatever option the reasoner picked
+    # a normal part has no defect type, whatever option the reasoner picked or the exemplars suggest
     defect = None if verdict == "normal" else _defect_from_answer(reasoning, question, knowledge)
+    typing = None if verdict == "normal" else typing
     explanation = explanation_text(
         verdict,
         score,
@@ -239,6 +244,7 @@ def build_report(
         defect,
         degraded,
         description,
+        typing,
     )
     return InspectionReport(
         verdict=verdict,
@@ -248,8 +254,9 @@ def build_report(
         category_similarity=category_similarity,
         answer=answer,
         answer_text=question.options.get(answer) if question is not None and answer else None,
-        defect_type=defect.defect_type if defect is not None else None,
-        defect_description=_defect_description(description, defect),
+        defect_type=(typing.defect_type if typing is not None and typing.defect_type else None)
+        or (defect.defect_type if defect is not None else None),
+        defect_description=_defect_description(description, defect, typing),
         regions=regions,
         heatmap_png=anomaly.heatmap_png if anomaly is not None and request.options.return_heatmap else None,
         explanation=explanation,
@@ -272,11 +279,15 @@ def build_report(
     )
 
 
-def _defect_description(description: RegionDescription | None, defect: KnowledgeHit | None) -> str | None:
-    """What the defect looks like (the regions in words), then what the chosen type is (its knowledge)."""
+def _defect_description(
+    description: RegionDescription | None, defect: KnowledgeHit | None, typing: ExemplarTyping | None = None
+) -> str | None:
+    """What the defect looks like (the regions in words), its labelled look-alikes, what the chosen type is."""
     parts = []
     if description is not None and description.regions:
         parts.append(description.sentence())
+    if typing is not None:
+        parts.append(typing.sentence())
     if defect is not None:
         parts.append(f"{defect.title}: {defect.text}")
     return " ".join(parts) or None

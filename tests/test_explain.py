@@ -161,3 +161,33 @@ def test_a_normal_report_carries_no_defect_description() -> None:
     report = _report(_findings(0.1, description=_scratch_words()))
     assert report.verdict == "normal" and report.defect_description is None
     assert "elongated" not in report.explanation
+
+
+def test_a_normal_report_ignores_the_exemplars_and_an_anomalous_one_states_their_type() -> None:
+    from riad_agent.evidence import ExemplarTyping
+
+    typing = ExemplarTyping.of("washer", [("hole", 0.9), ("crack", 0.7)])
+    request = InspectionRequest(image="query.png")
+    normal = build_report(
+        request, (64, 64), (64, 64), None, False, [], _findings(0.1), None, [], {}, {}, typing=typing
+    )
+    assert normal.defect_type is None and "labelled" not in normal.explanation
+    box = Region(x0=1, y0=2, x1=9, y1=12, score=0.9, area=40)
+    flagged = build_report(
+        request,
+        (64, 64),
+        (64, 64),
+        None,
+        False,
+        [],
+        _findings(0.9, regions=[box]),
+        None,
+        [],
+        {},
+        {},
+        typing=typing,
+    )
+    assert flagged.defect_type == "hole"
+    assert (
+        "looks most like the labelled hole exemplars of washer (hole 0.90, crack 0.70)" in flagged.explanation
+    )

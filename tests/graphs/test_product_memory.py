@@ -89,3 +89,33 @@ def test_an_empty_memory_makes_every_unnamed_product_unknown(tmp_path: Path, emb
         {"image": _query(tmp_path, "synthetic/washer", None), "options": {"use_reasoner": False}}
     )
     assert "unknown_product" in report.degraded and report.verdict == "uncertain"
+
+
+def test_labelled_exemplars_type_the_defect_and_say_so(tmp_path: Path, embedder: ImageEmbedder) -> None:
+    inspector, _ = _setup(tmp_path, embedder)
+    registry = inspector.components.products.get()
+    for seed in range(2):
+        for kind in ("hole", "colour"):
+            sample = generate_sample("synthetic/washer", kind, 300 + seed, SIZE)
+            registry.add_defect("washer", kind, sample.image, mask=sample.mask)
+    report = inspector.inspect(
+        {
+            "image": _query(tmp_path, "synthetic/washer", "colour"),
+            "category": "washer",
+            "options": {"use_reasoner": False},
+        }
+    )
+    assert report.verdict == "anomalous"
+    assert "labelled" in report.explanation and "colour" in report.explanation
+    if report.defect_type is not None:  # stated only when one type clearly leads
+        assert report.defect_type == "colour"
+
+
+def test_exemplar_typing_states_a_type_only_with_a_clear_lead() -> None:
+    from riad_agent.evidence import TYPING_MARGIN, ExemplarTyping
+
+    clear = ExemplarTyping.of("washer", [("crack", 0.70), ("hole", 0.70 + 2 * TYPING_MARGIN)])
+    assert clear.defect_type == "hole" and clear.matches[0][0] == "hole"
+    close = ExemplarTyping.of("washer", [("crack", 0.80), ("hole", 0.80 + TYPING_MARGIN / 2)])
+    assert close.defect_type is None and "do not tell its type apart" in close.sentence()
+    assert ExemplarTyping.of("washer", [("crack", 0.5)]).defect_type == "crack"
