@@ -51,6 +51,7 @@ def _register_commands() -> None:
     from riad_agent.commands.eval_expert import eval_expert
     from riad_agent.commands.eval_mmad import eval_mmad
     from riad_agent.commands.eval_qa import eval_qa
+    from riad_agent.commands.eval_typing import eval_typing
     from riad_agent.commands.inspection import inspect
     from riad_agent.commands.kb import app as kb_app
     from riad_agent.commands.product import app as product_app
@@ -66,6 +67,7 @@ def _register_commands() -> None:
     eval_app.command("expert")(eval_expert)
     eval_app.command("mmad")(eval_mmad)
     eval_app.command("qa")(eval_qa)
+    eval_app.command("typing")(eval_typing)
     bench_app.callback(invoke_without_command=True)(bench)
     bench_app.command("latent")(bench_latent)
     serve_app.command("mcp")(serve_mcp)

@@ -1,0 +1,139 @@
+"""Defect typing by labelled exemplars (issue 18): leave-one-out over an MVTec-layout folder's labelled defects.
+
+Each labelled test image is typed against ``exemplars`` other labelled images of every defect type of
+its category, exactly as the product memory types a region (``riad_agent.products``): the region's
+embedding (EfficientNet-Lite0 channel means inside the box) against each exemplar's (inside its mask's
+box), cosine similarity, a type's score = its best exemplar's. The query's box is its mask's
+(``box="mask"``: typing alone) or the vision expert's strongest region against normal references
+from ``train/good`` (``box="expert"``: what an inspection does). Reported per category: top-1
+accuracy, chance (1 / number of types), and how often the typing margin rule states a type and is
+right then (:data:`riad_agent.evidence.TYPING_MARGIN`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, ConfigDict
+
+from riad_agent.errors import InvalidRequestError
+from riad_agent.evidence import TYPING_MARGIN
+from riad_agent.products import ImageEmbedder
+
+BoxSource = Literal["mask", "expert"]
+
+
+class TypingResult(BaseModel):
+    """Typing figures of one category."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    category: str
+    types: int
+    queries: int
+    exemplars: int
+    box: BoxSource
+    accuracy: float
+    chance: float
+    typed: float  # share of queries the margin rule states a type for
+    right_when_typed: float
+
+
+@dataclass(frozen=True)
+class _Labelled:
+    path: Path
+    defect_type: str
+    mask: Path
+
+
+def labelled_defects(category_dir: Path) -> list[_Labelled]:
+    """Every ``test/<type>/<name>.png`` with its ``ground_truth/<type>/<name>_mask.png`` (good excluded)."""
+    found = []
+    for folder in sorted(p for p in (category_dir / "test").iterdir() if p.is_dir() and p.name != "good"):
+        for image in sorted(folder.glob("*.png")):
+            mask = category_dir / "ground_truth" / folder.name / f"{image.stem}_mask.png"
+            if mask.is_file():
+                found.append(_Labelled(image, folder.name, mask))
+    return found
+
+
+def mask_box(mask: Path) -> tuple[int, int, int, int]:
+    """The bounding box ``(x0, y0, x1, y1)`` of a mask's marked pixels (the whole image when empty)."""
+    marked = np.asarray(Image.open(mask).convert("L")) > 127
+    ys, xs = np.nonzero(marked)
+    if not len(xs):
+        return 0, 0, marked.shape[1], marked.shape[0]
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def evaluate_category(
+    category_dir: Path,
+    embedder: ImageEmbedder,
+    exemplars: int,
+    box: BoxSource = "mask",
+    expert_box: Callable[[Image.Image], tuple[int, int, int, int]] | None = None,
+    seed: int = 0,
+) -> TypingResult | None:
+    """Leave-one-out typing of one category; None when it has fewer than two labelled types."""
+    items = labelled_defects(category_dir)
+    types = sorted({item.defect_type for item in items})
+    if len(types) < 2:
+        return None
+    if box == "expert" and expert_box is None:
+        raise InvalidRequestError("box='expert' needs an expert_box function")
+    vectors = {}  # each labelled image's region vector inside its mask's box (the exemplar side)
+    queries = {}  # the query side: the same, or inside the expert's strongest region
+    for item in items:
+        image = Image.open(item.path).convert("RGB")
+        features = embedder.features(image)
+        vectors[item.path] = features.region_vector(mask_box(item.mask))
+        query_box = mask_box(item.mask) if expert_box is None or box == "mask" else expert_box(image)
+        queries[item.path] = features.region_vector(query_box)
+    rng = np.random.default_rng(seed)
+    right = typed = typed_right = 0
+    for item in items:
+        scores = []
+        for kind in types:
+            pool = [other for other in items if other.defect_type == kind and other.path != item.path]
+            if not pool:
+                continue
+            chosen = [pool[i] for i in rng.permutation(len(pool))[:exemplars]]
+            scores.append((kind, max(float(queries[item.path] @ vectors[c.path]) for c in chosen)))
+        scores.sort(key=lambda pair: -pair[1])
+        hit = scores[0][0] == item.defect_type
+        right += hit
+        if len(scores) == 1 or scores[0][1] - scores[1][1] >= TYPING_MARGIN:
+            typed += 1
+            typed_right += hit
+    n = len(items)
+    return TypingResult(
+        category=category_dir.name,
+        types=len(types),
+        queries=n,
+        exemplars=exemplars,
+        box=box,
+        accuracy=right / n,
+        chance=1 / len(types),
+        typed=typed / n,
+        right_when_typed=typed_right / max(typed, 1),
+    )
+
+
+def categories_of(data: Path, only: Sequence[str] | None) -> list[Path]:
+    """The category folders of an MVTec-layout folder (those with ``test/``), optionally filtered."""
+    if not data.is_dir():
+        raise InvalidRequestError(f"--data {data} is not a folder")
+    found = sorted(p for p in data.iterdir() if (p / "test").is_dir())
+    if only:
+        missing = sorted(set(only) - {p.name for p in found})
+        if missing:
+            raise InvalidRequestError(f"no category {', '.join(missing)} under {data}")
+        found = [p for p in found if p.name in only]
+    if not found:
+        raise InvalidRequestError(f"no MVTec-layout category (a folder with test/) under {data}")
+    return found
