@@ -37,6 +37,7 @@ from PIL import Image
 from riad_agent.data.synthetic import generate_sample
 from riad_agent.knowledge.local_store import LocalStore
 from riad_agent.products import DEFAULT_THRESHOLD, ImageEmbedder, ProductFiles, ProductRegistry
+from riad_agent.products.embedding import describe_box
 
 GENERATED = ("washer", "fabric", "tile", "bracket", "bracket-loose")
 FAMILY = {"bracket-loose": "bracket"}
@@ -130,7 +131,10 @@ def _fold(
                     assert sample.bbox is not None
                     features, ms = _timed(embedder.features, sample.image)
                     _, search_ms = _timed(registry.recognise, features)
-                    matches, typing_ms = _timed(registry.nearest_defects, name, features, sample.bbox)
+                    words = describe_box(sample.image, sample.mask, sample.bbox, refine=False)
+                    matches, typing_ms = _timed(
+                        registry.nearest_defects, name, features, sample.bbox, 3, words
+                    )
                     right = bool(matches) and matches[0].defect_type == kind
                     top = matches[0].similarity if matches else 0.0
                     margin = top - matches[1].similarity if len(matches) > 1 else top

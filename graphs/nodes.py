@@ -210,7 +210,10 @@ async def type_defect(state: InspectionState, config: RunnableConfig) -> dict[st
         image = await asyncio.to_thread(open_image, state["image"], components.policy, components.blobs)
         top = max(anomaly.regions, key=lambda region: region.score)
         box = (top.x0, top.y0, top.x1, top.y1)
-        matches = await asyncio.to_thread(registry.nearest_defects, product, image, box)
+        words = (
+            anomaly.description.regions[0] if anomaly.description and anomaly.description.regions else None
+        )
+        matches = await asyncio.to_thread(registry.nearest_defects, product, image, box, 3, words)
     except (BackendUnavailableError, OSError):
         return {"degraded": ["products_unavailable"]}
     typing = ExemplarTyping.of(product, [(match.defect_type, match.similarity) for match in matches])

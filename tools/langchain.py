@@ -2,6 +2,7 @@
 
 from riad_agent.tools.langchain import inspection_tool
 agent = langchain.agents.create_agent(model, tools=[inspection_tool()])
+agent = langchain.agents.create_agent(model, tools=agent_tools())  # with the product tools
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from riad_agent.tools.common import (
     tool_inspector,
     validation_error_text,
 )
+from riad_agent.tools.products import PRODUCT_TOOLS, ProductTools, ProductToolSpec
 
 ToolOutput = tuple[list[dict[str, Any]], InspectionReport]
 
@@ -81,3 +83,45 @@ def inspection_tool(
         handle_tool_error=True,
         handle_validation_error=validation_error_text,
     )
+
+
+def product_tools(
+    settings: Settings | None = None, inspector: Inspector | None = None
+) -> list[StructuredTool]:
+    """``register_product``, ``add_defect_exemplar``, ``list_products`` and ``forget_product``.
+
+    They work on ``inspector``'s components (pass the inspection tool's inspector so both share the
+    registry and the allowed roots); a refusal comes back to the model as the tool's error text.
+    """
+    operations = ProductTools(tool_inspector(settings, inspector).components)
+
+    def make(spec: ProductToolSpec) -> StructuredTool:
+        async def arun(**arguments: Any) -> str:
+            reply = await operations.acall(spec.name, arguments)
+            if reply.error:
+                raise ToolException(reply.text)
+            return reply.text
+
+        def run(**arguments: Any) -> str:
+            reply = operations.call(spec.name, arguments)
+            if reply.error:
+                raise ToolException(reply.text)
+            return reply.text
+
+        return StructuredTool.from_function(
+            func=run,
+            coroutine=arun,
+            name=spec.name,
+            description=spec.description,
+            args_schema=spec.args,
+            handle_tool_error=True,
+            handle_validation_error=validation_error_text,
+        )
+
+    return [make(spec) for spec in PRODUCT_TOOLS]
+
+
+def agent_tools(settings: Settings | None = None, inspector: Inspector | None = None) -> list[StructuredTool]:
+    """The inspection tool and the product tools on one inspector (one registry, one policy)."""
+    runner = tool_inspector(settings, inspector)
+    return [inspection_tool(inspector=runner), *product_tools(inspector=runner)]

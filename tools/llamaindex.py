@@ -21,6 +21,7 @@ from riad_agent.tools.common import (
     tool_inspector,
     validation_error_text,
 )
+from riad_agent.tools.products import PRODUCT_TOOLS, ProductTools, ProductToolSpec
 
 
 def inspection_function_tool(
@@ -60,3 +61,33 @@ def inspection_function_tool(
         description=TOOL_DESCRIPTION,
         fn_schema=InspectionRequest,
     )
+
+
+def product_function_tools(
+    settings: Settings | None = None, inspector: Inspector | None = None
+) -> list[FunctionTool]:
+    """The product tools as ``FunctionTool``s on ``inspector``'s components; a refusal is ``Error: ...`` text."""
+    operations = ProductTools(tool_inspector(settings, inspector).components)
+
+    def make(spec: ProductToolSpec) -> FunctionTool:
+        async def arun(**arguments: Any) -> str:
+            reply = await operations.acall(spec.name, arguments)
+            return f"Error: {reply.text}" if reply.error else reply.text
+
+        def run(**arguments: Any) -> str:
+            reply = operations.call(spec.name, arguments)
+            return f"Error: {reply.text}" if reply.error else reply.text
+
+        return FunctionTool.from_defaults(
+            fn=run, async_fn=arun, name=spec.name, description=spec.description, fn_schema=spec.args
+        )
+
+    return [make(spec) for spec in PRODUCT_TOOLS]
+
+
+def agent_function_tools(
+    settings: Settings | None = None, inspector: Inspector | None = None
+) -> list[FunctionTool]:
+    """The inspection tool and the product tools on one inspector (one registry, one policy)."""
+    runner = tool_inspector(settings, inspector)
+    return [inspection_function_tool(inspector=runner), *product_function_tools(inspector=runner)]

@@ -26,9 +26,30 @@ from riad_agent.tools.common import (
     tool_inspector,
     validation_error_text,
 )
+from riad_agent.tools.products import (
+    ADD_DEFECT,
+    FORGET,
+    LIST,
+    PRODUCT_TOOLS,
+    REGISTER,
+    AddDefectArgs,
+    ForgetProductArgs,
+    ProductTools,
+    RegisterProductArgs,
+)
 
 #: Stages of the inspection graph in the order they run, for progress fractions.
 STAGES = PROGRESS_STAGES
+
+
+def _field(model: type[BaseModel], name: str) -> Any:
+    """``Any`` declared with the JSON schema of ``model``'s field ``name`` (validated inside the tool)."""
+    schema = dict(model.model_json_schema()["properties"][name])
+    schema.pop("title", None)
+    return Annotated[Any, WithJsonSchema(schema)]
+
+
+_DESCRIPTIONS = {spec.name: spec.description for spec in PRODUCT_TOOLS}
 
 
 def _nullable(model: type[BaseModel]) -> dict[str, Any]:
@@ -63,14 +84,18 @@ def build_mcp_server(
     port: int = 8765,
     full_heatmap: bool = False,
 ) -> FastMCP[Any]:
-    """A FastMCP server with one tool, ``inspect_industrial_image``, returning JSON and the heatmap.
+    """A FastMCP server with ``inspect_industrial_image`` (JSON and the heatmap) and the product tools.
 
     The heatmap image is at most 64 KB unless ``full_heatmap``; bad arguments and bad images come
-    back as one typed line (a tool error).
+    back as one typed line (a tool error). The product tools (``register_product``,
+    ``add_defect_exemplar``, ``list_products``, ``forget_product``) share the inspector's registry.
     """
     server: FastMCP[Any] = FastMCP(
         "riad-agent",
-        instructions="Industrial visual inspection: call inspect_industrial_image with a product image.",
+        instructions=(
+            "Industrial visual inspection: call inspect_industrial_image with a product image; "
+            "register_product and add_defect_exemplar teach it a product line."
+        ),
         host=host,
         port=port,
     )
@@ -130,6 +155,45 @@ def build_mcp_server(
         if heatmap is not None:
             content.append(ImageContent(type="image", data=heatmap, mimeType="image/png"))
         return content
+
+    products = ProductTools(lambda: runner().components)
+
+    async def reply(tool: str, arguments: dict[str, Any]) -> str:
+        answer = await products.acall(tool, {k: v for k, v in arguments.items() if v is not None})
+        if answer.error:
+            raise ToolError(answer.text)
+        return answer.text
+
+    @server.tool(name=REGISTER, description=_DESCRIPTIONS[REGISTER])
+    async def register_product(
+        name: _field(RegisterProductArgs, "name"),  # type: ignore[valid-type]
+        images: _field(RegisterProductArgs, "images"),  # type: ignore[valid-type]
+        knowledge: _field(RegisterProductArgs, "knowledge") = None,  # type: ignore[valid-type]
+        pose: _field(RegisterProductArgs, "pose") = None,  # type: ignore[valid-type]
+    ) -> str:
+        return await reply(REGISTER, {"name": name, "images": images, "knowledge": knowledge, "pose": pose})
+
+    @server.tool(name=ADD_DEFECT, description=_DESCRIPTIONS[ADD_DEFECT])
+    async def add_defect_exemplar(
+        name: _field(AddDefectArgs, "name"),  # type: ignore[valid-type]
+        defect_type: _field(AddDefectArgs, "defect_type"),  # type: ignore[valid-type]
+        image: _field(AddDefectArgs, "image"),  # type: ignore[valid-type]
+        mask: _field(AddDefectArgs, "mask") = None,  # type: ignore[valid-type]
+    ) -> str:
+        return await reply(
+            ADD_DEFECT, {"name": name, "defect_type": defect_type, "image": image, "mask": mask}
+        )
+
+    @server.tool(name=LIST, description=_DESCRIPTIONS[LIST])
+    async def list_products() -> str:
+        return await reply(LIST, {})
+
+    @server.tool(name=FORGET, description=_DESCRIPTIONS[FORGET])
+    async def forget_product(
+        name: _field(ForgetProductArgs, "name"),  # type: ignore[valid-type]
+        defect_type: _field(ForgetProductArgs, "defect_type") = None,  # type: ignore[valid-type]
+    ) -> str:
+        return await reply(FORGET, {"name": name, "defect_type": defect_type})
 
     return server
 

@@ -14,7 +14,7 @@ def serve_mcp(
     host: Annotated[str, typer.Option(help="Address to bind with --http.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port with --http.")] = 8765,
 ) -> None:
-    """Serve the inspection tool over MCP (stdio by default), with progress notifications."""
+    """Serve the inspection and product-memory tools over MCP (stdio by default), with progress notifications."""
     with typed_errors():
         from riad_agent.settings import load_settings
         from riad_agent.tools.mcp_server import serve_mcp as run_server

@@ -2,8 +2,8 @@
 
 Each labelled test image is typed against ``exemplars`` other labelled images of every defect type of
 its category, exactly as the product memory types a region (``riad_agent.products``): the region's
-embedding (EfficientNet-Lite0 channel means inside the box) against each exemplar's (inside its mask's
-box), cosine similarity, a type's score = its best exemplar's. The query's box is its mask's
+embedding (EfficientNet-Lite0 channel means inside the box, fused with the region describer's words)
+against each exemplar's (inside its mask's box), cosine similarity, a type's score = its best exemplar's. The query's box is its mask's
 (``box="mask"``: typing alone) or the vision expert's strongest region against normal references
 from ``train/good`` (``box="expert"``: what an inspection does). Reported per category: top-1
 accuracy, chance (1 / number of types), and how often the typing margin rule states a type and is
@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from riad_agent.errors import InvalidRequestError
 from riad_agent.evidence import TYPING_MARGIN
 from riad_agent.products import ImageEmbedder
+from riad_agent.products.embedding import describe_box, fused_region_vector
 
 BoxSource = Literal["mask", "expert"]
 
@@ -62,6 +63,10 @@ def labelled_defects(category_dir: Path) -> list[_Labelled]:
     return found
 
 
+def _mask(mask: Path) -> np.ndarray:
+    return (np.asarray(Image.open(mask).convert("L")) > 127).astype(np.float32)
+
+
 def mask_box(mask: Path) -> tuple[int, int, int, int]:
     """The bounding box ``(x0, y0, x1, y1)`` of a mask's marked pixels (the whole image when empty)."""
     marked = np.asarray(Image.open(mask).convert("L")) > 127
@@ -76,7 +81,7 @@ def evaluate_category(
     embedder: ImageEmbedder,
     exemplars: int,
     box: BoxSource = "mask",
-    expert_box: Callable[[Image.Image], tuple[int, int, int, int]] | None = None,
+    expert_box: Callable[[Image.Image], tuple[tuple[int, int, int, int], np.ndarray]] | None = None,
     seed: int = 0,
 ) -> TypingResult | None:
     """Leave-one-out typing of one category; None when it has fewer than two labelled types."""
@@ -91,9 +96,16 @@ def evaluate_category(
     for item in items:
         image = Image.open(item.path).convert("RGB")
         features = embedder.features(image)
-        vectors[item.path] = features.region_vector(mask_box(item.mask))
-        query_box = mask_box(item.mask) if expert_box is None or box == "mask" else expert_box(image)
-        queries[item.path] = features.region_vector(query_box)
+        marked = _mask(item.mask)
+        exemplar_box = mask_box(item.mask)
+        exemplar_words = describe_box(image, marked, exemplar_box, refine=False)
+        vectors[item.path] = fused_region_vector(features.region_vector(exemplar_box), exemplar_words)
+        if expert_box is None or box == "mask":
+            queries[item.path] = vectors[item.path]
+        else:
+            query_box, values = expert_box(image)
+            words = describe_box(image, values, query_box, refine=True)
+            queries[item.path] = fused_region_vector(features.region_vector(query_box), words)
     rng = np.random.default_rng(seed)
     right = typed = typed_right = 0
     for item in items:

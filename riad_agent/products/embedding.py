@@ -5,11 +5,14 @@ by default, s4 to s32) is pooled over the image into its per-channel mean and st
 each of those blocks is L2-normalised (so no layer drowns the others), and the concatenation is
 L2-normalised again; the cosine of two embeddings is their dot product. A *region* embedding pools
 the same layers inside a box only (at least one cell of each layer's grid), for nearest-exemplar
-defect typing. Both see the image resized to a square of ``image_size`` pixels.
+defect typing. Both see the image resized to a square of ``image_size`` pixels. A defect exemplar's
+vector fuses the region embedding (its *look*) with the region describer's words (shape, contrast,
+size, elongation: :func:`fused_region_vector`), so similar-looking defects of different shapes part.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,6 +22,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from riad_agent.backbones import FeatureBackbone, images_to_batch, load_backbone
+from riad_agent.expert.describe import describe_regions
+from riad_agent.schemas import DescribedRegion, Region
 
 #: Rotations (degrees, counter-clockwise) stored for a product whose parts lie at any angle.
 FREE_POSE_ROTATIONS: tuple[int, ...] = (0, 90, 180, 270)
@@ -76,7 +81,7 @@ class ImageEmbedder:
     @property
     def embedder_id(self) -> str:
         """Names the backbone and input size: embeddings of different ids are not comparable."""
-        return f"{self.backbone.backbone_id}@{self.image_size}"
+        return f"{self.backbone.backbone_id}@{self.image_size}+words"
 
     def _maps(self, images: Sequence[Image.Image]) -> list[torch.Tensor]:
         return self.backbone(images_to_batch(images, self.image_size))
@@ -97,9 +102,11 @@ class ImageEmbedder:
         """One forward pass of ``image``, from which its global and region embeddings are both read."""
         return ImageFeatures(self._maps([image.convert("RGB")]), image.size)
 
-    def embed_region(self, image: Image.Image, box: tuple[int, int, int, int]) -> np.ndarray:
-        """(D',) embedding of the pixel box ``(x0, y0, x1, y1)`` of ``image``, unit length."""
-        return self.features(image).region_vector(box)
+    def embed_region(
+        self, image: Image.Image, box: tuple[int, int, int, int], words: DescribedRegion | None = None
+    ) -> np.ndarray:
+        """(D' + WORDS_DIMENSION,) exemplar vector of the box ``(x0, y0, x1, y1)``: its look and its words."""
+        return fused_region_vector(self.features(image).region_vector(box), words)
 
     @property
     def dimension(self) -> int:
@@ -115,3 +122,50 @@ class ImageEmbedder:
             cached = sum(int(m.shape[1]) for m in self._maps([probe]))
             self._region_dimension = cached
         return cached
+
+    @property
+    def exemplar_dimension(self) -> int:
+        """Width of a defect exemplar's vector: the region embedding and the words."""
+        return self.region_dimension + WORDS_DIMENSION
+
+
+#: Weight of the region's words (the describer's shape, contrast, size) against its look (channel means)
+#: in a defect exemplar's similarity: chosen on generated layouts (benchmarks/typing_descriptors.py).
+WORDS_WEIGHT = 0.5
+_SHAPES = ("elongated", "compact", "spread")
+_CONTRASTS = ("darker", "brighter", "colour shift", "little contrast")
+WORDS_DIMENSION = len(_SHAPES) + len(_CONTRASTS) + 5
+
+
+def words_vector(region: DescribedRegion | None) -> np.ndarray:
+    """(WORDS_DIMENSION,) unit vector of a described region (zeros when there is no description)."""
+    if region is None:
+        return np.zeros(WORDS_DIMENSION, dtype=np.float32)
+    values = [float(region.shape == shape) for shape in _SHAPES]
+    values += [float(region.contrast == contrast) for contrast in _CONTRASTS]
+    values += [
+        math.tanh(region.lightness_delta / 20.0),
+        math.tanh(region.colour_delta / 20.0),
+        math.log1p(region.area_pct_of_part) / 3.0,
+        math.log(max(region.axis_ratio, 1.0)) / 2.0,
+        region.fill,
+    ]
+    vector = np.asarray(values, dtype=np.float32)
+    return vector / max(float(np.linalg.norm(vector)), 1e-9)
+
+
+def fused_region_vector(look: np.ndarray, words: DescribedRegion | None) -> np.ndarray:
+    """A region's look and words in one vector whose dot products mix their cosines by WORDS_WEIGHT."""
+    return np.concatenate(
+        [math.sqrt(1.0 - WORDS_WEIGHT) * look, math.sqrt(WORDS_WEIGHT) * words_vector(words)]
+    ).astype(np.float32)
+
+
+def describe_box(
+    image: Image.Image, values: np.ndarray, box: tuple[int, int, int, int], refine: bool
+) -> DescribedRegion | None:
+    """The describer's words for one box of ``image`` read off ``values`` (a mask or an anomaly map)."""
+    x0, y0, x1, y1 = box
+    region = Region(x0=x0, y0=y0, x1=x1, y1=y1, score=1.0, area=max(1, (x1 - x0) * (y1 - y0)))
+    described = describe_regions(image, np.asarray(values, dtype=np.float32), [region], refine=refine)
+    return described.regions[0] if described.regions else None

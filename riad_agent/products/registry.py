@@ -31,7 +31,13 @@ from qdrant_client import QdrantClient, models
 
 from riad_agent.errors import ConfigurationError, InvalidRequestError, ProductExistsError, UnknownProductError
 from riad_agent.knowledge.backend import ClientSource, FixedClient, backend_errors
-from riad_agent.products.embedding import FREE_POSE_ROTATIONS, ImageEmbedder, ImageFeatures
+from riad_agent.products.embedding import (
+    FREE_POSE_ROTATIONS,
+    ImageEmbedder,
+    ImageFeatures,
+    describe_box,
+    fused_region_vector,
+)
 from riad_agent.products.files import PreparedImage, ProductFiles
 from riad_agent.products.models import (
     DefectExemplar,
@@ -46,6 +52,7 @@ from riad_agent.products.models import (
 )
 from riad_agent.products.regions import mask_box, strongest_box
 from riad_agent.protocols import Expert
+from riad_agent.schemas import DescribedRegion
 
 IMAGE = "image"
 REGION = "region"
@@ -112,7 +119,7 @@ class ProductRegistry:
                 vectors_config={
                     IMAGE: models.VectorParams(size=self.embedder.dimension, distance=models.Distance.COSINE),
                     REGION: models.VectorParams(
-                        size=self.embedder.region_dimension, distance=models.Distance.COSINE
+                        size=self.embedder.exemplar_dimension, distance=models.Distance.COSINE
                     ),
                 },
                 metadata={META_KEY: json.dumps({"embedder": self.embedder.embedder_id})},
@@ -323,13 +330,16 @@ class ProductRegistry:
         if mask is not None:
             box, scaled = mask_box(mask, image.size, stored.size)
             source: RegionSource = "mask"
+            words = describe_box(stored, scaled, box, refine=False)
         else:
             if expert is None:
                 raise InvalidRequestError("give a mask of the defect, or an expert to find its region")
             references = [self.files.open(r.sha256) for r in product.references]
-            box = strongest_box(expert.analyse(stored, references, pose=product.pose))
+            anomaly = expert.analyse(stored, references, pose=product.pose)
+            box = strongest_box(anomaly)
             source, scaled = "expert", None
-        vector = self.embedder.embed_region(stored, box)
+            words = describe_box(stored, anomaly.pixel_scores, box, refine=True)
+        vector = self.embedder.embed_region(stored, box, words)
         with self.writing() as client:
             self._get(client, name)
             key = self.files.put(prepared)
@@ -426,14 +436,22 @@ class ProductRegistry:
         )
 
     def nearest_defects(
-        self, name: str, image: Image.Image | ImageFeatures, box: tuple[int, int, int, int], k: int = 3
+        self,
+        name: str,
+        image: Image.Image | ImageFeatures,
+        box: tuple[int, int, int, int],
+        k: int = 3,
+        words: DescribedRegion | None = None,
     ) -> builtins.list[DefectMatch]:
-        """The defect types of ``name`` whose exemplars are nearest to the region ``box`` of ``image``."""
+        """The defect types of ``name`` whose exemplars are nearest to the region ``box`` of ``image``.
+
+        ``words``: the region described (the expert's findings have it); without, only its look counts.
+        """
         name = product_name(name)
         client = self._reader()
         if client is None:
             raise self._unknown(name, None)
-        vector = self._features(image).region_vector(box)
+        vector = fused_region_vector(self._features(image).region_vector(box), words)
         with backend_errors("searching the defect exemplars"):
             hits = client.query_points(
                 self.collection,

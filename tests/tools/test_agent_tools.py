@@ -127,7 +127,13 @@ async def test_mcp_server_through_langchain_mcp_adapters(tmp_path: Path, images:
         callbacks=Callbacks(on_progress=on_progress),
     )
     tools = await client.get_tools()
-    assert [t.name for t in tools] == ["inspect_industrial_image"]
+    assert [t.name for t in tools] == [
+        "inspect_industrial_image",
+        "register_product",
+        "add_defect_exemplar",
+        "list_products",
+        "forget_product",
+    ]
     result = await tools[0].ainvoke(_call({"image": str(images["bad"]), "references": [str(images["ref0"])]}))
     blocks = result.content
     payload = json.loads(next(b["text"] for b in blocks if b["type"] == "text"))
