@@ -15,32 +15,16 @@ import numpy as np
 from PIL import Image
 
 from riad_agent.eval.typing_eval import labelled_defects, mask_box
-from riad_agent.expert.describe import describe_regions
 from riad_agent.products import ImageEmbedder
-from riad_agent.schemas import Region
+from riad_agent.products.embedding import describe_box, words_vector
 
 emb = ImageEmbedder()
-SH = ["elongated", "compact", "spread"]
-CO = ["darker", "brighter", "colour shift", "little contrast"]
 
 
 def desc_vec(image, mask):
+    """The shipped words vector (riad_agent.products.embedding.words_vector) of the mask's region."""
     m = (np.asarray(Image.open(mask).convert("L")) > 127).astype(np.float32)
-    x0, y0, x1, y1 = mask_box(mask)
-    d = describe_regions(
-        image, m, [Region(x0=x0, y0=y0, x1=x1, y1=y1, score=1.0, area=int(m.sum()))], refine=False
-    )
-    r = d.regions[0]
-    v = [float(r.shape == s) for s in SH] + [float(r.contrast == c) for c in CO]
-    v += [
-        np.tanh(r.lightness_delta / 20),
-        np.tanh(r.colour_delta / 20),
-        np.log1p(r.area_pct_of_part) / 3,
-        np.log(max(r.axis_ratio, 1)) / 2,
-        r.fill,
-    ]
-    v = np.array(v, dtype=np.float32)
-    return v / (np.linalg.norm(v) + 1e-9)
+    return words_vector(describe_box(image, m, mask_box(mask), refine=False))
 
 
 def run(root, K, weights):
