@@ -124,7 +124,8 @@ def add(
         canonical = product_name(name)
         if canonical in known:
             existing = registry.show(canonical)
-            _same_link(existing, knowledge, pose)
+            # compare the resolved link ('screw' is 'mvtec/screw'), as the tools do
+            _same_link(existing, _knowledge_category(settings, knowledge) if knowledge else None, pose)
             product = registry.extend(canonical, images)
         else:
             link = _knowledge_category(settings, knowledge) if knowledge else None
