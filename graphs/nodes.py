@@ -235,6 +235,7 @@ async def retrieve_knowledge(state: InspectionState, config: RunnableConfig) -> 
         regions=anomaly.regions if anomaly is not None else (),
         image_size=working_size(state["image"].size),
         anomaly_score=anomaly.score if anomaly is not None else None,
+        description=anomaly.description.sentence() if anomaly is not None and anomaly.description else None,
     )
     hits = await asyncio.to_thread(
         knowledge.search, query, state.get("category"), request.options.knowledge_k

@@ -54,10 +54,13 @@ def build_retrieval_query(
     image_size: tuple[int, int] | None = None,
     anomaly_score: float | None = None,
     max_regions: int = 2,
+    description: str | None = None,
 ) -> str:
     """One retrieval query: category words, the question, informative options and the evidence in words.
 
-    Pure: same inputs, same query. Generic questions ("Is there any defect in the object?") and
+    ``description`` is the expert's region description (``RegionDescription.sentence()``), so defect
+    entries are ranked by how well their visual cues match what the region looks like. Pure: same
+    inputs, same query. Generic questions ("Is there any defect in the object?") and
     yes/no options carry no retrieval signal and are left out.
     """
     parts: list[str] = []
@@ -77,6 +80,8 @@ def build_retrieval_query(
             parts.append(
                 f"{size_words(region, image_size)} anomaly at the {position_words(region, image_size)}"
             )
+    if description:  # the region in words (shape, contrast, size): what a defect entry's visual cues say
+        parts.append(description.rstrip("."))
     if not parts:
         parts.append("defect appearance")
     return ". ".join(parts)

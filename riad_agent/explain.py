@@ -6,6 +6,7 @@ explanation and the citations are decided here and nowhere else.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, get_args
 
 from riad_agent.errors import RiadError
@@ -23,6 +24,11 @@ from riad_agent.schemas import (
 
 if TYPE_CHECKING:
     from riad_agent.evidence import ExemplarTyping, ExpertFindings
+
+#: Defect entries named as candidate types when nothing states a type (measured: the region description
+#: in the query puts the true type first for 0.33-0.35 of flagged generated defects, in the top 2 for
+#: 0.50-0.51; benchmarks/knowledge_typing.py).
+KNOWLEDGE_CANDIDATES = 2
 
 #: Scores within this distance of 0.5 are "uncertain" (the calibrated edge of normal).
 UNCERTAIN_BAND = 0.05
@@ -131,6 +137,7 @@ def explanation_text(
     degraded: list[str],
     description: RegionDescription | None = None,
     typing: ExemplarTyping | None = None,
+    knowledge: Sequence[KnowledgeHit] = (),
 ) -> str:
     """A few plain sentences that say what was found, where, and on what evidence."""
     sentences = [f"Verdict: {verdict} (calibrated anomaly score {score:.2f}; 0.50 is the edge of normal)."]
@@ -175,6 +182,13 @@ def explanation_text(
             sentences.append("The references disagree: " + "; ".join(anomaly.cautions) + consequence + ".")
     if defect is not None:
         sentences.append(f"Defect type: {defect.title} [{defect.id}], chosen by the reasoner.")
+    elif verdict != "normal" and (typing is None or typing.defect_type is None):
+        candidates = [hit.title for hit in knowledge if hit.kind == "defect"][:KNOWLEDGE_CANDIDATES]
+        if candidates:
+            sentences.append(
+                "Candidate types from the knowledge, ranked by how well their visual cues match the region "
+                f"(low confidence, not a verdict): {'; '.join(candidates)}."
+            )
     if reasoning is not None and question is not None:
         if reasoning.answer is not None:
             option = question.options.get(reasoning.answer, "")
@@ -245,6 +259,7 @@ def build_report(
         degraded,
         description,
         typing,
+        knowledge,
     )
     return InspectionReport(
         verdict=verdict,

@@ -191,3 +191,46 @@ def test_a_normal_report_ignores_the_exemplars_and_an_anomalous_one_states_their
     assert (
         "looks most like the labelled hole exemplars of washer (hole 0.90, crack 0.70)" in flagged.explanation
     )
+
+
+def test_without_a_stated_type_the_knowledge_defects_are_named_as_candidates_only() -> None:
+    hits = [
+        KnowledgeHit(
+            id="x/washer/normal",
+            score=0.9,
+            dataset="x",
+            category="x/washer",
+            kind="normal",
+            title="Washer: normal",
+            text="round",
+        ),
+        KnowledgeHit(
+            id="x/washer/scratch",
+            score=0.8,
+            dataset="x",
+            category="x/washer",
+            kind="defect",
+            defect_type="scratch",
+            title="Washer: scratch",
+            text="a thin line",
+        ),
+        KnowledgeHit(
+            id="x/washer/hole",
+            score=0.7,
+            dataset="x",
+            category="x/washer",
+            kind="defect",
+            defect_type="hole",
+            title="Washer: hole",
+            text="a dark spot",
+        ),
+    ]
+    box = Region(x0=1, y0=2, x1=9, y1=12, score=0.9, area=40)
+    request = InspectionRequest(image="query.png")
+    flagged = build_report(
+        request, (64, 64), (64, 64), None, False, hits, _findings(0.9, regions=[box]), None, [], {}, {}
+    )
+    assert "(low confidence, not a verdict): Washer: scratch; Washer: hole." in flagged.explanation
+    assert flagged.defect_type is None  # candidates are never the answer
+    normal = build_report(request, (64, 64), (64, 64), None, False, hits, _findings(0.1), None, [], {}, {})
+    assert "Candidate types" not in normal.explanation

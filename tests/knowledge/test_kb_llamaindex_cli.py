@@ -70,6 +70,10 @@ def test_query_builder_uses_question_options_and_evidence() -> None:
     )
     assert specific == "What type of defect is on the shell?. Crack. Hole"
     assert build_retrieval_query() == "defect appearance"
+    described = build_retrieval_query(
+        category="mvtec/hazelnut", description="One region, 40 px, elongated, darker."
+    )
+    assert described == "hazelnut. One region, 40 px, elongated, darker"  # the region's words join the query
     assert position_words(Region(x0=90, y0=90, x1=110, y1=110, score=1, area=1), (200, 200)) == "centre"
     assert position_words(Region(x0=180, y0=90, x1=200, y1=110, score=1, area=1), (200, 200)) == "right edge"
 
