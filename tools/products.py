@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from riad_agent.components import Components
-from riad_agent.errors import ProductExistsError, RiadError, UnknownProductError
+from riad_agent.errors import RiadError, UnknownProductError
 from riad_agent.imaging import load_image
 from riad_agent.products.models import Product, defect_type_name, product_name
 from riad_agent.tools.common import validation_error_text
@@ -198,7 +198,7 @@ class ProductTools:
         except UnknownProductError:
             existing = None
         if existing is not None:
-            _same_settings(existing, link, args.pose)
+            existing.check_same_settings(link, args.pose, "", f"forget it ({FORGET}) and register it again")
         images = [load_image(source, self.components.policy).image for source in args.images]
         if existing is None:
             product = registry.add(name, images, knowledge=link, pose=args.pose)
@@ -247,17 +247,3 @@ class ProductTools:
         if args.defect_type is None:
             return f"forgot {name} ({removed} stored points)"
         return f"forgot the {defect_type_name(args.defect_type)} exemplars of {name} ({removed})"
-
-
-def _same_settings(product: Product, knowledge: str | None, pose: str | None) -> None:
-    """Extending keeps the product's link and pose: a different one given is a :class:`ProductExistsError`."""
-    changed = [
-        f"{field} {given} (it has {had or 'none'})"
-        for field, given, had in (("knowledge", knowledge, product.knowledge), ("pose", pose, product.pose))
-        if given is not None and given != had
-    ]
-    if changed:
-        raise ProductExistsError(
-            f"product {product.name!r} is registered with other settings: {', '.join(changed)}; "
-            f"forget it ({FORGET}) and register it again"
-        )

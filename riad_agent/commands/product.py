@@ -125,7 +125,12 @@ def add(
         if canonical in known:
             existing = registry.show(canonical)
             # compare the resolved link ('screw' is 'mvtec/screw'), as the tools do
-            _same_link(existing, _knowledge_category(settings, knowledge) if knowledge else None, pose)
+            existing.check_same_settings(
+                _knowledge_category(settings, knowledge) if knowledge else None,
+                pose,
+                "--",
+                f"remove it (riad product remove {canonical}) and add it again",
+            )
             product = registry.extend(canonical, images)
         else:
             link = _knowledge_category(settings, knowledge) if knowledge else None
@@ -140,22 +145,6 @@ def add(
             print(product.model_dump_json(indent=2))
         else:
             _print_product(product, bank_pose)
-
-
-def _same_link(product: Product, knowledge: str | None, pose: str | None) -> None:
-    """Extending keeps the product's link and pose: a different one given is an error."""
-    from riad_agent.errors import ProductExistsError
-
-    changed = [
-        f"--{flag} {given} (it has {had or 'none'})"
-        for flag, given, had in (("knowledge", knowledge, product.knowledge), ("pose", pose, product.pose))
-        if given is not None and given != had
-    ]
-    if changed:
-        raise ProductExistsError(
-            f"product {product.name!r} is registered with other settings: {', '.join(changed)}; "
-            f"remove it (riad product remove {product.name}) and add it again"
-        )
 
 
 @app.command("add-defect")

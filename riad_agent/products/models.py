@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from riad_agent.errors import InvalidRequestError
+from riad_agent.errors import InvalidRequestError, ProductExistsError
 
 Pose = Literal["free", "fixed"]
 RegionSource = Literal["mask", "expert"]
@@ -77,6 +77,22 @@ class Product(_Frozen):
     created_at: str
     references: list[ProductReference] = Field(default_factory=list)
     defects: list[DefectExemplar] = Field(default_factory=list)
+
+    def check_same_settings(self, knowledge: str | None, pose: str | None, prefix: str, remedy: str) -> None:
+        """Extending keeps the link and pose: a different one given is a :class:`ProductExistsError`.
+
+        ``prefix`` names the settings as the caller wrote them ('--' on the CLI); ``remedy`` says how to
+        start over there.
+        """
+        changed = [
+            f"{prefix}{field} {given} (it has {had or 'none'})"
+            for field, given, had in (("knowledge", knowledge, self.knowledge), ("pose", pose, self.pose))
+            if given is not None and given != had
+        ]
+        if changed:
+            raise ProductExistsError(
+                f"product {self.name!r} is registered with other settings: {', '.join(changed)}; {remedy}"
+            )
 
     def defect_counts(self) -> dict[str, int]:
         """How many exemplars of each defect type, by type."""

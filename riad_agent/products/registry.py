@@ -103,16 +103,20 @@ class ProductRegistry:
     # ------------------------------------------------------------ storage
 
     @contextlib.contextmanager
-    def writing(self) -> Iterator[QdrantClient]:
-        """A client to write the collection to (created when missing); published when the block succeeds."""
+    def writing(self, check_embedder: bool = True) -> Iterator[QdrantClient]:
+        """A client to write the collection to (created when missing); published when the block succeeds.
+
+        ``check_embedder=False`` lets :meth:`remove` clear products stored by another embedder.
+        """
         with self.source.transaction() as client:
-            self._ensure_collection(client)
+            self._ensure_collection(client, check_embedder)
             yield client
 
-    def _ensure_collection(self, client: QdrantClient) -> None:
+    def _ensure_collection(self, client: QdrantClient, check_embedder: bool = True) -> None:
         with backend_errors("creating the products collection"):
             if client.collection_exists(self.collection):
-                self._check_embedder(client)
+                if check_embedder:
+                    self._check_embedder(client)
                 return
             client.create_collection(
                 self.collection,
@@ -134,8 +138,8 @@ class ProductRegistry:
         if stored != self.embedder.embedder_id:
             raise ConfigurationError(
                 f"the products in {self.collection} were embedded with {stored}, not "
-                f"{self.embedder.embedder_id}; set the backbone they used (RIAD_EXPERT_BACKBONE) or "
-                "remove the products and add them again"
+                f"{self.embedder.embedder_id}; set the backbone they used (RIAD_EXPERT_BACKBONE), or remove "
+                "every product (riad product remove NAME, or the forget_product tool) and add them again"
             )
 
     def _reader(self) -> QdrantClient | None:
@@ -371,7 +375,7 @@ class ProductRegistry:
         """
         name = product_name(name)
         kind = None if defect_type is None else defect_type_name(defect_type)
-        with self.writing() as client:
+        with self.writing(check_embedder=False) as client:
             product = self._get(client, name)
             if kind is not None and kind not in product.defect_counts():
                 types = ", ".join(product.defect_counts()) or "none"
@@ -389,9 +393,13 @@ class ProductRegistry:
                     self.collection, points_selector=models.PointIdsList(points=list(ids)), wait=True
                 )
             keep: set[str] = set()
-            for _, payload in self._payloads(client):
+            left = self._payloads(client)
+            for _, payload in left:
                 keep.update(payload[k] for k in ("sha256", "mask_sha256") if payload.get(k))
             self.files.keep_only(keep)
+            if not left:  # nothing registered: the next product makes the collection for the current embedder
+                with backend_errors("removing products"):
+                    client.delete_collection(self.collection)
         return len(ids)
 
     # ------------------------------------------------------------ recognition and typing

@@ -142,6 +142,10 @@ def test_vectors_of_another_backbone_are_refused(tmp_path: Path, registry: Produ
     moved = ProductRegistry(LocalStore(tmp_path / "qdrant"), ProductFiles(tmp_path / "products"), other)
     with pytest.raises(ConfigurationError, match="embedded with efficientnet-lite0"):
         moved.list()
+    # the way out the error names: remove every product, then register again with the new embedder
+    assert moved.remove("washer") > 0
+    moved.add("washer", normals("washer", range(1)))
+    assert [p.name for p in moved.list()] == ["washer"]
 
 
 def test_knowledge_writes_keep_the_products_and_products_keep_the_knowledge(
