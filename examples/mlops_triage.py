@@ -23,11 +23,11 @@ async def triage_folder(
     images: Path, references: list[Path], out: Path, category: str | None = None, components: object = None
 ) -> tuple[TriageSummary, list[dict[str, object]]]:
     """Run the triage and return the summary and the anomalous records, worst first."""
-    graph = build_triage_graph(components=components or build_components(load_settings()))  # type: ignore[arg-type]
+    graph = build_triage_graph(components=components or build_components(load_settings()))
     summary = await run_triage(TriageJob(images=images, out=out, references=references, category=category), graph)
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    anomalies = [r for r in records if r.get("report") and r["report"]["verdict"] == "anomalous"]
-    anomalies.sort(key=lambda r: -r["report"]["anomaly_score"])
+    anomalies = [r for r in records if r.get("verdict") == "anomalous"]
+    anomalies.sort(key=lambda r: -float(r["score"]))
     write_triage_html(out, out.with_suffix(".html"))
     return summary, anomalies
 
@@ -43,7 +43,8 @@ def main() -> int:
     summary, anomalies = asyncio.run(triage_folder(args.images, references, args.out, args.category))
     print(summary.model_dump_json())
     for record in anomalies:
-        print(f"QUARANTINE {record['image']} score={record['report']['anomaly_score']:.2f}")
+        kind = record.get("defect_type") or "type not stated"
+        print(f"QUARANTINE {record['path']} score={record['score']:.2f} ({kind})")
     return 1 if anomalies else 0
 
 

@@ -16,8 +16,10 @@ from typing import Any, Literal
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
 from langgraph.types import interrupt
+from PIL import Image
 
-from riad_agent.errors import BackendUnavailableError, ReasonerTimeoutError, UnknownCategoryError
+from riad_agent.components import Components
+from riad_agent.errors import BackendUnavailableError, ReasonerTimeoutError, RiadError
 from riad_agent.evidence import ExemplarTyping, ExpertFindings, StoredPrior, request_reasoning_input
 from riad_agent.explain import (
     UNCERTAIN_BAND,
@@ -25,14 +27,16 @@ from riad_agent.explain import (
     build_report,
     check_review,
     needs_review,
+    reasoner_needed,
     review_request,
 )
+from riad_agent.graphs import steps
 from riad_agent.graphs.context import components_of
 from riad_agent.graphs.images import open_image, remember_image
 from riad_agent.graphs.state import InspectionState
 from riad_agent.imaging import working_size
 from riad_agent.knowledge.query import build_retrieval_query
-from riad_agent.protocols import ReasoningResult
+from riad_agent.protocols import KnowledgeBase, ReasoningResult
 from riad_agent.reasoning.cancel import CancelToken
 from riad_agent.schemas import parse_request
 
@@ -97,17 +101,14 @@ async def recall_product(state: InspectionState, config: RunnableConfig) -> dict
             if recognition.product is None:
                 return {"degraded": ["unknown_product"], "category_similarity": recognition.similarity}
             name, similarity = recognition.product, recognition.similarity
-        product = await asyncio.to_thread(registry.show, name)
-        references = []
-        for reference in product.references:
-            data = await asyncio.to_thread(registry.files.path(reference.sha256).read_bytes)
-            ref, _ = await asyncio.to_thread(remember_image, data, components.policy, components.blobs)
-            references.append(ref)
+        product = await asyncio.to_thread(
+            steps.stored_product, registry, name, components.policy, components.blobs
+        )
     except (BackendUnavailableError, OSError):
         return {"degraded": ["products_unavailable"]}
     return {
         "product": name,
-        "references": references,
+        "references": product.references,
         "category": product.knowledge,
         "pose": product.pose,
         "category_guessed": similarity is not None,
@@ -134,31 +135,24 @@ async def resolve_category(state: InspectionState, config: RunnableConfig) -> di
         return {"knowledge": [], "search_knowledge": False}
     _emit({"stage": "resolve_category"})  # the first call opens the knowledge base (the first run embeds it)
     try:
-        knowledge = await asyncio.to_thread(components.knowledge.get)
+        knowledge: KnowledgeBase | None = await asyncio.to_thread(components.knowledge.get)
     except BackendUnavailableError:
-        return {
-            "category": category,
-            "knowledge": [],
-            "search_knowledge": False,
-            "degraded": ["knowledge_unavailable"],
-        }
-    degraded: list[str] = []
-    if category is not None:
-        try:
-            category = await asyncio.to_thread(knowledge.resolve_category, category)
-        except UnknownCategoryError as exc:
-            if exc.close_matches:
-                raise  # a typo of a known category: tell the caller instead of guessing
-            degraded.append("no_knowledge_for_category")
-    pose = state.get("pose")  # the registered product's, when it has one
-    if pose is None and category is not None and not degraded:
-        pose = await asyncio.to_thread(knowledge.pose, category)
+        knowledge = None
+    # a typo of a known category raises (the caller's error); the registered product's pose wins
+    resolved = await asyncio.to_thread(
+        steps.resolve_category,
+        knowledge,
+        category,
+        state.get("pose"),
+        product=product is not None,
+        use_knowledge=True,
+    )
     return {
-        "category": category,
-        "pose": pose,
+        "category": resolved.category,
+        "pose": resolved.pose,
         "knowledge": [],
-        "search_knowledge": not degraded,
-        "degraded": degraded,
+        "search_knowledge": not resolved.degraded,
+        "degraded": resolved.degraded,
         "timings_ms": {"resolve_category": _ms(start)},
     }
 
@@ -184,7 +178,7 @@ async def expert_analysis(state: InspectionState, config: RunnableConfig) -> dic
     anomaly = await asyncio.to_thread(lambda: expert.analyse(image, references, pose=state.get("pose")))
     findings = await asyncio.to_thread(ExpertFindings.of, anomaly, request.options.return_heatmap)
     prior = None
-    if request.options.use_reasoner:
+    if reasoner_needed(request.options, request.question, findings):
         prior = await asyncio.to_thread(lambda: blobs.put_array(anomaly.prior_map()))
     return {
         "anomaly": findings,
@@ -204,19 +198,13 @@ async def type_defect(state: InspectionState, config: RunnableConfig) -> dict[st
     components = components_of(config)
     try:
         registry = await asyncio.to_thread(components.products.get)
-        if not (await asyncio.to_thread(registry.show, product)).defects:
-            return {}
-        _emit({"stage": "type_defect"})
         image = await asyncio.to_thread(open_image, state["image"], components.policy, components.blobs)
-        top = max(anomaly.regions, key=lambda region: region.score)
-        box = (top.x0, top.y0, top.x1, top.y1)
-        words = (
-            anomaly.description.regions[0] if anomaly.description and anomaly.description.regions else None
-        )
-        matches = await asyncio.to_thread(registry.nearest_defects, product, image, box, 3, words)
+        typing = await asyncio.to_thread(steps.exemplar_typing, registry, product, image, anomaly)
     except (BackendUnavailableError, OSError):
         return {"degraded": ["products_unavailable"]}
-    typing = ExemplarTyping.of(product, [(match.defect_type, match.similarity) for match in matches])
+    if typing is None:  # the product has no labelled exemplars
+        return {}
+    _emit({"stage": "type_defect"})
     return {"typing": typing, "timings_ms": {"type_defect": _ms(start)}}
 
 
@@ -266,8 +254,10 @@ async def latent_reasoning(state: InspectionState, config: RunnableConfig) -> di
     evidence = None
     if anomaly is not None and prior is not None:
         evidence = StoredPrior(anomaly.score, await asyncio.to_thread(blobs.get_array, prior))
+    typing = state.get("typing")
+    crops = await asyncio.to_thread(_exemplar_crops, components, typing)
     reasoning_input = request_reasoning_input(
-        request, image, templates, state.get("knowledge", []), evidence, state.get("category")
+        request, image, templates, state.get("knowledge", []), evidence, state.get("category"), typing, crops
     )
     loop = asyncio.get_running_loop()
     try:
@@ -313,6 +303,23 @@ async def latent_reasoning(state: InspectionState, config: RunnableConfig) -> di
     }
 
 
+def _exemplar_crops(components: Components, typing: ExemplarTyping | None) -> list[Image.Image | None]:
+    """The regions of the exemplars ``typing`` matched (None where one cannot be read any more)."""
+    if typing is None or not typing.exemplars:
+        return []
+    try:
+        registry = components.products.get()
+    except (BackendUnavailableError, OSError):
+        return []
+    crops: list[Image.Image | None] = []
+    for exemplar in typing.exemplars:
+        try:
+            crops.append(registry.exemplar_crop(typing.product, exemplar))
+        except (RiadError, OSError):
+            crops.append(None)
+    return crops
+
+
 async def human_review(state: InspectionState) -> dict[str, Any]:
     """Pause for a human verdict (resume with ``Command(resume={"verdict": ..., "note": ...})``)."""
     anomaly = state.get("anomaly")
@@ -356,8 +363,12 @@ def review_gate(state: InspectionState) -> Literal["human_review", "explain"]:
 
 
 def after_knowledge(state: InspectionState) -> Literal["latent_reasoning", "human_review", "explain"]:
-    """Reason when the request wants the reasoner, else on to the review gate."""
-    return "latent_reasoning" if state["request"].options.use_reasoner else review_gate(state)
+    """Reason when the request wants the reasoner and it can matter (:func:`reasoner_needed`: a
+    question, or an expert verdict that is not clear), else on to the review gate."""
+    request = state["request"]
+    if reasoner_needed(request.options, request.question, state.get("anomaly")):
+        return "latent_reasoning"
+    return review_gate(state)
 
 
 def after_expert(state: InspectionState) -> Route:

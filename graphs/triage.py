@@ -4,10 +4,11 @@
 
 ``inspect_all`` holds the results file's lock (``graphs/triage_results.py``) from reading it to its
 last line: a second run on the same file fails with ``ResultsLockedError``. It skips every image
-that already has a line, then runs the inspection graph as a subgraph on each pending image with
-bounded concurrency and appends one JSON line per image the moment it finishes (flushed and
-fsynced), so a crash loses at most the images in flight and a re-run redoes nothing and duplicates
-nothing. A torn last line from a crash is cut off before appending; any other unexpected content is a
+that already has a line, then triages each pending image with bounded concurrency
+(``graphs/triage_image.py``: the fast path of ``graphs/triage_fast.py`` for every image, the
+inspection graph with the latent reasoner as a subgraph only where ``reasoner`` asks for it) and
+appends one JSON line per image the moment it finishes (flushed and fsynced), so a crash loses at
+most the images in flight and a re-run redoes nothing and duplicates nothing. A torn last line from a crash is cut off before appending; any other unexpected content is a
 ``ResultsFileError`` and the file is left as it was. A bad image becomes an ``error`` line instead
 of stopping the batch.
 """
@@ -15,10 +16,8 @@ of stopping the batch.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +28,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict  # pydantic builds JSON schemas of typing_extensions' TypedDict only
 
 from riad_agent.components import Components, build_components
-from riad_agent.errors import InvalidRequestError, OutputWriteError, RiadError
-from riad_agent.graphs.context import bind, configured
-from riad_agent.graphs.inspection import build_inspection_graph, run_inspection
+from riad_agent.errors import InvalidRequestError
+from riad_agent.graphs.context import bind, components_of, configured
+from riad_agent.graphs.inspection import build_inspection_graph
+from riad_agent.graphs.triage_fast import ReasonerMode
+from riad_agent.graphs.triage_image import ImageTriage, common_root
 from riad_agent.graphs.triage_results import (
     JsonlWriter,
     Outcome,
     ResultsLock,
-    TriageRecord,
     read_outcomes,
 )
+from riad_agent.graphs.triage_results import TriageRecord as TriageRecord  # for callers of before
 from riad_agent.graphs.triage_results import read_finished as read_finished  # for callers of before
-from riad_agent.schemas import InspectionOptions, InspectionRequest, validated
+from riad_agent.schemas import InspectionOptions, validated
 from riad_agent.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,14 @@ class TriageJob(BaseModel):
     concurrency: int = Field(default=2, ge=1, le=64)
     heatmaps: bool = Field(default=True, description="Save each heatmap PNG beside the JSONL.")
     retry_errors: bool = Field(default=False, description="Redo images whose earlier line is an error.")
+    reasoner: ReasonerMode = Field(
+        default="uncertain",
+        description="When the latent reasoner (the whole inspection graph) runs after the fast path: for "
+        "every image, for uncertain ones, or never (options.use_reasoner = false also means never).",
+    )
+    root: Path | None = Field(
+        default=None, description="Records' paths are relative to it (default: the folder, or the list's)."
+    )
 
 
 class TriageSummary(BaseModel):
@@ -76,6 +85,22 @@ class TriageSummary(BaseModel):
     uncertain: int
     errors: int
     out: str
+
+    @classmethod
+    def counted(
+        cls, outcomes: Sequence[str], *, total: int, skipped: int, inspected: int, out: Path
+    ) -> TriageSummary:
+        """The summary of the job's images' outcomes (``normal``, ``anomalous``, ``uncertain``, ``error``)."""
+        return cls(
+            total=total,
+            skipped=skipped,
+            inspected=inspected,
+            anomalous=sum(outcome == "anomalous" for outcome in outcomes),
+            normal=sum(outcome == "normal" for outcome in outcomes),
+            uncertain=sum(outcome == "uncertain" for outcome in outcomes),
+            errors=sum(outcome == "error" for outcome in outcomes),
+            out=str(out),
+        )
 
 
 class TriageInput(BaseModel):
@@ -114,20 +139,6 @@ def list_images(source: list[Path] | Path) -> list[str]:
     return list(dict.fromkeys(str(p.resolve()) for p in files))
 
 
-def _save_heatmap(out: Path, image: str, png: bytes) -> str:
-    """Write an image's heatmap beside the JSONL; its path."""
-    path = _heatmap_path(out, image)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(png)
-    return str(path)
-
-
-def _heatmap_path(out: Path, image: str) -> Path:
-    folder = out.with_name(out.stem + ".heatmaps")
-    digest = hashlib.sha1(image.encode("utf-8")).hexdigest()[:10]
-    return folder / f"{Path(image).stem}-{digest}.png"
-
-
 def parse_job(value: TriageJob | dict[str, Any]) -> TriageJob:
     """Validate a job given as a dict (JSON); typed error naming the first bad field."""
     return validated(TriageJob, value, "job")
@@ -144,12 +155,11 @@ async def list_node(state: TriageState) -> dict[str, Any]:
 
 
 async def inspect_all(state: TriageState, config: RunnableConfig) -> dict[str, Any]:
-    """Under the results lock: skip the images the output already has, inspect the rest with bounded
+    """Under the results lock: skip the images the output already has, triage the rest with bounded
     concurrency, one JSON line each as it finishes."""
     job = state["job"]
-    inspection = configured(config, INSPECTION_KEY)
     progress: Callable[[dict[str, Any]], None] | None = configured(config, PROGRESS_KEY)
-    options = job.options.model_copy(update={"return_heatmap": job.heatmaps})
+    triage = image_triage(job, components_of(config), configured(config, INSPECTION_KEY), state["images"])
     lock = ResultsLock(job.out)
     await asyncio.to_thread(lock.acquire)
     try:
@@ -166,7 +176,7 @@ async def inspect_all(state: TriageState, config: RunnableConfig) -> dict[str, A
         async def one(image: str) -> None:
             nonlocal done
             async with semaphore:
-                record = await _inspect_one(inspection, job, options, image)
+                record = await triage.record(image)
                 await writer.write(record)
                 outcomes[image] = record.outcome
                 done += 1
@@ -181,6 +191,7 @@ async def inspect_all(state: TriageState, config: RunnableConfig) -> dict[str, A
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.to_thread(writer.close)
+            triage.close()
     finally:
         await asyncio.to_thread(lock.release)
     wanted = set(state["images"])
@@ -191,54 +202,38 @@ async def inspect_all(state: TriageState, config: RunnableConfig) -> dict[str, A
     }
 
 
-async def _inspect_one(
-    inspection: CompiledStateGraph[Any, Any, Any, Any], job: TriageJob, options: InspectionOptions, image: str
-) -> TriageRecord:
-    """One image's record: its report (heatmap saved beside the JSONL) or its error."""
-    start = time.perf_counter()
-    try:
-        request = InspectionRequest(
-            image=image, category=job.category, references=[str(p) for p in job.references], options=options
-        )
-        report = await run_inspection(inspection, request)
-        heatmap = None
-        if report.heatmap_png:
-            heatmap = await asyncio.to_thread(_save_heatmap, job.out, image, report.heatmap_png)
-        return TriageRecord(image=image, report=report, heatmap=heatmap, elapsed_ms=_elapsed(start))
-    except OutputWriteError:
-        raise
-    except RiadError as exc:
-        return TriageRecord(
-            image=image,
-            error={"type": type(exc).__name__, "message": exc.message},
-            elapsed_ms=_elapsed(start),
-        )
-    except OSError as exc:  # heatmap file
-        raise OutputWriteError(f"cannot write the heatmap of {image}: {exc.strerror or exc}") from exc
-    except Exception as exc:  # a bug on one image must not end the batch: record it
-        logger.exception("inspection of %s failed", image)
-        return TriageRecord(
-            image=image,
-            error={"type": "InternalError", "message": f"{type(exc).__name__}: {exc}"},
-            elapsed_ms=_elapsed(start),
-        )
+def image_triage(
+    job: TriageJob,
+    components: Components,
+    inspection: CompiledStateGraph[Any, Any, Any, Any],
+    images: list[str],
+) -> ImageTriage:
+    """The per-image worker of ``job`` (records' paths relative to its folder, or to the list's)."""
+    root = job.root or (job.images.resolve() if isinstance(job.images, Path) else common_root(images))
+    return ImageTriage(
+        components,
+        inspection,
+        out=job.out,
+        root=root,
+        category=job.category,
+        references=[str(p) for p in job.references],
+        options=job.options,
+        reasoner=job.reasoner,
+        heatmaps=job.heatmaps,
+        decoders=job.concurrency,
+    )
 
 
 async def summarise(state: TriageState) -> dict[str, Any]:
     """Counts over the job's images, each once by its last line (earlier runs' lines included)."""
     job = state["job"]
     outcomes = state.get("outcomes", {})
-    counts = {"anomalous": 0, "normal": 0, "uncertain": 0, "errors": 0}
-    for image in state["images"]:
-        outcome = outcomes.get(image)
-        if outcome is not None:
-            counts["errors" if outcome == "error" else outcome] += 1
-    summary = TriageSummary(
+    summary = TriageSummary.counted(
+        [outcomes[image] for image in state["images"] if image in outcomes],
         total=len(state["images"]),
         skipped=len(state["images"]) - len(state["pending"]),
         inspected=state.get("finished", 0),
-        out=str(job.out),
-        **counts,
+        out=job.out,
     )
     return {"summary": summary}
 
@@ -269,10 +264,6 @@ def build_triage_graph(
     inspection = build_inspection_graph(components=components, checkpointer=False)
     compiled = triage_graph().compile(name="riad-triage")
     return bind(compiled, components, **{INSPECTION_KEY: inspection, PROGRESS_KEY: progress})
-
-
-def _elapsed(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000.0, 3)
 
 
 async def run_triage(job: TriageJob, graph: CompiledStateGraph[Any, Any, Any, Any]) -> TriageSummary:

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from riad_agent.errors import OutputWriteError, ResultsFileError, ResultsLockedError, first_problem
 from riad_agent.schemas import InspectionReport, Verdict
@@ -33,12 +33,38 @@ from riad_agent.schemas import InspectionReport, Verdict
 Outcome = Literal["anomalous", "normal", "uncertain", "error"]
 
 
+class RecordRegion(BaseModel):
+    """One region of a record: its box in original-image pixels ``[x0, y0, x1, y1)`` and its score."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    box: tuple[int, int, int, int]
+    score: float
+
+
 class TriageRecord(BaseModel):
-    """One JSONL line, as the writer writes it."""
+    """One JSONL line, as the writer writes it (the contract the HTML page and the exports read).
+
+    ``verdict``, ``score`` and the other top-level fields summarise the image; ``report`` holds the
+    whole :class:`InspectionReport` only when the inspection graph ran (the reasoner was asked for).
+    Lines of older versions carry only ``image``/``report``/``heatmap``/``error``/``elapsed_ms``.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     image: str
+    path: str | None = None  # relative to the triaged root, POSIX
+    product: str | None = None
+    product_guessed: bool = False
+    verdict: Verdict | None = None
+    reason: str | None = None  # why uncertain, in plain words
+    score: float | None = None
+    threshold: float = 0.5
+    regions: list[RecordRegion] = Field(default_factory=list)  # strongest first
+    defect_type: str | None = None
+    type_confidence: float | None = None
+    size: tuple[int, int] | None = None
+    reasoner: bool = False
     report: InspectionReport | None = None
     heatmap: str | None = None
     error: dict[str, str] | None = None
@@ -47,7 +73,11 @@ class TriageRecord(BaseModel):
     @property
     def outcome(self) -> Outcome:
         """The verdict, or ``error``."""
-        return "error" if self.error or self.report is None else self.report.verdict
+        if self.error:
+            return "error"
+        if self.verdict is not None:
+            return self.verdict
+        return "error" if self.report is None else self.report.verdict
 
 
 class _ReportHead(BaseModel):
@@ -61,6 +91,7 @@ class RecordHead(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     image: str
+    verdict: Verdict | None = None
     report: _ReportHead | None = None
     error: dict[str, str] | None = None
 
@@ -68,14 +99,18 @@ class RecordHead(BaseModel):
     def _report_or_error(self) -> RecordHead:
         if not self.image:
             raise ValueError("image is empty")
-        if self.report is None and not self.error:
-            raise ValueError("neither a report nor an error")
+        if self.report is None and self.verdict is None and not self.error:
+            raise ValueError("neither a verdict, a report nor an error")
         return self
 
     @property
     def outcome(self) -> Outcome:
         """The verdict, or ``error``."""
-        return "error" if self.error or self.report is None else self.report.verdict
+        if self.error:
+            return "error"
+        if self.verdict is not None:
+            return self.verdict
+        return "error" if self.report is None else self.report.verdict
 
 
 def lock_path(out: Path) -> Path:

@@ -45,10 +45,11 @@ def main_options(
 
 def _register_commands() -> None:
     """Attach every sub-command and sub-command group to the app."""
-    from riad_agent.commands.bench import bench
+    from riad_agent.commands.bench import bench, bench_triage
     from riad_agent.commands.bench_latent import bench_latent
     from riad_agent.commands.demo import demo
     from riad_agent.commands.eval_expert import eval_expert
+    from riad_agent.commands.eval_injection import eval_injection
     from riad_agent.commands.eval_mmad import eval_mmad
     from riad_agent.commands.eval_qa import eval_qa
     from riad_agent.commands.eval_typing import eval_typing
@@ -65,11 +66,13 @@ def _register_commands() -> None:
     app.add_typer(kb_app, name="kb", help="The defect knowledge base: ingest, list, search, eval.")
     app.add_typer(product_app, name="product", help="Products the inspector remembers: references, defects.")
     eval_app.command("expert")(eval_expert)
+    eval_app.command("injection")(eval_injection)
     eval_app.command("mmad")(eval_mmad)
     eval_app.command("qa")(eval_qa)
     eval_app.command("typing")(eval_typing)
     bench_app.callback(invoke_without_command=True)(bench)
     bench_app.command("latent")(bench_latent)
+    bench_app.command("triage")(bench_triage)
     serve_app.command("mcp")(serve_mcp)
     serve_app.command("reasoner")(serve_reasoner)
 

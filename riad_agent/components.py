@@ -149,5 +149,6 @@ def _open_reasoner(settings: Settings) -> Reasoner:
         dtype=settings.dtype,
         max_image_pixels=settings.max_image_pixels,
         cache_dir=settings.model_cache_dir,
+        max_pixels=settings.vlm_max_pixels,
     )
     return LatentReasoner(vlm, config_for(vlm))

@@ -18,7 +18,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from riad_agent.explain import DEFAULT_QUESTION, UNCERTAIN_BAND
-from riad_agent.protocols import AnomalyMap, ReasoningInput
+from riad_agent.protocols import AnomalyMap, ExemplarHint, ReasoningInput
 from riad_agent.schemas import (
     InspectionRequest,
     KnowledgeHit,
@@ -57,13 +57,23 @@ class ExemplarTyping(BaseModel):
     product: str
     matches: list[tuple[str, float]]
     defect_type: str | None
+    exemplars: list[str] = Field(default_factory=list)  # the best exemplar's id of each match, same order
 
     @classmethod
-    def of(cls, product: str, matches: Sequence[tuple[str, float]]) -> ExemplarTyping:
-        """The typing of ``matches``; a type only when the evidence is clear."""
-        ranked = sorted(matches, key=lambda match: -match[1])
+    def of(
+        cls, product: str, matches: Sequence[tuple[str, float]], exemplars: Sequence[str] = ()
+    ) -> ExemplarTyping:
+        """The typing of ``matches`` (with their best exemplars' ids); a type only when the evidence is clear."""
+        ids = list(exemplars) if len(exemplars) == len(matches) else []
+        order = sorted(range(len(matches)), key=lambda i: -matches[i][1])
+        ranked = [matches[i] for i in order]
         clear = bool(ranked) and (len(ranked) == 1 or ranked[0][1] - ranked[1][1] >= TYPING_MARGIN)
-        return cls(product=product, matches=list(ranked), defect_type=ranked[0][0] if clear else None)
+        return cls(
+            product=product,
+            matches=list(ranked),
+            defect_type=ranked[0][0] if clear else None,
+            exemplars=[ids[i] for i in order] if ids else [],
+        )
 
     def sentence(self) -> str:
         """How the region compares with the labelled exemplars, in words."""
@@ -132,8 +142,14 @@ def reasoning_input(
     latent_tokens: int = 4,
     inject_patches: bool = True,
     seed: int = 0,
+    exemplars: Sequence[ExemplarHint] = (),
+    exemplar_type: str | None = None,
 ) -> ReasoningInput:
-    """The reasoner's input from the evidence; no question means the default defect question."""
+    """The reasoner's input from the evidence; no question means the default defect question.
+
+    ``exemplars``: what a registered product's labelled defects say of the strongest region (most
+    similar first), and ``exemplar_type`` the type they clearly point to.
+    """
     return ReasoningInput(
         image=image,
         question=question or DEFAULT_QUESTION,
@@ -146,6 +162,8 @@ def reasoning_input(
         latent_tokens=latent_tokens,
         inject_patches=inject_patches,
         seed=seed,
+        exemplars=list(exemplars),
+        exemplar_type=exemplar_type,
     )
 
 
@@ -156,9 +174,20 @@ def request_reasoning_input(
     knowledge: Sequence[KnowledgeHit],
     expert: ExpertEvidence | None,
     category: str | None,
+    typing: ExemplarTyping | None = None,
+    crops: Sequence[Image.Image | None] = (),
 ) -> ReasoningInput:
-    """:func:`reasoning_input` for an inspection request: its question, options and first reference."""
+    """:func:`reasoning_input` for an inspection request: its question, options and first reference.
+
+    ``typing``: the product's exemplar typing, if it ran; ``crops``: its matches' exemplar regions
+    (same order; missing ones None).
+    """
     options = request.options
+    hints = []
+    if typing is not None:
+        for index, (kind, similarity) in enumerate(typing.matches):
+            crop = crops[index] if index < len(crops) else None
+            hints.append(ExemplarHint(defect_type=kind, similarity=similarity, crop=crop))
     return reasoning_input(
         image,
         request.question,
@@ -170,4 +199,6 @@ def request_reasoning_input(
         latent_tokens=options.latent_tokens,
         inject_patches=options.inject_patches,
         seed=options.seed,
+        exemplars=hints,
+        exemplar_type=typing.defect_type if typing is not None else None,
     )

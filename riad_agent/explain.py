@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, get_args
 from riad_agent.errors import RiadError
 from riad_agent.protocols import ReasoningResult
 from riad_agent.schemas import (
+    InspectionOptions,
     InspectionReport,
     InspectionRequest,
     KnowledgeCitation,
@@ -47,6 +48,55 @@ def verdict_for(score: float, band: float = UNCERTAIN_BAND) -> Verdict:
     if score <= 0.5 - band:
         return "normal"
     return "uncertain"
+
+
+def expert_is_clear(anomaly: ExpertFindings | None) -> bool:
+    """Whether the vision expert alone gives a firm verdict: it compared with references, could judge
+    the image, the references agree with each other, and the score is outside the uncertain band."""
+    if anomaly is None or anomaly.notes or anomaly.cautions:
+        return False
+    return verdict_for(anomaly.score) != "uncertain"
+
+
+def reasoner_needed(
+    options: InspectionOptions, question: MultipleChoiceQuestion | None, anomaly: ExpertFindings | None
+) -> bool:
+    """Whether the latent reasoner runs: asked for, and (with ``reasoner_when='needed'``) a question was
+    asked or the expert's verdict is not clear. With references the verdict is the calibrated expert's,
+    so on a clear case the reasoner could only add seconds."""
+    if not options.use_reasoner:
+        return False
+    return options.reasoner_when == "always" or question is not None or not expert_is_clear(anomaly)
+
+
+def reasoner_opinion(
+    verdict: Verdict,
+    anomaly: ExpertFindings | None,
+    reasoning: ReasoningResult | None,
+    question: MultipleChoiceQuestion | None,
+) -> str | None:
+    """The one rule when expert and reasoner disagree, in words: the calibrated expert decides.
+
+    Only for the default question (its option A is "defect") and only when the expert compared with
+    references; without references the reasoner's P(defect) is the score and cannot disagree with it.
+    """
+    if anomaly is None or anomaly.notes or reasoning is None or question is not None:
+        return None
+    probability = reasoner_anomaly_probability(reasoning)
+    if probability is None:
+        return None
+    leans = "anomalous" if probability >= 0.5 else "normal"
+    if verdict == "uncertain":
+        return (
+            f"The latent reasoner leans {leans} (P(defect) {probability:.2f}); the verdict stays uncertain, "
+            "because only the expert's score is calibrated on this product's normal references."
+        )
+    if leans != verdict:
+        return (
+            f"The latent reasoner disagrees (P(defect) {probability:.2f}); the verdict follows the vision "
+            "expert, whose score is calibrated on this product's normal references."
+        )
+    return None
 
 
 def reasoner_anomaly_probability(result: ReasoningResult) -> float | None:
@@ -138,8 +188,14 @@ def explanation_text(
     description: RegionDescription | None = None,
     typing: ExemplarTyping | None = None,
     knowledge: Sequence[KnowledgeHit] = (),
+    asked: MultipleChoiceQuestion | None = None,
+    skipped_reasoner: bool = False,
 ) -> str:
-    """A few plain sentences that say what was found, where, and on what evidence."""
+    """A few plain sentences that say what was found, where, and on what evidence.
+
+    ``question`` is the question answered (the default one when none was asked); ``asked`` the
+    request's own question, or None; ``skipped_reasoner``: the reasoner was wanted but not needed.
+    """
     sentences = [f"Verdict: {verdict} (calibrated anomaly score {score:.2f}; 0.50 is the edge of normal)."]
     if anomaly is None:
         sentences.append(
@@ -189,6 +245,14 @@ def explanation_text(
                 "Candidate types from the knowledge, ranked by how well their visual cues match the region "
                 f"(low confidence, not a verdict): {'; '.join(candidates)}."
             )
+    opinion = reasoner_opinion(verdict, anomaly, reasoning, asked)
+    if opinion is not None:
+        sentences.append(opinion)
+    if reasoning is None and skipped_reasoner:
+        sentences.append(
+            "The latent reasoner was not run: the expert's verdict is clear and no question was asked "
+            "(reasoner 'always' runs it)."
+        )
     if reasoning is not None and question is not None:
         if reasoning.answer is not None:
             option = question.options.get(reasoning.answer, "")
@@ -197,7 +261,7 @@ def explanation_text(
         trace = reasoning.trace
         sentences.append(
             f"Reward {trace.initial_reward:.3f} -> {trace.final_reward:.3f} over {len(trace.iterations)} "
-            f"latent iteration(s), {len(trace.injected)} visual patch(es) injected."
+            f"latent iteration(s), {len(trace.kept)} visual patch(es) kept."
         )
     if degraded:
         sentences.append(f"Parts skipped: {', '.join(degraded)}.")
@@ -260,6 +324,11 @@ def build_report(
         description,
         typing,
         knowledge,
+        asked=question,
+        skipped_reasoner=reasoning is None
+        and request.options.use_reasoner
+        and not reasoner_needed(request.options, question, anomaly)
+        and not any(item.startswith("reasoner_") for item in degraded),
     )
     return InspectionReport(
         verdict=verdict,

@@ -132,6 +132,19 @@ class Expert(Protocol):
 ProgressCallback = Callable[[dict[str, object]], None]
 
 
+@dataclass(frozen=True)
+class ExemplarHint:
+    """A registered product's labelled defect exemplars, as the reasoner sees them.
+
+    ``similarity`` is the best exemplar's similarity to the query's strongest region; ``crop`` is that
+    exemplar's region cut from its image (hub VLMs get it as an extra image), or None.
+    """
+
+    defect_type: str
+    similarity: float
+    crop: Image.Image | None = None
+
+
 @dataclass
 class ReasoningInput:
     """Everything the latent reasoner needs for one image."""
@@ -147,6 +160,8 @@ class ReasoningInput:
     latent_tokens: int = 4
     inject_patches: bool = True
     seed: int = 0
+    exemplars: list[ExemplarHint] = field(default_factory=list)  # most similar first
+    exemplar_type: str | None = None  # the type the exemplars clearly point to, if any
 
 
 @dataclass

@@ -11,7 +11,15 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from riad_agent.errors import InvalidRequestError, first_problem
 
@@ -92,6 +100,12 @@ class InspectionOptions(_Strict):
     inject_patches: bool = Field(default=True, description="Dynamic visual injection on or off.")
     use_knowledge: bool = Field(default=True, description="Retrieve category knowledge into the prompt.")
     use_reasoner: bool = Field(default=True, description="Run the latent reasoner; off = expert only.")
+    reasoner_when: Literal["needed", "always"] = Field(
+        default="needed",
+        description="With use_reasoner: 'needed' runs the latent reasoner only when a question is asked or "
+        "the vision expert's verdict is not clear (no references, a score near the threshold, references "
+        "that disagree); 'always' runs it for every image.",
+    )
     knowledge_k: int = Field(default=4, ge=1, le=32, description="Knowledge entries to retrieve.")
     seed: int = Field(default=0, ge=0, description="Seed for every random choice: same seed, same report.")
     return_heatmap: bool = Field(default=False, description="Include the heatmap overlay PNG.")
@@ -356,9 +370,22 @@ class IterationTrace(_Strict):
     reward: float
     entropy: float
     sigma: float = Field(ge=0.0)
-    injected: list[PatchRef] = Field(default_factory=list)
-    accepted: bool = Field(description="Whether this iteration's injection candidate was kept.")
+    tried: list[PatchRef] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("tried", "injected"),
+        description="The candidate patch set evaluated this iteration (empty: none pending). "
+        "Traces written before the rename call it 'injected'.",
+    )
+    kept: list[PatchRef] = Field(
+        default_factory=list, description="The patches in the current row after this iteration."
+    )
+    accepted: bool = Field(description="Whether this iteration's candidate replaced the current patch set.")
     elapsed_ms: float = Field(ge=0.0)
+
+    @property
+    def injected(self) -> list[PatchRef]:
+        """Old name of :attr:`tried` (read-only)."""
+        return self.tried
 
 
 class ReasoningTrace(_Strict):
@@ -370,9 +397,27 @@ class ReasoningTrace(_Strict):
     initial_reward: float
     final_reward: float
     iterations: list[IterationTrace] = Field(default_factory=list)
-    injected: list[PatchRef] = Field(default_factory=list, description="Patches used in the decode.")
+    kept: list[PatchRef] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("kept", "injected"),
+        description="Patches in the decode (the best row's). Traces written before the rename call it 'injected'.",
+    )
     option_probabilities: dict[str, float] = Field(default_factory=dict)
     rationale: str = ""
+
+    @property
+    def injected(self) -> list[PatchRef]:
+        """Old name of :attr:`kept` (read-only)."""
+        return self.kept
+
+    @property
+    def tried(self) -> list[PatchRef]:
+        """Every distinct patch of the candidate sets evaluated, in the order first tried."""
+        seen: dict[int, PatchRef] = {}
+        for iteration in self.iterations:
+            for ref in iteration.tried:
+                seen.setdefault(ref.index, ref)
+        return list(seen.values())
 
 
 class InspectionReport(_Strict):

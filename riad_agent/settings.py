@@ -71,6 +71,11 @@ class Settings(BaseSettings):
 
     # reasoning
     vlm_model: str = Field(default="builtin", description="'builtin', a hub id or a local path.")
+    vlm_max_pixels: int = Field(
+        default=1280 * 28 * 28,
+        gt=0,
+        description="Pixels a Qwen-VL image is resized to at most before its patches are cut (MMAD's cap).",
+    )
     model_cache_dir: Path = Field(
         default_factory=lambda: default_data_dir() / "models",
         description="Converted model weights (the builtin model's language model); shared by data dirs.",

@@ -189,6 +189,7 @@ def plain_inspection(
 def naive_loop(vlm: QwenVLAdapter, reasoner: LatentReasoner, request: ReasoningInput, steps: int) -> None:
     """DMLR-style loop without a prefix cache: two full forwards (vision included) per iteration."""
     setup, _ = reasoner.setup(request)
+    setup.layout = "after"  # latents at positions 0..n-1, the patches after them
     n = setup.latents.shape[0]
     latents = setup.latents
     patches = list(range(reasoner.config.patches))

@@ -9,6 +9,7 @@ The latent loop's goals (cached vs naive loop, inspection vs plain forward+decod
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import resource
 import tempfile
@@ -16,6 +17,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,7 +28,7 @@ from riad_agent.bench.stats import StageTiming, summarise
 from riad_agent.bench.triage_throughput import TriageThroughput, measure_triage
 from riad_agent.components import build_components
 from riad_agent.data.synthetic import DEFECTS, generate_sample
-from riad_agent.graphs.inspection import build_inspection_graph
+from riad_agent.graphs.inspection import build_inspection_graph, run_inspection
 from riad_agent.models.base import VisionLanguageModel
 from riad_agent.models.loading import open_vlm
 from riad_agent.models.tiny import build_tiny_qwen2_vl
@@ -55,7 +57,9 @@ class BenchConfig(BaseModel):
     workers: list[int] = Field(default_factory=lambda: [1, 2, 4])
     memory_images: int = Field(default=2, ge=1, le=20, description="Images of the tracemalloc pass.")
     threads: int = Field(default=1, ge=1, le=64, description="torch CPU threads.")
-    vlm: str | None = Field(default=None, description="None: 'tiny' when reduced, else 'builtin'; or a model id.")
+    vlm: str | None = Field(
+        default=None, description="None: 'tiny' when reduced, else 'builtin'; or a model id."
+    )
     seed: int = 0
 
     def effective_vlm(self) -> str:
@@ -93,6 +97,10 @@ class BenchResult(BaseModel):
     memory: MemoryUse
     triage: list[TriageThroughput]
     goals: dict[str, GoalRatio]
+    default_inspection_ms: StageTiming | None = Field(
+        default=None,
+        description="Whole-graph wall time of a default inspection (reasoner only when needed), warm.",
+    )
     latent: LatentBenchResult
     seconds: float
     notes: list[str] = Field(default_factory=list)
@@ -109,7 +117,9 @@ def _goal(measured: float, target: float, unit: str, higher_is_better: bool) -> 
 def latent_bench_config(config: BenchConfig) -> LatentBenchConfig:
     """The latent benchmark's size: its defaults, or a small model for the reduced run."""
     if not config.reduced:
-        return LatentBenchConfig(steps=config.latent_steps, repeats=3, threads=config.threads, seed=config.seed)
+        return LatentBenchConfig(
+            steps=config.latent_steps, repeats=3, threads=config.threads, seed=config.seed
+        )
     return LatentBenchConfig(
         hidden=128,
         layers=2,
@@ -163,7 +173,9 @@ def run_bench(config: BenchConfig, progress: BenchProgress | None = None) -> Ben
             data_dir=root / "data", embedder=embedder, allowed_roots=[root], checkpointer="none"
         )
         say("generating images")
-        reference_paths = _write_images(root / "references", config.references, config.image_size, 0, defects=False)
+        reference_paths = _write_images(
+            root / "references", config.references, config.image_size, 0, defects=False
+        )
         paths = _write_images(root / "images", images, config.image_size, config.seed)
         triage_folder = root / "triage"
         _write_images(triage_folder, triage_images, config.image_size, config.seed + 500)
@@ -177,16 +189,20 @@ def run_bench(config: BenchConfig, progress: BenchProgress | None = None) -> Ben
             expert = open_expert(settings)
             say(f"loading the VLM ({config.effective_vlm()})")
             vlm = _open_vlm(config, settings)
-            reasoner = LatentReasoner(vlm, config_for(vlm, steps=steps, reward_threshold=1.0, rationale_tokens=8))
+            reasoner = LatentReasoner(
+                vlm, config_for(vlm, steps=steps, reward_threshold=1.0, rationale_tokens=8)
+            )
             components = build_components(settings, knowledge=knowledge, expert=expert, reasoner=reasoner)
             graph = build_inspection_graph(components=components, checkpointer=False)
 
-            def request(index: int, path: Path) -> InspectionRequest:
+            def request(
+                index: int, path: Path, when: Literal["needed", "always"] = "always"
+            ) -> InspectionRequest:
                 return InspectionRequest(
                     image=str(path),
                     category=CATEGORY,
                     references=[str(p) for p in reference_paths],
-                    options=InspectionOptions(latent_steps=steps, seed=index),
+                    options=InspectionOptions(latent_steps=steps, seed=index, reasoner_when=when),
                 )
 
             say("warm-up (expert bank, model, store)")
@@ -196,6 +212,14 @@ def run_bench(config: BenchConfig, progress: BenchProgress | None = None) -> Ben
                 say(f"stages: image {index + 1}/{len(paths)}")
                 inspect_once(graph, request(index, path), samples)
             stages = {name: summarise(samples.samples[name]) for name in STAGES}
+
+            say("default inspections (the reasoner only when needed)")
+            walls = []
+            for index, path in enumerate(paths):
+                begun = time.perf_counter()
+                asyncio.run(run_inspection(graph, request(index, path, "needed")))
+                walls.append((time.perf_counter() - begun) * 1000.0)
+            default_inspection = summarise(walls)
 
             say("peak memory (tracemalloc pass)")
             gc.collect()
@@ -213,7 +237,16 @@ def run_bench(config: BenchConfig, progress: BenchProgress | None = None) -> Ben
 
             say("batch triage throughput")
             triage = measure_triage(
-                settings, knowledge, expert, reasoner, triage_folder, reference_paths, CATEGORY, config.workers, root, steps
+                settings,
+                knowledge,
+                expert,
+                reasoner,
+                triage_folder,
+                reference_paths,
+                CATEGORY,
+                config.workers,
+                root,
+                steps,
             )
             expert_id = expert.backbone_id
             vlm_id = TINY_VLM if config.effective_vlm() == "tiny" else vlm.model_id
@@ -227,7 +260,10 @@ def run_bench(config: BenchConfig, progress: BenchProgress | None = None) -> Ben
         "inspection_vs_plain": _goal(latent.inspection_over_plain, 2.0, "x plain forward+decode", False),
         "expert_ms_per_image": _goal(stages["expert"].median_ms, 150.0, "ms", False),
         "knowledge_search_p50": _goal(stages["retrieval"].median_ms, 10.0, "ms", False),
-        "inspection_seconds": _goal(sum(t.median_ms for t in stages.values()) / 1000.0, 5.0, "s per image", False),
+        "inspection_seconds": _goal(
+            sum(t.median_ms for t in stages.values()) / 1000.0, 3.0, "s per image", False
+        ),
+        "default_inspection_seconds": _goal(default_inspection.median_ms / 1000.0, 0.5, "s per image", False),
     }
     if latent.memory_ratio is not None:
         goals["inspection_peak_memory"] = _goal(latent.memory_ratio, 1.2, "x plain peak", False)
@@ -253,6 +289,7 @@ def run_bench(config: BenchConfig, progress: BenchProgress | None = None) -> Ben
         config=config,
         stages=stages,
         total_median_ms=sum(t.median_ms for t in stages.values()),
+        default_inspection_ms=default_inspection,
         memory=memory,
         triage=triage,
         goals=goals,

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from riad_agent.commands.terminal import write_text
 from riad_agent.errors import RiadError
 
 DEFAULT_CHART = Path("docs/bench.png")
@@ -19,7 +20,9 @@ def bench(
     images: Annotated[int, typer.Option(min=2, max=1000, help="Generated images timed per stage.")] = 20,
     json_out: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
     chart: Annotated[Path, typer.Option(help="Where the PNG chart goes.")] = DEFAULT_CHART,
-    reduced: Annotated[bool, typer.Option(help="A small run that finishes well under a minute (CI).")] = False,
+    reduced: Annotated[
+        bool, typer.Option(help="A small run that finishes well under a minute (CI).")
+    ] = False,
     embedder: Annotated[
         str | None, typer.Option(help="'minilm' or 'hashing' (default: hashing when reduced, else minilm).")
     ] = None,
@@ -37,7 +40,6 @@ def bench(
     try:
         from riad_agent.bench.chart import write_chart
         from riad_agent.bench.runner import BenchConfig, run_bench
-        from riad_agent.errors import OutputWriteError
 
         config = BenchConfig(
             images=images, reduced=reduced, embedder=embedder, latent_steps=steps, threads=threads, vlm=vlm
@@ -47,10 +49,7 @@ def bench(
         write_chart(result, chart)
         text = result.model_dump_json(indent=2)
         if out is not None:
-            try:
-                out.write_text(text + "\n")
-            except OSError as exc:
-                raise OutputWriteError(f"cannot write {out}: {exc}") from exc
+            write_text(out, text)
         if json_out:
             typer.echo(text)
             return
@@ -64,14 +63,93 @@ def bench(
             goals.add_column(column)
         for name, goal in result.goals.items():
             goals.add_row(
-                name, f"{goal.measured:.2f} {goal.unit}", f"{goal.target:g}", f"{goal.ratio:.2f}", str(goal.met)
+                name,
+                f"{goal.measured:.2f} {goal.unit}",
+                f"{goal.target:g}",
+                f"{goal.ratio:.2f}",
+                str(goal.met),
             )
         printer = Console()
         printer.print(table)
         printer.print(goals)
         for run in result.triage:
-            printer.print(f"triage {run.workers} worker(s): {run.images_per_s:.2f} images/s ({run.errors} errors)")
+            printer.print(
+                f"triage {run.workers} worker(s): {run.images_per_s:.2f} images/s ({run.errors} errors)"
+            )
         printer.print(f"chart: {chart}")
+    except RiadError as exc:
+        console.print(exc.one_line(), markup=False, highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def bench_triage(
+    images: Annotated[int, typer.Option(min=2, max=500, help="Generated 256 px images to triage.")] = 24,
+    large_images: Annotated[
+        int, typer.Option(min=2, max=200, help="Generated 1024 px images to triage.")
+    ] = 8,
+    references: Annotated[int, typer.Option(min=1, max=50, help="Normal references of each size.")] = 8,
+    threads: Annotated[int, typer.Option(min=1, max=64, help="torch CPU threads.")] = 2,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Also write the JSON here.")] = None,
+    ray: Annotated[
+        bool, typer.Option("--ray", help="Also --ray with 1 and 2 actors on a local cluster.")
+    ] = False,
+) -> None:
+    """Expert-only triage against the bare expert (256 and 1024 px), the live folder's latency, and --ray."""
+    console = Console(stderr=True)
+    try:
+        import tempfile
+
+        from riad_agent.bench.triage_throughput import run_triage_bench
+        from riad_agent.settings import load_settings
+
+        with (
+            tempfile.TemporaryDirectory(prefix="riad-bench-triage-") as tmp,
+            console.status("triage benchmark"),
+        ):
+            result = run_triage_bench(
+                load_settings(),
+                Path(tmp),
+                images=images,
+                large_images=large_images,
+                references=references,
+                threads=threads,
+                with_ray=ray,
+            )
+        text = result.model_dump_json(indent=2)
+        if out is not None:
+            write_text(out, text)
+        if json_out:
+            typer.echo(text)
+            return
+        speeds = Table(
+            title=f"expert-only triage vs the bare expert ({result.expert}, {result.threads} threads)"
+        )
+        for column in ("size", "images", "bare expert s", "triage s", "triage images/s", "overhead"):
+            speeds.add_column(column, justify="right")
+        for speed in result.speeds:
+            speeds.add_row(
+                f"{speed.size} px",
+                str(speed.images),
+                f"{speed.expert_s:.2f}",
+                f"{speed.triage_s:.2f}",
+                f"{speed.triage_images_per_s:.2f}",
+                f"{speed.overhead:.2f}x",
+            )
+        goals = Table(title="goals (measured / target; noisy on a shared machine)")
+        for column in ("goal", "measured", "target", "met"):
+            goals.add_column(column)
+        for goal in result.goals:
+            goals.add_row(goal.name, f"{goal.measured:.2f} {goal.unit}", f"{goal.target:g}", str(goal.met))
+        printer = Console()
+        printer.print(speeds)
+        printer.print(goals)
+        printer.print("watch latencies (s): " + ", ".join(f"{v:.2f}" for v in result.watch_latency_s))
+        if result.ray is not None:
+            printer.print(
+                f"--ray: 1 worker {result.ray.one_worker_s:.2f} s, 2 workers {result.ray.two_workers_s:.2f} s "
+                f"({result.ray.images} images, actor start-up included); records identical: {result.ray.identical}"
+            )
     except RiadError as exc:
         console.print(exc.one_line(), markup=False, highlight=False)
         raise typer.Exit(exc.exit_code) from None

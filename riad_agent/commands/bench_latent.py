@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from riad_agent.errors import InvalidRequestError, OutputWriteError, RiadError
+from riad_agent.commands.terminal import write_text
+from riad_agent.errors import InvalidRequestError, RiadError
 
 
 def bench_latent(
@@ -53,10 +54,7 @@ def bench_latent(
             )
         text = result.model_dump_json(indent=2)
         if out is not None:
-            try:
-                out.write_text(text + "\n")
-            except OSError as exc:
-                raise OutputWriteError(f"cannot write {out}: {exc}") from exc
+            write_text(out, text)
         typer.echo(text)
     except RiadError as exc:
         console.print(exc.one_line(), markup=False, highlight=False)

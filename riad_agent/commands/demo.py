@@ -45,7 +45,13 @@ def demo(
                     "image": str(image_path),
                     "category": category,
                     "references": reference_paths,
-                    "options": {"use_reasoner": not no_reasoner, "return_heatmap": True, "seed": seed},
+                    # the demo shows the whole method: the latent loop runs on every part
+                    "options": {
+                        "use_reasoner": not no_reasoner,
+                        "reasoner_when": "always",
+                        "return_heatmap": True,
+                        "seed": seed,
+                    },
                 }
             )
             report = run_with_progress(inspector, request, quiet=json_out)

@@ -32,7 +32,14 @@ def _load_model(model: str, device: str, dtype: str) -> VisionLanguageModel:
     from riad_agent.models.loading import open_vlm
     from riad_agent.settings import load_settings
 
-    return open_vlm(model, device=device, dtype=dtype, cache_dir=load_settings().model_cache_dir)
+    settings = load_settings()
+    return open_vlm(
+        model,
+        device=device,
+        dtype=dtype,
+        cache_dir=settings.model_cache_dir,
+        max_pixels=settings.vlm_max_pixels,
+    )
 
 
 def _open_knowledge(embedder: str | None, data_dir: Path | None) -> KnowledgeBase:
@@ -70,9 +77,12 @@ def scores_table(scores: MmadScores, title: str) -> Table:
 def eval_mmad(
     data: Annotated[Path, typer.Option(help="The MMAD folder (holds mmad.json and the images).")],
     model: Annotated[
-        str, typer.Option(help="'tiny' (random tiny Qwen2-VL, smoke runs), 'builtin', a hub id or a local path.")
+        str,
+        typer.Option(help="'tiny' (random tiny Qwen2-VL, smoke runs), 'builtin', a hub id or a local path."),
     ] = TINY_MODEL,
-    shots: Annotated[int, typer.Option(min=0, max=8, help="Normal templates shown (first similar ones).")] = 1,
+    shots: Annotated[
+        int, typer.Option(min=0, max=64, help="Normal templates shown (first similar ones).")
+    ] = 1,
     knowledge: Annotated[bool, typer.Option(help="Add the product's retrieved knowledge.")] = False,
     latent: Annotated[bool, typer.Option(help="Latent reasoning (off: T=0, no injection).")] = True,
     steps: Annotated[int, typer.Option(min=1, max=200, help="Latent iterations T when --latent.")] = 10,
@@ -85,7 +95,9 @@ def eval_mmad(
         str, typer.Option(help="'response' (MMAD's parse of the text) or 'reasoner' (its own letter).")
     ] = "response",
     embedder: Annotated[str | None, typer.Option(help="Knowledge embedder ('minilm', 'hashing').")] = None,
-    kb_data_dir: Annotated[Path | None, typer.Option(help="Data dir of the embedded knowledge store.")] = None,
+    kb_data_dir: Annotated[
+        Path | None, typer.Option(help="Data dir of the embedded knowledge store.")
+    ] = None,
     device: Annotated[str, typer.Option(help="'auto', 'cpu', 'cuda'.")] = "auto",
     dtype: Annotated[str, typer.Option(help="'auto', 'float32', 'bfloat16', 'float16'.")] = "auto",
     out: Annotated[Path, typer.Option(help="Results folder (JSONL answers + accuracy CSV).")] = Path(
@@ -143,9 +155,7 @@ def eval_mmad(
                 bar.update(task, completed=done, total=total)
 
             try:
-                result = run_mmad(
-                    data, reasoner, config, answers_path, kb, vision_expert, progress, model_id
-                )
+                result = run_mmad(data, reasoner, config, answers_path, kb, vision_expert, progress, model_id)
             finally:
                 close = getattr(kb, "close", None)
                 if callable(close):

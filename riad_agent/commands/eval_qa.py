@@ -3,6 +3,8 @@
 Builds (once) an MMAD-layout question set from the test splits of an MVTec AD folder and of ELPV
 (``riad_agent/question_sets/sources.py``), then answers it under each ablation row (``riad_agent/eval/qa_ablation.py``)
 and prints the table. Answers are JSONL per row: an interrupted run resumes where it stopped.
+The headline is MMAD's one-shot protocol (the expert sees the one template the model sees); the
+other ``--shots`` counts go beside it, and ``--reverse-options`` measures the option bias.
 """
 
 from __future__ import annotations
@@ -19,12 +21,33 @@ from riad_agent.errors import RiadError
 
 
 def eval_qa(
-    mvtec: Annotated[Path | None, typer.Option(help="MVTec AD-layout folder; its test images are asked about.")] = None,
+    mvtec: Annotated[
+        Path | None, typer.Option(help="MVTec AD-layout folder; its test images are asked about.")
+    ] = None,
     elpv: Annotated[int, typer.Option(min=0, help="ELPV test cells per class and type (0 = no ELPV).")] = 20,
-    model: Annotated[str, typer.Option(help="'builtin', or a hub id / local path of a supported VLM.")] = "builtin",
+    model: Annotated[
+        str, typer.Option(help="'builtin', or a hub id / local path of a supported VLM.")
+    ] = "builtin",
     steps: Annotated[int, typer.Option(min=1, max=200, help="Latent iterations T in the latent rows.")] = 6,
     rows: Annotated[str | None, typer.Option(help="Comma-separated row slugs to run (default all).")] = None,
-    expert_shots: Annotated[int, typer.Option(min=1, help="References the vision expert compares with.")] = 50,
+    shots: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated k-shot protocols: the first is the headline (the expert compares with the k "
+            "templates the model is shown), the others go beside it."
+        ),
+    ] = "1,4,50",
+    reverse_options: Annotated[
+        bool,
+        typer.Option(help="Also ask every headline row with the options reversed (option bias columns)."),
+    ] = False,
+    debias: Annotated[
+        str,
+        typer.Option(
+            help="Answer debiasing: 'dihedral' (every cyclic order of the options and of their reverse), "
+            "'cyclic' or 'none'."
+        ),
+    ] = "dihedral",
     out: Annotated[Path, typer.Option(help="Folder for the question set, the answers and the table.")] = Path(
         "results/qa"
     ),
@@ -48,6 +71,14 @@ def eval_qa(
         from riad_agent.settings import load_settings
 
         settings = load_settings()
+        try:
+            shot_counts = tuple(dict.fromkeys(int(k) for k in shots.split(",") if k.strip()))
+        except ValueError:
+            shot_counts = ()
+        if not shot_counts or min(shot_counts) < 1:
+            raise InvalidRequestError(
+                f"--shots {shots!r}: give whole numbers >= 1 separated by commas, e.g. 1,4,50"
+            )
         data_root = out / "questions"
         if not (data_root / "mmad.json").is_file():
             data = LabelledSet()
@@ -59,8 +90,12 @@ def eval_qa(
                 raise InvalidRequestError("nothing to ask about: give --mvtec and/or --elpv > 0")
             with console.status("writing the question set"):
                 counts = write_mmad_layout(data, data_root, seed=seed)
-            console.print(f"question set: {counts['images']} images, {counts['questions']} questions -> {data_root}")
-        chosen = ablation_steps(steps, expert_shots, seed=seed, sample=sample)
+            console.print(
+                f"question set: {counts['images']} images, {counts['questions']} questions -> {data_root}"
+            )
+        if debias not in ("none", "cyclic", "dihedral"):
+            raise InvalidRequestError(f"--debias {debias!r}: use 'dihedral', 'cyclic' or 'none'")
+        chosen = ablation_steps(steps, shot_counts[0], seed=seed, sample=sample, debias=debias)
         if rows:
             wanted = [slug.strip() for slug in rows.split(",") if slug.strip()]
             unknown = sorted(set(wanted) - {s.slug for s in chosen})
@@ -70,11 +105,17 @@ def eval_qa(
                 )
             chosen = [s for s in chosen if s.slug in wanted]
         with console.status(f"loading {model}, the knowledge base and the expert"):
-            vlm = open_vlm(model, device=device, cache_dir=settings.model_cache_dir)
+            vlm = open_vlm(
+                model, device=device, cache_dir=settings.model_cache_dir, max_pixels=settings.vlm_max_pixels
+            )
             knowledge = open_knowledge_base(settings)
             expert = open_expert(settings)
         with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
         ) as bar:
             tasks: dict[str, TaskID] = {}
 
@@ -84,7 +125,17 @@ def eval_qa(
                 bar.update(tasks[name], completed=done, total=total)
 
             try:
-                results = run_ablation(data_root, vlm, chosen, out / "answers", knowledge, expert, progress)
+                results = run_ablation(
+                    data_root,
+                    vlm,
+                    chosen,
+                    out / "answers" / f"{shot_counts[0]}-shot",
+                    knowledge,
+                    expert,
+                    progress,
+                    reverse_options=reverse_options,
+                    beside_shots=shot_counts[1:],
+                )
             finally:
                 close = getattr(knowledge, "close", None)
                 if callable(close):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -14,8 +13,7 @@ from rich.table import Table
 from riad_agent.errors import InvalidRequestError, RiadError
 
 if TYPE_CHECKING:
-    import numpy as np
-    from PIL import Image
+    from riad_agent.eval.typing_eval import ExpertBox
 
 
 def eval_typing(
@@ -80,13 +78,11 @@ def eval_typing(
     Console().print(f"mean accuracy {mean:.3f} ({exemplars} exemplar(s) per type, box from the {box})")
 
 
-def _expert_box(
-    folder: Path, shots: int
-) -> Callable[[Image.Image], tuple[tuple[int, int, int, int], np.ndarray]]:
+def _expert_box(folder: Path, shots: int) -> ExpertBox:
     """The expert's strongest region (or its peak area) against ``shots`` normal train images."""
-    import numpy as np
     from PIL import Image
 
+    from riad_agent.eval.typing_eval import strongest_box
     from riad_agent.expert import ExpertConfig, PatchCoreExpert
 
     references = [
@@ -94,16 +90,4 @@ def _expert_box(
     ]
     if not references:
         raise InvalidRequestError(f"--box expert needs normal images in {folder / 'train' / 'good'}")
-    expert = PatchCoreExpert(ExpertConfig(heatmap=False))
-
-    def box_of(image: Image.Image) -> tuple[tuple[int, int, int, int], np.ndarray]:
-        found = expert.analyse(image, references)
-        if found.regions:
-            top = max(found.regions, key=lambda region: region.score)
-            return (top.x0, top.y0, top.x1, top.y1), found.pixel_scores
-        y, x = np.unravel_index(int(np.argmax(found.pixel_scores)), found.pixel_scores.shape)
-        half = max(image.size) // 16
-        peak = (max(0, int(x) - half), max(0, int(y) - half), int(x) + half, int(y) + half)
-        return peak, found.pixel_scores
-
-    return box_of
+    return strongest_box(PatchCoreExpert(ExpertConfig(heatmap=False)), references)

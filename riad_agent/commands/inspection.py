@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.table import Table
@@ -108,6 +108,9 @@ def write_bytes(path: Path, data: bytes) -> None:
         raise OutputWriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
+ReasonerChoice = Literal["needed", "always", "never"]
+
+
 def inspect(
     image: Annotated[str, typer.Argument(help="Image file (or base64 / data URI).")],
     category: Annotated[str | None, typer.Option(help="Product category, e.g. hazelnut.")] = None,
@@ -122,7 +125,14 @@ def inspect(
     ] = None,
     steps: Annotated[int, typer.Option(help="Latent optimisation iterations.")] = 10,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    no_reasoner: Annotated[bool, typer.Option("--no-reasoner", help="Expert and knowledge only.")] = False,
+    reasoner: Annotated[
+        ReasonerChoice,
+        typer.Option(
+            help="When the latent reasoner runs: 'needed' (a question is asked or the expert's verdict is not "
+            "clear), 'always', or 'never' (expert and knowledge only)."
+        ),
+    ] = "needed",
+    no_reasoner: Annotated[bool, typer.Option("--no-reasoner", help="Same as --reasoner never.")] = False,
     no_knowledge: Annotated[bool, typer.Option("--no-knowledge", help="Skip knowledge retrieval.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     heatmap: Annotated[Path | None, typer.Option(help="Write the heatmap overlay PNG here.")] = None,
@@ -138,7 +148,8 @@ def inspect(
             "options": {
                 "latent_steps": steps,
                 "seed": seed,
-                "use_reasoner": not no_reasoner,
+                "use_reasoner": not no_reasoner and reasoner != "never",
+                "reasoner_when": "always" if reasoner == "always" else "needed",
                 "use_knowledge": not no_knowledge,
                 "return_heatmap": heatmap is not None,
             },

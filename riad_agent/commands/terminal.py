@@ -5,13 +5,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from riad_agent.errors import InvalidRequestError, RiadError, first_problem
+from riad_agent.errors import InvalidRequestError, OutputWriteError, RiadError, first_problem
 
 #: progress and messages (stderr)
 console = Console(stderr=True)
@@ -50,3 +51,11 @@ def spinner(transient: bool = False) -> Progress:
         transient=transient,
         disable=not console.is_terminal,
     )
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` and a final newline to ``path``; :class:`OutputWriteError` when it cannot."""
+    try:
+        path.write_text(text + "\n")
+    except OSError as exc:
+        raise OutputWriteError(f"cannot write {path}: {exc.strerror or exc}") from exc

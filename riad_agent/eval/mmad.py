@@ -29,7 +29,7 @@ from riad_agent.models.base import VisionLanguageModel
 from riad_agent.protocols import Expert, KnowledgeBase
 from riad_agent.reasoning import LatentReasoner
 from riad_agent.reasoning.config import config_for
-from riad_agent.schemas import KnowledgeHit
+from riad_agent.schemas import KnowledgeHit, MultipleChoiceQuestion
 
 MmadProgress = Callable[[int, int], None]
 """Called with (questions answered in this run, questions to answer in this run)."""
@@ -49,7 +49,7 @@ class MmadRunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    shots: int = Field(default=1, ge=0, le=8, description="Normal templates shown (0-shot or k-shot).")
+    shots: int = Field(default=1, ge=0, le=64, description="Normal templates shown (0-shot or k-shot).")
     templates: Literal["similar", "random"] = Field(
         default="similar", description="Template list of mmad.json the shots come from (first k)."
     )
@@ -72,6 +72,12 @@ class MmadRunConfig(BaseModel):
     )
     sample: int | None = Field(default=None, ge=1, description="Random questions to ask; None = all.")
     seed: int = 0
+    reverse_options: bool = Field(
+        default=False, description="Ask with the options in reverse order (the correct letter follows them)."
+    )
+    debias: Literal["none", "cyclic", "dihedral"] = Field(
+        default="dihedral", description="The reasoner's answer debiasing (LatentConfig.debias)."
+    )
 
     @property
     def injects(self) -> bool:
@@ -127,6 +133,7 @@ def build_mmad_reasoner(vlm: VisionLanguageModel, config: MmadRunConfig) -> Late
             prior_weight=config.prior_weight,
             latent_tokens=config.latent_tokens,
             rationale_tokens=config.rationale_tokens,
+            debias=config.debias,
         ),
     )
 
@@ -201,6 +208,16 @@ def knowledge_category(kb: KnowledgeBase, image: str) -> str | None:
     return None
 
 
+def reversed_options(question: MultipleChoiceQuestion, correct: str) -> tuple[MultipleChoiceQuestion, str]:
+    """The question with its options in reverse order, and the letter the correct option now has."""
+    letters = list(question.options)
+    texts = list(question.options.values())[::-1]
+    flipped = question.model_copy(update={"options": dict(zip(letters, texts, strict=True))})
+    if correct not in letters:
+        return flipped, correct
+    return flipped, letters[len(letters) - 1 - letters.index(correct)]
+
+
 def answer_question(
     reasoner: LatentReasoner,
     root: Path,
@@ -215,6 +232,9 @@ def answer_question(
     started = time.perf_counter()
     mmad_question = item.conversation[index]
     question = mmad_question.to_choice()
+    correct = mmad_question.answer
+    if config.reverse_options:
+        question, correct = reversed_options(question, correct)
     query = _open_image(root, image)
     pool = item.similar_templates if config.templates == "similar" else item.random_templates
     templates = [_open_template(root, path) for path in pool[: config.shots]]
@@ -250,7 +270,7 @@ def answer_question(
         question_type=mmad_question.type,
         question=mmad_question.question,
         options=question.options,
-        correct_answer=mmad_question.answer,
+        correct_answer=correct,
         response=result.text,
         gpt_answer=parsed,
         reasoner_answer=result.answer,

@@ -9,8 +9,10 @@
   datasets of every column, so the overall figure is the mean over datasets of the per-dataset mean
   over subtasks. Recall, Precision and F1 of the detection question (anomalous = positive) follow.
 
-One deliberate difference: a subtask with no question in a dataset (only possible on a sample)
-is left empty and skipped in the means, where MMAD's script would count it as 0.
+Two deliberate differences, both only possible on a sample: a subtask with no question in a
+dataset is left empty and skipped in the means, where MMAD's script would count it as 0; and the
+balanced detection accuracy of a dataset whose sample holds only normal (or only anomalous) images
+is that class's accuracy, where MMAD's would average it with 0.
 """
 
 from __future__ import annotations
@@ -117,7 +119,8 @@ def score_answers(answers: Iterable[ScoredAnswer]) -> MmadScores:
             tally = tallies.get(subtask)
             row[subtask] = tally.accuracy * 100.0 if tally is not None else None
         if DETECTION in tallies:
-            row[DETECTION] = (normal[dataset].accuracy + abnormal[dataset].accuracy) / 2 * 100.0
+            asked = [t.accuracy for t in (normal[dataset], abnormal[dataset]) if t.total]
+            row[DETECTION] = sum(asked) / len(asked) * 100.0
         row["Average"] = _mean(row[s] for s in SUBTASKS)
         row.update(_detection_extras(normal[dataset], abnormal[dataset], DETECTION in tallies))
         rows[dataset] = row

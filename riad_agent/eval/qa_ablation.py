@@ -10,6 +10,11 @@ base                  + the vision expert's evidence channels (the builtin model
 + visual injection    + query patches spliced after the latents, chosen by attention alone
 + expert prior        + patch choice weighted by the expert's prior (the full method)
 ====================  =====================================================================
+
+Protocol. The headline is MMAD's one-shot protocol: the vision expert compares the query with the one
+normal template the model is shown, no more. k-shot figures (the expert with k references, the
+model shown the first min(k, 8)) go beside it. Option bias: each row can also be asked with the
+options reversed; :func:`option_bias` gives both accuracies and the share of "A" answers.
 """
 
 from __future__ import annotations
@@ -19,10 +24,18 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from riad_agent.eval.mmad import MmadRunConfig, build_mmad_reasoner, run_mmad
-from riad_agent.eval.mmad_data import SUBTASKS
+from riad_agent.eval.mmad import (
+    MmadAnswer,
+    MmadRunConfig,
+    MmadRunResult,
+    build_mmad_reasoner,
+    read_answers,
+    run_mmad,
+    select_questions,
+)
+from riad_agent.eval.mmad_data import SUBTASKS, load_mmad
 from riad_agent.eval.mmad_scoring import MmadScores
 from riad_agent.models.base import VisionLanguageModel
 from riad_agent.protocols import Expert, KnowledgeBase
@@ -37,34 +50,104 @@ class AblationStep(BaseModel):
     config: MmadRunConfig
 
 
+MAX_MODEL_SHOTS = 8
+"""Templates the model is shown at most in a k-shot row (the expert gets all k)."""
+
+
+class OptionBias(BaseModel):
+    """How an answer set leans on the option's place (percentages over the scored answers)."""
+
+    answers: int
+    accuracy: float = Field(description="Plain accuracy over every question asked.")
+    share_a: float = Field(description="Share of answers that are 'A'.")
+    share_a_correct: float = Field(description="Share of questions whose correct answer is 'A'.")
+
+
 class AblationRow(BaseModel):
     step: AblationStep
     scores: MmadScores
     answers_path: str
     seconds: float
+    bias: OptionBias | None = None
+    reversed_bias: OptionBias | None = Field(
+        default=None, description="The same row with the options reversed."
+    )
+    by_shots: dict[int, MmadScores] = Field(
+        default_factory=dict, description="k-shot scores beside the headline."
+    )
+
+
+def option_bias(answers: list[MmadAnswer]) -> OptionBias | None:
+    """Accuracy and the share of 'A' answers vs correct 'A's (None without answers)."""
+    if not answers:
+        return None
+    n = len(answers)
+
+    def share(count: int) -> float:
+        return 100.0 * count / n
+
+    return OptionBias(
+        answers=n,
+        accuracy=share(sum(a.gpt_answer == a.correct_answer for a in answers)),
+        share_a=share(sum(a.gpt_answer == "A" for a in answers)),
+        share_a_correct=share(sum(a.correct_answer == "A" for a in answers)),
+    )
 
 
 def ablation_steps(
-    steps: int, expert_shots: int, knowledge_k: int = 2, seed: int = 0, sample: int | None = None
+    steps: int,
+    shots: int = 1,
+    knowledge_k: int = 2,
+    seed: int = 0,
+    sample: int | None = None,
+    reverse_options: bool = False,
+    debias: str = "dihedral",
 ) -> list[AblationStep]:
-    """The six rows with ``steps`` latent iterations and ``expert_shots`` references for the expert.
+    """The six rows with ``steps`` latent iterations in the ``shots``-shot protocol.
 
-    With ``sample`` every row asks (and scores) the same seeded random ``sample`` questions; answers
-    already in a row's JSONL are reused, so a full run can later be re-scored on a sample.
+    The expert compares with the ``shots`` templates and the model is shown the first
+    min(shots, 8) of them (MMAD's one-shot protocol: 1 and 1). With ``sample`` every row asks (and
+    scores) the same seeded random ``sample`` questions; answers already in a row's JSONL are reused,
+    so a full run can later be re-scored on a sample. ``reverse_options`` asks with the options reversed.
     """
-    common = {"shots": 0, "expert_shots": expert_shots, "knowledge_k": knowledge_k, "latent_steps": steps,
-              "rationale_tokens": 1, "answer_from": "response", "seed": seed, "sample": sample}
+    common = {
+        "shots": min(shots, MAX_MODEL_SHOTS),
+        "expert_shots": shots,
+        "knowledge_k": knowledge_k,
+        "latent_steps": steps,
+        "rationale_tokens": 1,
+        "answer_from": "response",
+        "seed": seed,
+        "sample": sample,
+        "reverse_options": reverse_options,
+        "debias": debias,
+    }
 
     def step(name: str, slug: str, use_expert: bool, **config: object) -> AblationStep:
-        return AblationStep(name=name, slug=slug, use_expert=use_expert, config=MmadRunConfig.model_validate({**common, **config}))
+        return AblationStep(
+            name=name,
+            slug=slug,
+            use_expert=use_expert,
+            config=MmadRunConfig.model_validate({**common, **config}),
+        )
 
     return [
         step("no expert evidence", "no_evidence", False, knowledge=False, latent=False),
         step("base", "base", True, knowledge=False, latent=False),
         step("+ knowledge", "knowledge", True, knowledge=True, latent=False),
         step("+ latent reasoning", "latent", True, knowledge=True, latent=True, inject=False),
-        step("+ visual injection", "injection", True, knowledge=True, latent=True, inject=True, prior_weight=0.0),
-        step("+ expert prior", "expert_prior", True, knowledge=True, latent=True, inject=True, prior_weight=0.5),
+        step(
+            "+ visual injection",
+            "injection",
+            True,
+            knowledge=True,
+            latent=True,
+            inject=True,
+            prior_weight=0.0,
+        ),
+        step(
+            "+ expert prior", "expert_prior", True, knowledge=True, latent=True, inject=True, prior_weight=0.5
+        ),
     ]
 
 
@@ -76,27 +159,76 @@ def run_ablation(
     knowledge: KnowledgeBase,
     expert: Expert,
     progress: Callable[[str, int, int], None] | None = None,
+    reverse_options: bool = False,
+    beside_shots: tuple[int, ...] = (),
 ) -> list[AblationRow]:
-    """Run every row (resumable: answers go to ``out/<slug>.jsonl``) and collect the scores."""
+    """Run every row (resumable: answers go to ``out/<slug>.jsonl``) and collect the scores.
+
+    ``reverse_options``: each row is asked again with the options reversed (``out/reversed/``) and
+    both option biases are recorded; ``beside_shots``: each row again in the k-shot protocol
+    (``out/<k>-shot/``), scores in ``by_shots``.
+    """
     rows = []
     for step in steps:
         started = time.perf_counter()
-        reasoner = build_mmad_reasoner(vlm, step.config)
-        report: Callable[[int, int], None] | None = None
-        if progress is not None:
-            report = partial(progress, step.name)
-        result = run_mmad(
-            data_root,
-            reasoner,
-            step.config,
-            out / f"{step.slug}.jsonl",
-            knowledge=knowledge if step.config.knowledge else None,
-            expert=expert if step.use_expert else None,
-            progress=report,
+        result = _run_step(data_root, vlm, step, out / f"{step.slug}.jsonl", knowledge, expert, progress)
+        row = AblationRow(
+            step=step,
+            scores=result.scores,
+            answers_path=result.answers_path,
+            seconds=0.0,
+            bias=option_bias(_selected(result.answers_path, step.config, data_root)),
         )
-        rows.append(AblationRow(step=step, scores=result.scores, answers_path=result.answers_path,
-                                seconds=time.perf_counter() - started))
+        if reverse_options:
+            flipped = step.model_copy(
+                update={"config": step.config.model_copy(update={"reverse_options": True})}
+            )
+            path = out / "reversed" / f"{step.slug}.jsonl"
+            _run_step(data_root, vlm, flipped, path, knowledge, expert, progress, " (reversed)")
+            row.reversed_bias = option_bias(_selected(str(path), flipped.config, data_root))
+        for shots in beside_shots:
+            config = step.config.model_copy(
+                update={"shots": min(shots, MAX_MODEL_SHOTS), "expert_shots": shots}
+            )
+            other = step.model_copy(update={"config": config})
+            path = out / f"{shots}-shot" / f"{step.slug}.jsonl"
+            row.by_shots[shots] = _run_step(
+                data_root, vlm, other, path, knowledge, expert, progress, f" ({shots}-shot)"
+            ).scores
+        row.seconds = time.perf_counter() - started
+        rows.append(row)
     return rows
+
+
+def _run_step(
+    data_root: Path,
+    vlm: VisionLanguageModel,
+    step: AblationStep,
+    path: Path,
+    knowledge: KnowledgeBase,
+    expert: Expert,
+    progress: Callable[[str, int, int], None] | None,
+    label: str = "",
+) -> MmadRunResult:
+    reasoner = build_mmad_reasoner(vlm, step.config)
+    report: Callable[[int, int], None] | None = None
+    if progress is not None:
+        report = partial(progress, step.name + label)
+    return run_mmad(
+        data_root,
+        reasoner,
+        step.config,
+        path,
+        knowledge=knowledge if step.config.knowledge else None,
+        expert=expert if step.use_expert else None,
+        progress=report,
+    )
+
+
+def _selected(path: str, config: MmadRunConfig, data_root: Path) -> list[MmadAnswer]:
+    """The answers of a row's JSONL that its configuration selects."""
+    wanted = set(select_questions(load_mmad(data_root), config.sample, config.seed))
+    return [a for a in read_answers(Path(path)) if (a.image, a.question_index) in wanted]
 
 
 def _cell(value: float | None) -> str:
@@ -104,13 +236,32 @@ def _cell(value: float | None) -> str:
 
 
 def ablation_markdown(rows: list[AblationRow]) -> str:
-    """The table: overall MMAD average, each subtask (mean over datasets), each dataset's average."""
+    """The table: overall MMAD average, each subtask (mean over datasets), each dataset's average;
+    then the k-shot figures and the option bias, when they were measured."""
     datasets = [name for name in rows[0].scores.rows if name != "Average"] if rows else []
+    shots = sorted({k for row in rows for k in row.by_shots})
+    biased = any(row.reversed_bias is not None for row in rows)
     header = ["configuration", "MMAD avg", *SUBTASKS, *(f"{d} avg" for d in datasets)]
+    header += [f"{label} {k}-shot" for k in shots for label in ("MMAD avg", "AD")]
+    header += ["acc", "acc reversed", "share A", "A correct"] if biased else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         average = row.scores.rows["Average"]
         cells = [row.step.name, _cell(average["Average"]), *(_cell(average[s]) for s in SUBTASKS)]
         cells += [_cell(row.scores.rows[d]["Average"]) for d in datasets]
+        for k in shots:
+            other = row.by_shots.get(k)
+            cells += [
+                _cell(other.rows["Average"]["Average"] if other else None),
+                _cell(other.rows["Average"][SUBTASKS[0]] if other else None),
+            ]
+        if biased:
+            bias, flipped = row.bias, row.reversed_bias
+            cells += [
+                _cell(bias.accuracy if bias else None),
+                _cell(flipped.accuracy if flipped else None),
+                _cell(bias.share_a if bias else None),
+                _cell(bias.share_a_correct if bias else None),
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -22,11 +22,14 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
 from riad_agent.errors import InvalidRequestError
-from riad_agent.evidence import TYPING_MARGIN
+from riad_agent.evidence import ExemplarTyping
 from riad_agent.products import ImageEmbedder
 from riad_agent.products.embedding import describe_box, fused_region_vector
+from riad_agent.protocols import Expert
 
 BoxSource = Literal["mask", "expert"]
+ExpertBox = Callable[[Image.Image], tuple[tuple[int, int, int, int], np.ndarray]]
+"""An image -> the expert's strongest region (x0, y0, x1, y1) and its pixel map."""
 
 
 class TypingResult(BaseModel):
@@ -76,19 +79,39 @@ def mask_box(mask: Path) -> tuple[int, int, int, int]:
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
-def evaluate_category(
+def strongest_box(expert: Expert, references: Sequence[Image.Image]) -> ExpertBox:
+    """The expert's strongest region against ``references`` (its peak area when it found none)."""
+
+    def box_of(image: Image.Image) -> tuple[tuple[int, int, int, int], np.ndarray]:
+        found = expert.analyse(image, references)
+        if found.regions:
+            top = max(found.regions, key=lambda region: region.score)
+            return (top.x0, top.y0, top.x1, top.y1), found.pixel_scores
+        y, x = np.unravel_index(int(np.argmax(found.pixel_scores)), found.pixel_scores.shape)
+        half = max(image.size) // 16
+        peak = (max(0, int(x) - half), max(0, int(y) - half), int(x) + half, int(y) + half)
+        return peak, found.pixel_scores
+
+    return box_of
+
+
+def loo_typings(
     category_dir: Path,
     embedder: ImageEmbedder,
     exemplars: int,
     box: BoxSource = "mask",
-    expert_box: Callable[[Image.Image], tuple[tuple[int, int, int, int], np.ndarray]] | None = None,
+    expert_box: ExpertBox | None = None,
     seed: int = 0,
-) -> TypingResult | None:
-    """Leave-one-out typing of one category; None when it has fewer than two labelled types."""
+) -> dict[Path, ExemplarTyping]:
+    """Each labelled image of a category typed against ``exemplars`` other labelled images per type.
+
+    Empty when the category has fewer than two labelled types. The typing's ``exemplars`` are the
+    chosen exemplars' paths, in the order of its matches.
+    """
     items = labelled_defects(category_dir)
     types = sorted({item.defect_type for item in items})
     if len(types) < 2:
-        return None
+        return {}
     if box == "expert" and expert_box is None:
         raise InvalidRequestError("box='expert' needs an expert_box function")
     vectors = {}  # each labelled image's region vector inside its mask's box (the exemplar side)
@@ -107,7 +130,7 @@ def evaluate_category(
             words = describe_box(image, values, query_box, refine=True)
             queries[item.path] = fused_region_vector(features.region_vector(query_box), words)
     rng = np.random.default_rng(seed)
-    right = typed = typed_right = 0
+    typings = {}
     for item in items:
         scores = []
         for kind in types:
@@ -115,14 +138,36 @@ def evaluate_category(
             if not pool:
                 continue
             chosen = [pool[i] for i in rng.permutation(len(pool))[:exemplars]]
-            scores.append((kind, max(float(queries[item.path] @ vectors[c.path]) for c in chosen)))
-        scores.sort(key=lambda pair: -pair[1])
-        hit = scores[0][0] == item.defect_type
+            best = max(chosen, key=lambda c: float(queries[item.path] @ vectors[c.path]))
+            scores.append((kind, float(queries[item.path] @ vectors[best.path]), str(best.path)))
+        typings[item.path] = ExemplarTyping.of(
+            category_dir.name, [(kind, score) for kind, score, _ in scores], [path for _, _, path in scores]
+        )
+    return typings
+
+
+def evaluate_category(
+    category_dir: Path,
+    embedder: ImageEmbedder,
+    exemplars: int,
+    box: BoxSource = "mask",
+    expert_box: ExpertBox | None = None,
+    seed: int = 0,
+) -> TypingResult | None:
+    """Leave-one-out typing of one category; None when it has fewer than two labelled types."""
+    typings = loo_typings(category_dir, embedder, exemplars, box, expert_box, seed)
+    if not typings:
+        return None
+    truth = {item.path: item.defect_type for item in labelled_defects(category_dir)}
+    types = sorted(set(truth.values()))
+    right = typed = typed_right = 0
+    for path, typing in typings.items():
+        hit = typing.matches[0][0] == truth[path]
         right += hit
-        if len(scores) == 1 or scores[0][1] - scores[1][1] >= TYPING_MARGIN:
+        if typing.defect_type is not None:
             typed += 1
             typed_right += hit
-    n = len(items)
+    n = len(typings)
     return TypingResult(
         category=category_dir.name,
         types=len(types),

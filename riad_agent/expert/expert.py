@@ -195,12 +195,19 @@ class ExpertConfig(BaseModel):
     alignment_threshold: float = Field(default=0.6, gt=0)
     max_aspect_spread: float = Field(default=0.10, ge=0)
     min_region_area: int = Field(default=16, ge=1)
+    max_region_share: float = Field(
+        default=0.06,
+        gt=0,
+        le=1,
+        description="A region wider than this share of the image is cut again at half-way to its peak "
+        "(chosen on generated products: benchmarks/region_boxes.py).",
+    )
     memory_banks: int = Field(default=8, ge=0, description="Banks kept in memory (LRU).")
     heatmap: bool = True
 
     def key(self) -> str:
         """Stable hash of every setting that changes the bank or its calibration."""
-        payload = self.model_dump(exclude={"memory_banks", "heatmap", "min_region_area"})
+        payload = self.model_dump(exclude={"memory_banks", "heatmap", "min_region_area", "max_region_share"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -585,7 +592,13 @@ class PatchCoreExpert:
         cal = bank.calibration
         image_cal = Calibration(cal["threshold"], cal["scale"], bank.meta.get("calibration", ""), 0)
         pixel_cal = Calibration(cal["pixel_threshold"], cal["pixel_scale"], image_cal.method, 0)
-        regions = find_regions(pixel_map, pixel_cal.threshold, pixel_cal, self.config.min_region_area)
+        regions = find_regions(
+            pixel_map,
+            pixel_cal.threshold,
+            pixel_cal,
+            self.config.min_region_area,
+            max_share=self.config.max_region_share,
+        )
         score = float(image_cal(image_raw))
         if notes:
             score, regions = 0.5, []

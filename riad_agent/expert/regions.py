@@ -70,23 +70,32 @@ def guided_upsample(
     return np.ascontiguousarray(result[0].numpy(), dtype=np.float32)
 
 
+RECUT_LEVEL = 0.5
+"""Where a too-wide region is cut again: this fraction of the way from the threshold to its peak."""
+
+
 def find_regions(
     pixel_scores: np.ndarray,
     threshold: float,
     calibrate: Callable[[float], float],
     min_area: int = 16,
     max_regions: int = 10,
+    max_share: float = 1.0,
 ) -> list[Region]:
     """Connected components of ``pixel_scores > threshold`` as pixel boxes, strongest first.
 
     A region's score is the calibrated peak inside it; components smaller than ``min_area``
-    pixels are dropped as speckle.
+    pixels are dropped as speckle. A component that covers more than ``max_share`` of the image
+    (the whole surface of a texture runs a little above a threshold learned on few references) is
+    cut again at half-way from the threshold to its own peak, once, so the box shows the defect's
+    core rather than the whole image.
     """
     above = pixel_scores > threshold
     labels, count = ndimage.label(above)
     if count == 0:
         return []
     regions = []
+    total = pixel_scores.size
     for index, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is None:
             continue
@@ -95,6 +104,21 @@ def find_regions(
         if area < min_area:
             continue
         peak = float(pixel_scores[box][inside].max())
+        if area > max_share * total and max_share < 1.0:
+            level = threshold + RECUT_LEVEL * (peak - threshold)
+            core = np.where(inside, pixel_scores[box], -np.inf)
+            for sub in find_regions(core, level, calibrate, min_area, max_regions):
+                regions.append(
+                    sub.model_copy(
+                        update={
+                            "x0": sub.x0 + box[1].start,
+                            "x1": sub.x1 + box[1].start,
+                            "y0": sub.y0 + box[0].start,
+                            "y1": sub.y1 + box[0].start,
+                        }
+                    )
+                )
+            continue
         regions.append(
             Region(
                 x0=int(box[1].start),

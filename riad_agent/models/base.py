@@ -4,7 +4,7 @@ A prompt is a list of segments (text and images). An adapter turns it into a :cl
 the prompt's input embeddings with the *real* merged visual features at the image-token positions,
 the position ids, and for every image its visual-token span and merged patch grid. The reasoner then
 runs the prompt once as a *prefix* (keeping the KV cache) and evaluates many short *suffix rows*
-(latents + injected patch features + answer-start tokens) on that cache.
+(latents interleaved with injected patch features, then answer-start tokens) on that cache.
 
 Positions: every suffix token continues the prompt as text, i.e. token ``j`` of a suffix row sits at
 text position ``prompt.next_position + j`` (for M-RoPE models the three axes are equal, as for any
@@ -15,7 +15,7 @@ their original place in the image grid: their content says *what* they are, thei
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -105,6 +105,18 @@ Injection = tuple[int, list[int]]
 Models that feed visual features beyond the input embeddings (Qwen3-VL's deepstack) use it to
 treat spliced patches exactly like the image tokens they were copied from; others ignore it."""
 
+RowInjection = Injection | list[Injection]
+"""A row's patches: one contiguous block, or several (patches interleaved with the latents)."""
+
+
+def injection_blocks(injected: RowInjection | None) -> list[Injection]:
+    """The non-empty contiguous blocks of a row's injection, in row order."""
+    if injected is None:
+        return []
+    blocks = [injected] if isinstance(injected, tuple) else list(injected)
+    return sorted(((at, list(indices)) for at, indices in blocks if indices), key=lambda block: block[0])
+
+
 StopCheck = Callable[[], bool]
 """A caller's "stop now?", asked by a decode before each new token; True ends it early with the
 tokens so far (the caller, who stopped it, decides what that means)."""
@@ -174,7 +186,7 @@ class VisionLanguageModel(Protocol):
         positions: list[list[int]],
         attend_from: list[list[int]] | None = None,
         attention_layers: list[int] | None = None,
-        injected: list[Injection] | None = None,
+        injected: Sequence[RowInjection] | None = None,
     ) -> SuffixOutput:
         """Evaluate suffix rows (each tokens x hidden) on the shared prefix cache in one batch."""
         ...
@@ -185,7 +197,7 @@ class VisionLanguageModel(Protocol):
         row: torch.Tensor,
         positions: list[int],
         recompute_vision: bool = False,
-        injected: Injection | None = None,
+        injected: RowInjection | None = None,
     ) -> torch.Tensor:
         """Uncached reference: the whole prompt + one row in one forward (logits at ``positions``)."""
         ...
@@ -195,7 +207,7 @@ class VisionLanguageModel(Protocol):
         prefix: PrefixState,
         row: torch.Tensor,
         max_new_tokens: int,
-        injected: Injection | None = None,
+        injected: RowInjection | None = None,
         should_stop: StopCheck | None = None,
     ) -> tuple[torch.Tensor, list[int]]:
         """Greedy decode after prefix + row: (logits at the row's last token, generated token ids).
@@ -231,7 +243,7 @@ class BatchedVisionLanguageModel(VisionLanguageModel, Protocol):
         positions: list[list[list[int]]],
         attend_from: list[list[list[int]] | None],
         attention_layers: list[int] | None = None,
-        injected: list[list[Injection]] | None = None,
+        injected: Sequence[Sequence[RowInjection]] | None = None,
     ) -> list[SuffixOutput]:
         """:meth:`suffix_forward` of several requests (request i: ``prefixes[i]``, ``rows[i]``...)."""
         ...
@@ -241,7 +253,7 @@ class BatchedVisionLanguageModel(VisionLanguageModel, Protocol):
         prefixes: list[PrefixState],
         rows: list[torch.Tensor],
         max_new_tokens: int,
-        injected: list[Injection | None] | None = None,
+        injected: Sequence[RowInjection | None] | None = None,
         should_stop: list[StopCheck | None] | None = None,
     ) -> list[tuple[torch.Tensor, list[int]]]:
         """:meth:`generate` of several requests; ``should_stop[i]`` ends only request i's decode."""
@@ -262,7 +274,9 @@ def labelled_segments(segments: list[Segment]) -> list[tuple[Segment, str]]:
             labelled.append((segment, ""))
             continue
         templates += segment.role == "template"
-        labelled.append((segment, "query image" if segment.role == "query" else f"template image {templates}"))
+        labelled.append(
+            (segment, "query image" if segment.role == "query" else f"template image {templates}")
+        )
     return labelled
 
 

@@ -15,13 +15,21 @@ padding changes results only by float rounding.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 from transformers.cache_utils import DynamicLayer
 
-from riad_agent.models.base import Injection, PrefixState, PreparedPrompt, StopCheck, SuffixOutput
+from riad_agent.models.base import (
+    PrefixState,
+    PreparedPrompt,
+    RowInjection,
+    StopCheck,
+    SuffixOutput,
+    injection_blocks,
+)
 from riad_agent.models.hf_attention import additive_mask, packed_attention, suffix_allowed
 from riad_agent.models.hf_cache import group_cache, group_rooms, split_cache
 from riad_agent.models.hf_decoder import HFDecoderAdapter
@@ -120,7 +128,7 @@ class BatchedHFDecoderAdapter(HFDecoderAdapter):
         positions: list[list[list[int]]],
         attend_from: list[list[list[int]] | None],
         attention_layers: list[int] | None = None,
-        injected: list[list[Injection]] | None = None,
+        injected: Sequence[Sequence[RowInjection]] | None = None,
     ) -> list[SuffixOutput]:
         """:meth:`suffix_forward` for several requests (each its own prefix) in one group forward.
 
@@ -140,13 +148,6 @@ class BatchedHFDecoderAdapter(HFDecoderAdapter):
             ]
         with torch.inference_mode(not torch.is_grad_enabled()):
             return self._suffix_forward_group(prefixes, rows, positions, attend_from, attention_layers)
-
-    def _spliced(self, rows: list[torch.Tensor], injected: list[Injection]) -> list[Injection]:
-        """Injections of packed rows, as offsets into the packed sequence."""
-        starts = [0]
-        for row in rows[:-1]:
-            starts.append(starts[-1] + int(row.shape[0]))
-        return [(start + at, idx) for start, (at, idx) in zip(starts, injected, strict=False) if idx]
 
     def _suffix_forward_group(
         self,
@@ -206,7 +207,7 @@ class BatchedHFDecoderAdapter(HFDecoderAdapter):
         prefixes: list[PrefixState],
         rows: list[torch.Tensor],
         max_new_tokens: int,
-        injected: list[Injection | None] | None = None,
+        injected: Sequence[RowInjection | None] | None = None,
         should_stop: list[StopCheck | None] | None = None,
     ) -> list[tuple[torch.Tensor, list[int]]]:
         """:meth:`generate` for several requests in lockstep: one forward per new token for all of them.
@@ -216,7 +217,7 @@ class BatchedHFDecoderAdapter(HFDecoderAdapter):
         injected = injected or [None for _ in prefixes]
         stops = should_stop or [None for _ in prefixes]
         extras = [
-            self._visual_kwargs(p.prompt, int(r.shape[0]), [i] if i and i[1] else [], with_prompt=False)
+            self._visual_kwargs(p.prompt, int(r.shape[0]), injection_blocks(i), with_prompt=False)
             for p, r, i in zip(prefixes, rows, injected, strict=True)
         ]
         if not self._groupable(prefixes) or any(extras):

@@ -16,14 +16,22 @@ Subclasses provide the language model pieces and how text positions look for the
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import DynamicCache
 
-from riad_agent.models.base import Injection, PrefixState, PreparedPrompt, StopCheck, SuffixOutput
+from riad_agent.models.base import (
+    Injection,
+    PrefixState,
+    PreparedPrompt,
+    RowInjection,
+    StopCheck,
+    SuffixOutput,
+    injection_blocks,
+)
 from riad_agent.models.hf_attention import packed_attention, packed_suffix_mask
 from riad_agent.models.hf_cache import fork_cache, scratch_fork
 
@@ -154,7 +162,7 @@ class HFDecoderAdapter:
         positions: list[list[int]],
         attend_from: list[list[int]] | None = None,
         attention_layers: list[int] | None = None,
-        injected: list[Injection] | None = None,
+        injected: Sequence[RowInjection] | None = None,
     ) -> SuffixOutput:
         """Evaluate all rows in one packed forward on a fork of the prefix cache.
 
@@ -171,7 +179,7 @@ class HFDecoderAdapter:
         positions: list[list[int]],
         attend_from: list[list[int]] | None,
         attention_layers: list[int] | None,
-        injected: list[Injection] | None,
+        injected: Sequence[RowInjection] | None,
     ) -> SuffixOutput:
         prompt = prefix.prompt
         lengths = [int(row.shape[0]) for row in rows]
@@ -265,7 +273,7 @@ class HFDecoderAdapter:
         row: torch.Tensor,
         positions: list[int],
         recompute_vision: bool = False,
-        injected: Injection | None = None,
+        injected: RowInjection | None = None,
     ) -> torch.Tensor:
         """Uncached: prompt + row as one sequence (logits at the row positions ``positions``)."""
         with torch.no_grad():
@@ -277,13 +285,13 @@ class HFDecoderAdapter:
         row: torch.Tensor,
         positions: list[int],
         recompute_vision: bool,
-        injected: Injection | None,
+        injected: RowInjection | None,
     ) -> torch.Tensor:
         embeds = self._prompt_embeds(prompt, recompute_vision)
         sequence = torch.cat([embeds, row[None].to(self.dtype)], dim=1)
         tail = torch.arange(row.shape[0], device=self.device) + prompt.next_position
         position_ids = torch.cat([prompt.position_ids, self._text_positions(tail)], dim=-1)
-        spliced = [(prompt.length + injected[0], injected[1])] if injected and injected[1] else []
+        spliced = [(prompt.length + at, indices) for at, indices in injection_blocks(injected)]
         extra = self._visual_kwargs(prompt, int(sequence.shape[1]), spliced, with_prompt=True)
         hidden, _ = self._run(sequence, position_ids, None, None, extra)
         picks = torch.tensor(positions, device=self.device) + prompt.length
@@ -297,7 +305,7 @@ class HFDecoderAdapter:
         prefix: PrefixState,
         row: torch.Tensor,
         max_new_tokens: int,
-        injected: Injection | None = None,
+        injected: RowInjection | None = None,
         should_stop: StopCheck | None = None,
     ) -> tuple[torch.Tensor, list[int]]:
         """Greedy decoding after prefix + row; returns the logits at the row's last token and new ids.
@@ -309,7 +317,7 @@ class HFDecoderAdapter:
         with torch.no_grad():
             start = prompt.next_position
             positions = torch.arange(row.shape[0], device=self.device) + start
-            spliced = [injected] if injected and injected[1] else []
+            spliced = injection_blocks(injected)
             extra = self._visual_kwargs(prompt, int(row.shape[0]), spliced, with_prompt=False)
             hidden, cache = self._run(
                 row[None].to(self.dtype), self._text_positions(positions), cache, None, extra
@@ -331,12 +339,16 @@ class HFDecoderAdapter:
                 position += 1
         return first_logits, produced
 
-    def _spliced(self, rows: list[torch.Tensor], injected: list[Injection]) -> list[Injection]:
-        """Injections of packed rows, as offsets into the packed sequence."""
+    def _spliced(self, rows: list[torch.Tensor], injected: Sequence[RowInjection]) -> list[Injection]:
+        """Injections of packed rows (each one block or several), as offsets into the packed sequence."""
         starts = [0]
         for row in rows[:-1]:
             starts.append(starts[-1] + int(row.shape[0]))
-        return [(start + at, idx) for start, (at, idx) in zip(starts, injected, strict=False) if idx]
+        return [
+            (start + at, idx)
+            for start, row_injection in zip(starts, injected, strict=False)
+            for at, idx in injection_blocks(row_injection)
+        ]
 
     def embedding_layer(self) -> Callable[[torch.Tensor], torch.Tensor]:
         layer: Callable[[torch.Tensor], torch.Tensor] = self._language_model().get_input_embeddings()

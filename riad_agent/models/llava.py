@@ -13,7 +13,7 @@ only cover the cropped centre of a non-square image).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from PIL import Image
@@ -38,6 +38,8 @@ LLAVA_SYSTEM = (
 
 class LlavaAdapter(BatchedHFDecoderAdapter):
     """A :class:`~riad_agent.models.base.VisionLanguageModel` over a LLaVA model."""
+
+    takes_exemplar_images: ClassVar[bool] = True  # defect-exemplar crops go into its prompt as images
 
     def __init__(
         self,

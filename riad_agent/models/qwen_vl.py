@@ -13,7 +13,7 @@ positions, text continues after the largest one). Suffix tokens are text: all th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -34,10 +34,19 @@ from riad_agent.models.hf_decoder import rotate_half
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+MMAD_MAX_PIXELS = 1280 * 28 * 28
+"""The pixel cap of MMAD's Qwen2-VL runs (the checkpoints' own processor allows 12.8 M: 16,384 tokens)."""
 
 
 class QwenVLAdapter(BatchedHFDecoderAdapter):
-    """A :class:`~riad_agent.models.base.VisionLanguageModel` over a Qwen2-VL / Qwen2.5-VL model."""
+    """A :class:`~riad_agent.models.base.VisionLanguageModel` over a Qwen2-VL / Qwen2.5-VL model.
+
+    ``max_pixels`` caps the pixels each image is resized to before its patches are cut (so the
+    visual tokens per image: ``max_pixels / (14 * 2)**2`` for the 14 px patches merged 2 x 2);
+    None keeps the processor's own cap. ``max_image_pixels`` is the largest input accepted at all.
+    """
+
+    takes_exemplar_images: ClassVar[bool] = True  # defect-exemplar crops go into its prompt as images
 
     def __init__(
         self,
@@ -47,10 +56,12 @@ class QwenVLAdapter(BatchedHFDecoderAdapter):
         model_id: str,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         system_prompt: str = SYSTEM_PROMPT,
+        max_pixels: int | None = None,
     ) -> None:
         self._bind(model, tokenizer, model_id)
         self.image_processor = image_processor
         self.max_image_pixels = max_image_pixels
+        self.max_pixels = max_pixels
         self.system_prompt = system_prompt
         self.merge_size = int(model.config.vision_config.spatial_merge_size)
         self.image_token_id = self._token_id("<|image_pad|>")
@@ -85,10 +96,21 @@ class QwenVLAdapter(BatchedHFDecoderAdapter):
     def _process_image(self, image: Image.Image, label: str) -> tuple[torch.Tensor, torch.Tensor]:
         image = check_image(image, self.max_image_pixels, label)
         try:
-            out = self.image_processor(images=[image], return_tensors="pt")
+            out = self.image_processor(images=[image], return_tensors="pt", **self._size_kwargs())
         except (ValueError, OSError) as exc:
             raise InvalidImageError(f"{label} cannot be processed for {self.model_id}: {exc}") from exc
         return out["pixel_values"], out["image_grid_thw"]
+
+    def _size_kwargs(self) -> dict[str, Any]:
+        """The processor's size with the pixel cap applied (nothing when there is no cap)."""
+        if self.max_pixels is None:
+            return {}
+        size = getattr(self.image_processor, "size", None)
+        shortest = (
+            size.get("shortest_edge") if isinstance(size, dict) else getattr(size, "shortest_edge", None)
+        )
+        shortest = min(int(shortest or 56 * 56), self.max_pixels)
+        return {"size": {"shortest_edge": shortest, "longest_edge": self.max_pixels}}
 
     def _vision_outputs(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> Any:
         with torch.no_grad():

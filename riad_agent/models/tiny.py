@@ -84,6 +84,7 @@ def build_tiny_qwen2_vl(
     processor_max_pixels: int = 64 * 64,
     dtype: torch.dtype = torch.float32,
     device: str = "cpu",
+    max_pixels: int | None = None,
 ) -> QwenVLAdapter:
     """A random Qwen2-VL (``variant='qwen2_vl'``) or Qwen2.5-VL (``'qwen2_5_vl'``) behind the adapter."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
@@ -172,7 +173,12 @@ def build_tiny_qwen2_vl(
     )
     adapter_class = Qwen3VLAdapter if variant == "qwen3_vl" else QwenVLAdapter
     return adapter_class(
-        model, tokenizer, processor, model_id=f"tiny-{variant}", max_image_pixels=max_image_pixels
+        model,
+        tokenizer,
+        processor,
+        model_id=f"tiny-{variant}",
+        max_image_pixels=max_image_pixels,
+        max_pixels=max_pixels,
     )
 
 

@@ -222,6 +222,28 @@ class ProductRegistry:
         """The stored normal references of ``name`` (what the expert compares against)."""
         return [self.files.open(r.sha256) for r in self.show(name).references]
 
+    def exemplar_crop(self, name: str, exemplar_id: str, margin: float = 0.25) -> Image.Image:
+        """The region of a stored defect exemplar cut from its image, ``margin`` of its size around it.
+
+        :class:`UnknownProductError` for an unknown product, :class:`InvalidRequestError` for an id it
+        does not have.
+        """
+        product = self.show(name)
+        for exemplar in product.defects:
+            if exemplar.id == exemplar_id:
+                x0, y0, x1, y1 = exemplar.box
+                pad_x, pad_y = round((x1 - x0) * margin), round((y1 - y0) * margin)
+                image = self.files.open(exemplar.sha256)
+                return image.crop(
+                    (
+                        max(0, x0 - pad_x),
+                        max(0, y0 - pad_y),
+                        min(image.width, x1 + pad_x),
+                        min(image.height, y1 + pad_y),
+                    )
+                )
+        raise InvalidRequestError(f"product {product.name!r} has no defect exemplar {exemplar_id!r}")
+
     # ------------------------------------------------------------ writing
 
     def _reference_points(

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from riad_agent.reasoning.injection import Selection
+
 DEFAULT_INSTRUCTION = (
     "You are an industrial inspector. Compare the query image with the normal template images and the "
     "reference knowledge, then answer the question."
@@ -21,11 +23,16 @@ class LatentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reward: Literal["entropy", "option_confidence"] = Field(
+    reward: Literal["entropy", "option_confidence", "entropy_expert_map"] = Field(
         default="entropy",
         description="'entropy': 1 - mean normalised top-k entropy over the latent positions and the "
         "answer position (the paper's); "
-        "'option_confidence': top probability over the option letters at the answer position.",
+        "'option_confidence': top probability over the option letters at the answer position; "
+        "'entropy_expert_map' (outside information, off by default): (1 - e) * entropy + e * the "
+        "agreement of each row's latent attention on the query image with the expert's prior map.",
+    )
+    expert_map_weight: float = Field(
+        default=0.5, ge=0, le=1, description="e: weight of the map agreement in 'entropy_expert_map'."
     )
     top_k: int = Field(default=10, ge=2, le=1000, description="Top-k of the next-token entropy.")
     optimiser: Literal["reinforce", "gradient"] = "reinforce"
@@ -53,9 +60,43 @@ class LatentConfig(BaseModel):
     )
     think_token: str = "think"
     inject_patches: bool = True
-    patches: int = Field(default=4, ge=1, le=256, description="m patches spliced after the latents.")
+    patches: int = Field(default=4, ge=1, le=256, description="m new patches per candidate set.")
+    max_patches: int = Field(
+        default=8,
+        ge=1,
+        le=1024,
+        description="Most patches in a row: a candidate is the kept set united with m untried patches.",
+    )
     injection_rounds: int = Field(default=3, ge=0, le=200, description="Candidate patch sets tried at most.")
-    prior_weight: float = Field(default=0.5, ge=0, le=1, description="Weight of the expert prior in scoring.")
+    prior_weight: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Weight of the expert prior in scoring ('gated', 'mixed'); 0 = attention alone.",
+    )
+    patch_selection: Selection = Field(
+        default="prior",
+        description="'prior': rank by the expert's prior, attention (by rank) breaks ties; 'gated': "
+        "prior x ((1 - w) rank(attention) + w); 'mixed': the old (1 - w) minmax(attention) + w prior. "
+        "Chosen on generated data by `riad eval injection` (see injection.py).",
+    )
+    patch_layout: Literal["interleaved", "after"] = Field(
+        default="interleaved",
+        description="'interleaved': the row's patches are dealt out after the latents, one group after "
+        "each (DMLR), so later latents and their attention see them; 'after': all after the last latent.",
+    )
+    initial_patches: Literal["prior", "none"] = Field(
+        default="prior",
+        description="'prior': with an expert prior (and prior_weight > 0) the row starts with its m "
+        "strongest patches, as the builtin model was trained; 'none': it starts without patches.",
+    )
+    accept_margin: float = Field(
+        default=0.005,
+        ge=0,
+        le=1,
+        description="A candidate patch set replaces the current one only when its (fp32) reward beats "
+        "the current row's by more than this; bf16 batch-slot noise is 0.005-0.02 on GPU.",
+    )
     attention_layers: list[int] | None = Field(
         default=None,
         description="Decoder layers whose attention scores patches (default: 1/2 and 3/4 depth).",
@@ -63,8 +104,22 @@ class LatentConfig(BaseModel):
     rationale_tokens: int = Field(default=24, ge=0, le=512, description="Greedy tokens of the rationale.")
     instruction: str = DEFAULT_INSTRUCTION
     knowledge_chars: int = Field(default=600, ge=40, description="Characters kept of each knowledge entry.")
-    knowledge_hits: int | None = Field(default=None, ge=0, description="Entries put in the prompt (None = all).")
-    max_templates: int | None = Field(default=None, ge=0, description="Template images shown (None = all given).")
+    knowledge_hits: int | None = Field(
+        default=None, ge=0, description="Entries put in the prompt (None = all)."
+    )
+    max_templates: int | None = Field(
+        default=None, ge=0, description="Template images shown (None = all given)."
+    )
+    debias: Literal["none", "cyclic", "dihedral"] = Field(
+        default="dihedral",
+        description="'dihedral': the answer is the option whose probability, averaged over every cyclic order "
+        "of the options and of their reverse, is highest (a preference for a letter's place cancels, and "
+        "reversing the options changes nothing); 'cyclic': the cyclic orders only; 'none': the raw letter.",
+    )
+    exemplar_images: bool = Field(
+        default=True,
+        description="Show a registered product's defect-exemplar crops as extra images (models that take them).",
+    )
 
 
 def config_for(vlm: object, **overrides: object) -> LatentConfig:

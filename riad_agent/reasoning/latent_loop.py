@@ -2,24 +2,32 @@
 
 Setting. The prompt (instruction, knowledge, templates, query image, question) has been run once as
 a prefix; its KV cache is shared by everything below and never mutated. A *row* is what follows the
-prefix: ``[L latent embeddings] + [m injected patch features] + [answer-start tokens]``. Rows are
-evaluated in one packed batch on the shared cache, so an iteration costs only the suffix tokens.
+prefix: the L latent embeddings with the m injected query-patch features, then the answer-start
+tokens. Layout (``patch_layout``): 'interleaved' (default, as DMLR describes it) deals the patches
+out after the latents, ``z1 P1 z2 P2 .. zL PL``, so the later latents, their attention and their
+rewarded positions see the patches; 'after' puts them all after ``zL`` (what the builtin model was
+trained with). Rows are evaluated in one packed batch on the shared cache, so an iteration costs
+only the suffix tokens.
 
-Reward of a row (``reward.py``): 1 - mean normalised top-k entropy of the next-token distributions at
-the L latent positions and at the answer position (or, as a variant, the top option-letter
-probability at the answer position). The answer position is included because, under causal
-attention, it is the only rewarded position that sees the patches spliced after the latents:
-a reward over the latent positions alone could never be changed by an injection.
+Reward of a row (``reward.py``, fp32): 1 - mean normalised top-k entropy of the next-token
+distributions at the L latent positions and at the answer position (or, as variants, the top
+option-letter probability at the answer position, or the entropy mixed with the agreement of the
+latents' attention with the expert's map). The answer position is included because it always sees
+every patch; with the 'after' layout it is the only rewarded position that does.
 
-Per iteration t (T at most):
+Before the first iteration, when the expert gave a prior (``initial_patches='prior'``), the row
+starts with the m cells the prior ranks highest. Per iteration t (T at most):
   1. sigma_t = sigma * rms(E) * decay^t;  eps_k ~ N(0, sigma_t^2), k = 1..K  (seeded generator)
   2. one batch: the current row z (with patch set S), the K perturbed rows z + eps_k, and, when a
      candidate patch set S' is pending, the row (z, S'); the current row also returns the latents'
      attention onto the query image's visual tokens (q/k of the chosen layers)
-  3. accept S' only if its reward beats the current row's; keep the best (z, S) ever evaluated
+  3. accept S' only if its reward beats the current row's by more than ``accept_margin``; keep the
+     best (z, S) ever evaluated (a rejected candidate row does not count)
   4. update z += lr * normalise(mean_k((R_k - mean R) * eps_k) / sigma_t^2)   [REINFORCE]
      or z += lr * normalise(dR/dz)                                               [exact gradient]
-  5. new candidate S' = top-m patches by (attention, expert prior) score, if rounds remain
+  5. new candidate S' = S united with the m best patches not tried yet, scored by the expert prior
+     first and the attention by rank (``injection.py``), at most ``max_patches``; so the candidate
+     changes every round, if rounds remain
   6. stop early once the best reward reaches the threshold
 Finally the last z is evaluated too, and the best state goes to the decode (patches included).
 
@@ -41,16 +49,18 @@ import dataclasses
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import TypeVar, cast
+from typing import Literal, TypeVar, cast
 
 import torch
 
-from riad_agent.models.base import BatchedVisionLanguageModel, PrefixState, VisionLanguageModel
+from riad_agent.models.base import BatchedVisionLanguageModel, Injection, PrefixState, VisionLanguageModel
 from riad_agent.reasoning.cancel import CancelToken, check, token_of
 from riad_agent.reasoning.config import LatentConfig
-from riad_agent.reasoning.injection import patch_refs, score_patches, select_patches
-from riad_agent.reasoning.reward import entropy_reward, option_confidence_reward, topk_entropy
+from riad_agent.reasoning.injection import patch_refs, score_patches, union_candidate
+from riad_agent.reasoning.reward import entropy_reward, map_agreement, option_confidence_reward, topk_entropy
 from riad_agent.schemas import IterationTrace, PatchRef
+
+PatchLayout = Literal["interleaved", "after"]
 
 
 @dataclass
@@ -66,6 +76,7 @@ class LoopSetup:
     inject: bool
     seed: int
     embedding_rms: float
+    layout: PatchLayout = "interleaved"  # set by the loop from its config; the decode builds the same rows
 
 
 @dataclass
@@ -86,11 +97,53 @@ class LoopResult:
     iterations: list[IterationTrace] = field(default_factory=list)
 
 
+def patch_groups(n_latent: int, patches: list[int], layout: PatchLayout) -> list[list[int]]:
+    """The patches that follow each latent: dealt out in order over the latents (the first ones get
+    one more when they do not divide evenly), or all after the last latent."""
+    if layout == "after" or not patches:
+        return [[] for _ in range(n_latent - 1)] + [list(patches)]
+    size, extra = divmod(len(patches), n_latent)
+    groups, start = [], 0
+    for i in range(n_latent):
+        end = start + size + (1 if i < extra else 0)
+        groups.append(list(patches[start:end]))
+        start = end
+    return groups
+
+
+def row_layout(n_latent: int, patches: list[int], layout: PatchLayout) -> tuple[list[int], list[Injection]]:
+    """Positions of the latents in a row and its injection blocks ``(offset, patch indices)``."""
+    latent_positions: list[int] = []
+    blocks: list[Injection] = []
+    at = 0
+    for group in patch_groups(n_latent, patches, layout):
+        latent_positions.append(at)
+        at += 1
+        if group:
+            blocks.append((at, group))
+            at += len(group)
+    return latent_positions, blocks
+
+
 def build_row(setup: LoopSetup, latents: torch.Tensor, patches: list[int]) -> torch.Tensor:
-    """``[latents] + [real merged features of the chosen query patches] + [answer start]``."""
+    """Latents with the real merged features of the chosen query patches, then the answer start.
+
+    ``setup.layout`` 'interleaved': ``z1 P1 z2 P2 ... zL PL [answer start]`` with the patches dealt
+    out over the latents; 'after': ``z1 .. zL P [answer start]``.
+    """
     span = setup.prefix.prompt.query_span
-    parts = [latents, span.features[patches].to(latents.dtype), setup.answer_start.to(latents.dtype)]
+    parts = []
+    for z, group in zip(latents, patch_groups(int(latents.shape[0]), patches, setup.layout), strict=True):
+        parts.append(z[None])
+        if group:
+            parts.append(span.features[group].to(latents.dtype))
+    parts.append(setup.answer_start.to(latents.dtype))
     return torch.cat(parts, dim=0)
+
+
+def row_injection(setup: LoopSetup, state_latents: torch.Tensor, patches: list[int]) -> list[Injection]:
+    """The injection blocks of :func:`build_row`'s row (for models that treat spliced patches specially)."""
+    return row_layout(int(state_latents.shape[0]), patches, setup.layout)[1]
 
 
 @dataclass
@@ -117,24 +170,40 @@ class Scores:
 
 
 def _row_inputs(
-    setup: LoopSetup, rows: list[tuple[torch.Tensor, list[int]]], attend: bool
-) -> tuple[list[torch.Tensor], list[list[int]], list[list[int]] | None, list[tuple[int, list[int]]]]:
-    """Built rows, rewarded positions, attending positions and injections of packed rows."""
+    setup: LoopSetup, rows: list[tuple[torch.Tensor, list[int]]], attend: bool | Literal["all"]
+) -> tuple[list[torch.Tensor], list[list[int]], list[list[int]] | None, list[list[Injection]]]:
+    """Built rows, rewarded positions, attending positions and injections of packed rows.
+
+    ``attend``: 'first' row only, 'all' rows (the expert-map reward), or none (False)."""
     n_latent = int(setup.latents.shape[0])
     built = [build_row(setup, z, s) for z, s in rows]
-    positions = [[*list(range(n_latent)), int(r.shape[0]) - 1] for r in built]
-    attend_from = [list(range(n_latent))] + [[] for _ in built[1:]] if attend else None
-    injected = [(n_latent, list(s)) for _, s in rows]
+    layouts = [row_layout(n_latent, s, setup.layout) for _, s in rows]
+    positions = [[*latents, int(r.shape[0]) - 1] for r, (latents, _) in zip(built, layouts, strict=True)]
+    attend_from: list[list[int]] | None = None
+    if attend == "all":
+        attend_from = [latents for latents, _ in layouts]
+    elif attend:
+        attend_from = [layouts[0][0]] + [[] for _ in built[1:]]
+    injected = [blocks for _, blocks in layouts]
     return built, positions, attend_from, injected
 
 
+def _uses_map(setup: LoopSetup, config: LatentConfig) -> bool:
+    return config.reward == "entropy_expert_map" and setup.prior is not None
+
+
 def _rewards(
-    setup: LoopSetup, config: LatentConfig, logits: list[torch.Tensor]
+    setup: LoopSetup, config: LatentConfig, logits: list[torch.Tensor], attention: list[torch.Tensor] | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    stacked = torch.stack(logits)  # rows x (L latent positions + answer position) x vocab
+    stacked = torch.stack(logits).float()  # rows x (L latent positions + answer position) x vocab, fp32
     entropy = topk_entropy(stacked, config.top_k).mean(-1)
-    if config.reward == "entropy":
+    if config.reward == "entropy" or (config.reward == "entropy_expert_map" and not _uses_map(setup, config)):
         return entropy_reward(stacked, config.top_k), entropy
+    if config.reward == "entropy_expert_map":
+        assert setup.prior is not None and attention is not None
+        agreement = map_agreement(torch.stack(attention).detach(), setup.prior).to(stacked.device)
+        weight = config.expert_map_weight
+        return (1.0 - weight) * entropy_reward(stacked, config.top_k) + weight * agreement, entropy
     n_latent = int(setup.latents.shape[0])
     return option_confidence_reward(stacked[:, n_latent], setup.option_ids), entropy
 
@@ -160,7 +229,7 @@ def score_batch(
     leaves = [leaf for _, leaf in prepared if leaf is not None]
     with torch.enable_grad() if leaves else contextlib.nullcontext():
         inputs = [
-            _row_inputs(setup, rows, evaluation.attend)
+            _row_inputs(setup, rows, "all" if _uses_map(setup, config) else evaluation.attend)
             for (setup, evaluation), (rows, _) in zip(items, prepared, strict=True)
         ]
         if len(items) == 1 or not isinstance(vlm, BatchedVisionLanguageModel):
@@ -185,9 +254,10 @@ def score_batch(
                 injected=[injected for _, _, _, injected in inputs],
             )
         scores = []
-        for (setup, _), out in zip(items, outputs, strict=True):
-            reward, entropy = _rewards(setup, config, out.logits)
-            scores.append(Scores(reward, entropy, out.attention[0] if out.attention is not None else None))
+        for (setup, evaluation), out in zip(items, outputs, strict=True):
+            reward, entropy = _rewards(setup, config, out.logits, out.attention)
+            attention = out.attention[0] if out.attention is not None and evaluation.attend else None
+            scores.append(Scores(reward, entropy, attention))
         if leaves:
             wanted = [score for score, (_, leaf) in zip(scores, prepared, strict=True) if leaf is not None]
             grads = torch.autograd.grad(torch.stack([score.rewards[0] for score in wanted]).sum(), leaves)
@@ -359,14 +429,26 @@ def latent_loop_steps(
     setup: LoopSetup, config: LatentConfig, progress: Progress | None = None
 ) -> Generator[Evaluation, Scores, LoopResult]:
     """The loop itself, yielding each evaluation it needs (see the module docstring)."""
+    setup.layout = config.patch_layout
     generator = torch.Generator().manual_seed(setup.seed)
     span = setup.prefix.prompt.query_span
     current = State(setup.latents.float(), [], float("nan"), float("nan"))
     best: State | None = None
     initial = float("nan")
-    candidate: list[int] | None = None
     rounds_left = config.injection_rounds if setup.inject else 0
+    tried_ids: set[int] = set()
+    candidate: list[int] | None = None
     candidate_scores: torch.Tensor | None = None
+    if (
+        setup.inject
+        and setup.prior is not None
+        and config.prior_weight > 0
+        and config.initial_patches == "prior"
+    ):
+        # 0. the row starts with the expert's strongest patches (no attention needed to find them)
+        current.scores = score_patches(None, setup.prior, config.prior_weight, config.patch_selection)
+        current.patches = union_candidate([], current.scores, config.patches, (), config.max_patches)
+        tried_ids.update(current.patches)
     traces: list[IterationTrace] = []
 
     for step in range(setup.steps):
@@ -385,9 +467,12 @@ def latent_loop_steps(
         here = evaluated[0]
         if step == 0:
             initial = here.reward
-        # 3. accept the candidate patch set only if it raises the reward; keep the best state seen
-        accepted = candidate is not None and evaluated[-1].reward > here.reward
-        if accepted:
+        # 3. accept the candidate set only past the margin; keep the best state seen (a rejected
+        #    candidate row does not count: its edge is within the margin, i.e. noise)
+        accepted = candidate is not None and evaluated[-1].reward > here.reward + config.accept_margin
+        if candidate is not None and not accepted:
+            evaluated = evaluated[:-1]
+        elif accepted:
             here = evaluated[-1]
         for state in evaluated:
             if best is None or state.reward > best.reward:
@@ -395,13 +480,18 @@ def latent_loop_steps(
         tried = patch_refs(span, candidate, candidate_scores) if candidate is not None else []
         # 4. the update (computed with the current patch set) moves the latents
         current = State(new_latents.detach(), list(here.patches), here.reward, here.entropy, here.scores)
-        # 5. next candidate from the latents' attention (+ expert prior)
+        # 5. next candidate: the kept set united with the best untried patches (attention + prior)
         candidate = None
-        if rounds_left > 0 and attention is not None:
-            candidate_scores = score_patches(attention, setup.prior, config.prior_weight)
-            proposal = select_patches(candidate_scores, config.patches)
-            if sorted(proposal) != sorted(current.patches):
+        if rounds_left > 0 and (attention is not None or setup.prior is not None):
+            candidate_scores = score_patches(
+                attention, setup.prior, config.prior_weight, config.patch_selection
+            )
+            proposal = union_candidate(
+                current.patches, candidate_scores, config.patches, tried_ids, config.max_patches
+            )
+            if proposal:
                 candidate = proposal
+                tried_ids.update(proposal)
                 rounds_left -= 1
         sigma = sigma_at(config, setup, step) if config.optimiser == "reinforce" else 0.0
         traces.append(
@@ -410,7 +500,8 @@ def latent_loop_steps(
                 reward=here.reward,
                 entropy=here.entropy,
                 sigma=sigma,
-                injected=tried,
+                tried=tried,
+                kept=patch_refs(span, current.patches, current.scores),
                 accepted=accepted,
                 elapsed_ms=(time.perf_counter() - started) * 1000.0,
             )
@@ -435,5 +526,5 @@ def latent_loop_steps(
 
 
 def injected_refs(setup: LoopSetup, result: LoopResult) -> list[PatchRef]:
-    """The kept patches of the best state, as ``PatchRef``s."""
+    """The kept patches of the best state (those in the decode), as ``PatchRef``s."""
     return patch_refs(setup.prefix.prompt.query_span, result.best.patches, result.best.scores)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from typing import TypeVar, cast
 
 import torch
@@ -18,7 +19,13 @@ from riad_agent.models.base import (
 from riad_agent.protocols import ProgressCallback, ReasoningInput, ReasoningResult
 from riad_agent.reasoning.cancel import CancelToken, acquire, check, stop_check, token_of
 from riad_agent.reasoning.config import LatentConfig
-from riad_agent.reasoning.decode import Decoded, decode_answer, decode_answers
+from riad_agent.reasoning.decode import (
+    Decoded,
+    QuestionStem,
+    decode_answer,
+    decode_answers,
+    question_stem,
+)
 from riad_agent.reasoning.injection import pool_prior
 from riad_agent.reasoning.latent_loop import (
     LoopResult,
@@ -41,12 +48,11 @@ class LatentReasoner:
         # so concurrent callers (graph workers, triage) queue here instead of corrupting each other.
         self._lock = threading.Lock()
         self.model_id = vlm.model_id
-        table = vlm.embedding_matrix().float()
-        self._embedding_rms = float(table.pow(2).mean().sqrt())
+        mean, self._embedding_rms = model_embedding_stats(vlm)
         if self.config.latent_init == "token":
             self._init_vector = vlm.embed_text(self.config.think_token).float().mean(0)
         else:
-            self._init_vector = table.mean(0)
+            self._init_vector = mean
 
     def initial_latents(self, count: int) -> torch.Tensor:
         """L copies of the initial latent embedding (float32)."""
@@ -60,6 +66,12 @@ class LatentReasoner:
         timings["prefix_ms"] = (time.perf_counter() - started) * 1000.0
         return self._loop_setup(request, prefix), timings
 
+    def _stem(self, request: ReasoningInput, prefix: PrefixState) -> QuestionStem | None:
+        """The question's stem for debiased decoding (None when debiasing is off or impossible)."""
+        if self.config.debias == "none":
+            return None
+        return question_stem(self.vlm, prefix, request.question, self.config.debias)
+
     def _prompt(self, request: ReasoningInput) -> tuple[PreparedPrompt, dict[str, float]]:
         """The request's prepared prompt (visual features in place) and its preparation time."""
         if request.image_score is not None and request.patch_prior is None:
@@ -69,7 +81,13 @@ class LatentReasoner:
         started = time.perf_counter()
         config = self.config
         segments = build_segments(
-            request, config.instruction, config.knowledge_chars, config.knowledge_hits, config.max_templates
+            request,
+            config.instruction,
+            config.knowledge_chars,
+            config.knowledge_hits,
+            config.max_templates,
+            exemplar_images=config.exemplar_images
+            and bool(getattr(self.vlm, "takes_exemplar_images", False)),
         )
         prompt = self.vlm.prepare(segments)
         return prompt, {"prepare_ms": (time.perf_counter() - started) * 1000.0}
@@ -154,7 +172,14 @@ class LatentReasoner:
         timings["latent_ms"] = (time.perf_counter() - started) * 1000.0
         check(token)
         started = time.perf_counter()
-        decoded = decode_answer(self.vlm, setup, result.best, self.config.rationale_tokens, stop_check(token))
+        decoded = decode_answer(
+            self.vlm,
+            setup,
+            result.best,
+            self.config.rationale_tokens,
+            stop_check(token),
+            self._stem(request, prefix),
+        )
         check(token)  # a decode cut short is no answer
         timings["decode_ms"] = (time.perf_counter() - started) * 1000.0
         timings["total_ms"] = (time.perf_counter() - total) * 1000.0
@@ -195,7 +220,8 @@ class LatentReasoner:
                 done[i] = loop
         _drop_cancelled(done, progress, outcomes)
         started = time.perf_counter()  # 4. decodes in lockstep
-        decoded = self._decodes({i: setups[i] for i in done}, done, outcomes, progress)
+        stems = {i: self._stem(requests[i], setups[i].prefix) for i in done}
+        decoded = self._decodes({i: setups[i] for i in done}, done, outcomes, progress, stems)
         _drop_cancelled(decoded, progress, outcomes)  # cut short by their tokens: no answer
         shared["decode_ms"] = (time.perf_counter() - started) * 1000.0
         shared["total_ms"] = (time.perf_counter() - total) * 1000.0
@@ -230,6 +256,7 @@ class LatentReasoner:
         loops: dict[int, LoopResult],
         outcomes: list[ReasoningResult | Exception | None],
         progress: list[ProgressCallback | None],
+        stems: dict[int, QuestionStem | None],
     ) -> dict[int, Decoded]:
         """Decoded answers of the finished loops: in lockstep, or one by one should that fail.
 
@@ -244,6 +271,7 @@ class LatentReasoner:
                 [loops[i].best for i in order],
                 tokens,
                 [stops[i] for i in order],
+                [stems[i] for i in order],
             )
             return dict(zip(order, answers, strict=True))
         except Exception:  # noqa: BLE001 - retried one by one below to find the culprit
@@ -251,7 +279,7 @@ class LatentReasoner:
         decoded = {}
         for i in order:
             try:
-                decoded[i] = decode_answer(self.vlm, setups[i], loops[i].best, tokens, stops[i])
+                decoded[i] = decode_answer(self.vlm, setups[i], loops[i].best, tokens, stops[i], stems[i])
             except Exception as exc:  # noqa: BLE001
                 outcomes[i] = exc
         return decoded
@@ -266,7 +294,7 @@ class LatentReasoner:
             initial_reward=result.initial_reward,
             final_reward=result.best.reward,
             iterations=result.iterations,
-            injected=injected_refs(setup, result),
+            kept=injected_refs(setup, result),
             option_probabilities=decoded.probabilities,
             rationale=decoded.text,
         )
@@ -274,6 +302,36 @@ class LatentReasoner:
 
 
 _Kept = TypeVar("_Kept")
+
+_STATS: weakref.WeakKeyDictionary[object, tuple[torch.Tensor, float]] = weakref.WeakKeyDictionary()
+
+
+def model_embedding_stats(vlm: VisionLanguageModel) -> tuple[torch.Tensor, float]:
+    """:func:`embedding_stats` of a model's table, computed once per model (the cache goes with the model)."""
+    try:
+        cached = _STATS.get(vlm)
+    except TypeError:  # not weakly referenceable: computed every time
+        return embedding_stats(vlm.embedding_matrix())
+    if cached is None:
+        cached = _STATS[vlm] = embedding_stats(vlm.embedding_matrix())
+    return cached
+
+
+def embedding_stats(table: torch.Tensor, chunk_rows: int = 8192) -> tuple[torch.Tensor, float]:
+    """(mean row in float32, RMS of all entries) of an embedding table.
+
+    Reads ``chunk_rows`` rows at a time in float32 (float64 sums), so a bf16 table of 152k x 3584
+    never gets a float32 copy (the old way made two, about 4.4 GB).
+    """
+    rows, hidden = table.shape
+    total = torch.zeros(hidden, dtype=torch.float64, device=table.device)
+    squares = torch.zeros((), dtype=torch.float64, device=table.device)
+    with torch.no_grad():
+        for start in range(0, rows, chunk_rows):
+            chunk = table[start : start + chunk_rows].float()
+            total += chunk.sum(0, dtype=torch.float64)
+            squares += chunk.pow(2).sum(dtype=torch.float64)
+    return (total / rows).float(), float((squares / (rows * hidden)).sqrt())
 
 
 def _drop_cancelled(

@@ -4,7 +4,12 @@
   latent positions and the answer position, see ``latent_loop``), where ``H_k`` is the entropy of
   the next-token distribution renormalised over its top-k tokens;
 * option confidence: the top probability of the distribution over option letters at the answer
-  position (letters spelled by several tokens take their best logit).
+  position (letters spelled by several tokens take their best logit);
+* entropy + expert map (not the paper's; it carries outside information): ``(1 - e) * entropy
+  reward + e * A``, where ``A`` is the agreement of the row's latent attention on the query image
+  with the vision expert's prior map (the attention-weighted mean prior over the cells, divided by
+  the prior's maximum). A self-confidence reward can only sharpen the current answer; this one
+  also pays for looking where the expert saw something. All rewards are computed in fp32.
 """
 
 from __future__ import annotations
@@ -41,3 +46,14 @@ def option_probabilities(answer_logits: torch.Tensor, option_ids: dict[str, list
 def option_confidence_reward(answer_logits: torch.Tensor, option_ids: dict[str, list[int]]) -> torch.Tensor:
     """Top option probability at the answer position: (rows, vocab) -> (rows,)."""
     return option_probabilities(answer_logits, option_ids).amax(-1)
+
+
+def map_agreement(attention: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """Attention-weighted mean of the prior over the image's cells, over the prior's maximum, in [0, 1].
+
+    ``attention``: (rows, cells) attention mass onto the query image; ``prior``: (cells,) in [0, 1].
+    """
+    weights = attention.float().clamp(min=0.0)
+    weights = weights / weights.sum(-1, keepdim=True).clamp(min=1e-12)
+    peak = prior.float().max().clamp(min=1e-12)
+    return (weights * prior.float().to(weights.device)).sum(-1) / peak

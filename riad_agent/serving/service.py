@@ -410,7 +410,14 @@ def model_loader(model: str, device: str = "auto", dtype: str = "auto") -> Calla
         from riad_agent.reasoning.config import config_for
         from riad_agent.settings import load_settings
 
-        vlm = open_vlm(model, device=device, dtype=dtype, cache_dir=load_settings().model_cache_dir)
+        settings = load_settings()
+        vlm = open_vlm(
+            model,
+            device=device,
+            dtype=dtype,
+            cache_dir=settings.model_cache_dir,
+            max_pixels=settings.vlm_max_pixels,
+        )
         return LatentReasoner(vlm, config_for(vlm))
 
     return load

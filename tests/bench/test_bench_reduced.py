@@ -34,6 +34,7 @@ def test_reduced_bench_writes_json_and_chart(tmp_path: Path) -> None:
     assert list(data["stages"]) == stages
     for timing in data["stages"].values():
         assert timing["n"] == 4 and 0 < timing["median_ms"] <= timing["p95_ms"] <= timing["max_ms"]
+    assert data["default_inspection_ms"]["n"] == 4 and "default_inspection_seconds" in data["goals"]
     assert [run["workers"] for run in data["triage"]] == [1, 2, 4]
     assert all(run["images"] == 4 and run["errors"] == 0 and run["images_per_s"] > 0 for run in data["triage"])
     assert set(data["goals"]) >= {

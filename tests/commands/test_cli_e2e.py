@@ -38,7 +38,7 @@ def test_inspect_finds_the_generated_defect(tmp_path: Path) -> None:
     heatmap = tmp_path / "heat.png"
     result = subprocess.run(
         [RIAD, "inspect", str(tmp_path / "part.png"), "--category", "washer", "--reference-dir", str(refs),
-         "--json", "--heatmap", str(heatmap)],
+         "--json", "--heatmap", str(heatmap), "--reasoner", "always"],
         capture_output=True, text=True, timeout=600, env=_env(tmp_path),
     )
     assert result.returncode == 0, result.stderr

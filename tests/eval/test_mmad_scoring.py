@@ -110,3 +110,16 @@ def test_csv_has_mmad_columns(tmp_path: Path) -> None:
     assert [row[0] for row in rows[1:]] == ["MVTec-AD", "VisA", "Average"]
     assert float(rows[3][8]) == pytest.approx(62.5)
     assert rows[1][7] == ""  # no Object Analysis question in MVTec-AD
+
+
+def test_balanced_detection_of_a_one_class_sample_is_that_class() -> None:
+    answers = [
+        ScoredAnswer(
+            image=f"MVTec-AD/x/test/crack/00{i}.png",
+            question_type="Anomaly Detection",
+            correct_answer="A",
+            gpt_answer="A",
+        )
+        for i in range(3)
+    ]
+    assert score_answers(answers).rows["MVTec-AD"]["Anomaly Detection"] == 100.0  # not (0 + 100) / 2

@@ -24,7 +24,9 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def question_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     parts = tmp_path_factory.mktemp("parts")
-    write_mvtec_layout(parts, ["synthetic/washer"], n_train=4, n_test_good=1, n_test_per_defect=1, seed=2, defects=["hole"])
+    write_mvtec_layout(
+        parts, ["synthetic/washer"], n_train=4, n_test_good=1, n_test_per_defect=1, seed=2, defects=["hole"]
+    )
     data = mvtec_set(parts, "test", knowledge_dataset="synthetic", key_dataset="Synthetic")
     root = tmp_path_factory.mktemp("questions")
     counts = write_mmad_layout(data, root, seed=0)
@@ -34,8 +36,15 @@ def question_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_rows_run_score_resume_and_tabulate(question_set: Path, tmp_path: Path) -> None:
     vlm = build_tiny_qwen2_vl("qwen2_vl", seed=0)
-    steps = ablation_steps(steps=1, expert_shots=4)
-    assert [s.slug for s in steps] == ["no_evidence", "base", "knowledge", "latent", "injection", "expert_prior"]
+    steps = ablation_steps(steps=1, shots=4)
+    assert [s.slug for s in steps] == [
+        "no_evidence",
+        "base",
+        "knowledge",
+        "latent",
+        "injection",
+        "expert_prior",
+    ]
     chosen = [steps[1], steps[5]]
     expert = PatchCoreExpert(ExpertConfig(heatmap=False))
     rows = run_ablation(question_set, vlm, chosen, tmp_path, FakeKnowledge(), expert)

@@ -228,11 +228,16 @@ def test_findings_of_a_flagged_part_describe_its_region_in_words(
 ) -> None:
     from riad_agent.evidence import ExpertFindings
 
-    scratched = generate_sample("synthetic/washer", "scratch", seed=11, size=SIZE).image
-    findings = ExpertFindings.of(expert.analyse(scratched, washer_refs), heatmap=False)
-    assert findings.score > 0.55 and findings.description is not None
-    top = findings.description.regions[0]
-    assert top.shape == "elongated" and top.area_px > 0
+    shapes = []
+    for seed in range(11, 17):
+        scratched = generate_sample("synthetic/washer", "scratch", seed=seed, size=SIZE).image
+        findings = ExpertFindings.of(expert.analyse(scratched, washer_refs), heatmap=False)
+        assert findings.score > 0.55 and findings.description is not None
+        top = findings.description.regions[0]
+        assert top.area_px > 0
+        shapes.append(top.shape)
+    # a wide region is cut to its core (max_region_share), which can leave a short piece of a scratch
+    assert shapes.count("elongated") >= 5, shapes
     assert findings.description.sentence().startswith(
         ("One region", f"{len(findings.description.regions)} regions")
     )

@@ -64,7 +64,7 @@ async def test_sqlite_checkpoint_of_one_inspection_is_small(
         image=str(query),
         category="washer",
         references=[str(p) for p in references],
-        options={"latent_steps": 3},
+        options={"latent_steps": 3, "reasoner_when": "always"},
     )
     config = {"configurable": {"thread_id": "large"}}
     events: list[SerdeEvent] = []

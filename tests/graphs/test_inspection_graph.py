@@ -40,7 +40,7 @@ async def test_defective_part_full_path(settings: Settings, images: dict[str, Pa
             "image": str(images["bad"]),
             "category": "washer",
             "references": [str(images["ref0"]), str(images["ref1"])],
-            "options": {"latent_steps": 3, "return_heatmap": True},
+            "options": {"latent_steps": 3, "return_heatmap": True, "reasoner_when": "always"},
         },
         progress=events.append,
     )
@@ -98,7 +98,12 @@ async def test_reasoner_failure_degrades_to_expert_only(
 ) -> None:
     settings = Settings(data_dir=tmp_path / "data", reasoner_timeout_s=0.3)
     report = await _inspector(settings, reasoner).ainspect(
-        {"image": str(images["bad"]), "references": [str(images["ref0"])], "category": "washer"}
+        {
+            "image": str(images["bad"]),
+            "references": [str(images["ref0"])],
+            "category": "washer",
+            "options": {"reasoner_when": "always"},
+        }
     )
     assert flag in report.degraded
     assert report.trace is None
@@ -242,3 +247,59 @@ def test_progress_stages_are_the_graphs_order() -> None:
         order.add(edge.target, edge.source)
     ran = [node for node in order.static_order() if node not in ("__start__", "__end__", "human_review")]
     assert list(PROGRESS_STAGES) == ran
+
+
+async def test_clear_expert_verdict_skips_the_reasoner(settings: Settings, images: dict[str, Path]) -> None:
+    """Given references and no question, a clear expert verdict is final: the reasoner is not run."""
+    reasoner = FakeReasoner()
+    report = await _inspector(settings, reasoner).ainspect(
+        {
+            "image": str(images["bad"]),
+            "category": "washer",
+            "references": [str(images["ref0"]), str(images["ref1"])],
+        }
+    )
+    assert report.verdict == "anomalous" and report.trace is None and reasoner.calls == []
+    assert "latent_reasoning" not in report.timings_ms and report.degraded == []
+    assert "latent reasoner was not run" in report.explanation
+
+
+async def test_question_or_unclear_expert_runs_the_reasoner(
+    settings: Settings, images: dict[str, Path]
+) -> None:
+    reasoner = FakeReasoner(answer="B")
+    question = {"text": "Which defect?", "options": {"A": "Scratch.", "B": "Hole."}}
+    asked = await _inspector(settings, reasoner).ainspect(
+        {
+            "image": str(images["good"]),
+            "category": "washer",
+            "references": [str(images["ref0"])],
+            "question": question,
+        }
+    )
+    assert asked.trace is not None and asked.answer == "B"
+    # no references: the expert cannot judge, so the reasoner gives its opinion (the verdict stays uncertain)
+    alone = await _inspector(settings, FakeReasoner(answer="A")).ainspect({"image": str(images["bad"])})
+    assert alone.trace is not None and alone.verdict == "uncertain"
+    off = await _inspector(settings, FakeReasoner()).ainspect(
+        {"image": str(images["bad"]), "options": {"use_reasoner": False}}
+    )
+    assert off.trace is None and "was not run" not in off.explanation
+
+
+async def test_reasoner_disagreeing_with_the_expert_is_said_and_the_expert_decides(
+    settings: Settings, images: dict[str, Path]
+) -> None:
+    report = await _inspector(settings, FakeReasoner(answer="B")).ainspect(
+        {
+            "image": str(images["bad"]),
+            "category": "washer",
+            "references": [str(images["ref0"])],
+            "options": {"reasoner_when": "always"},
+        }
+    )
+    assert report.verdict == "anomalous"
+    assert (
+        "latent reasoner disagrees (P(defect) 0.20); the verdict follows the vision expert"
+        in report.explanation
+    )

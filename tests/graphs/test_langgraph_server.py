@@ -105,7 +105,7 @@ def test_inspection_with_json_input(server: httpx.Client, parts: dict[str, Path]
         "image": str(parts["bad"]),
         "category": "washer",
         "references": [str(parts["ref"])],
-        "options": {"latent_steps": 2, "return_heatmap": True},
+        "options": {"latent_steps": 2, "return_heatmap": True, "reasoner_when": "always"},
     }
     report = _run(server, "inspection", {"request": request})["report"]
     assert report["verdict"] == "anomalous" and report["category"] == "synthetic/washer"

@@ -38,6 +38,6 @@ def test_reason_batch_matches_each_request_alone(builtin: Any) -> None:
         assert isinstance(g, ReasoningResult), g
         assert g.answer == a.answer and g.text == a.text
         assert abs(g.trace.final_reward - a.trace.final_reward) < 1e-4
-        assert [p.index for p in g.trace.injected] == [p.index for p in a.trace.injected]
+        assert [p.index for p in g.trace.kept] == [p.index for p in a.trace.kept]
         for letter, p in a.trace.option_probabilities.items():
             assert abs(g.trace.option_probabilities[letter] - p) < 1e-4

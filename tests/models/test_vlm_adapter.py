@@ -190,6 +190,25 @@ def test_qwen3_deepstack_follows_spliced_patches() -> None:
     assert float((with_deepstack[2:] - without[2:]).abs().max()) > 1e-3
 
 
+def test_qwen3_deepstack_follows_interleaved_patch_blocks() -> None:
+    """A row with several patch blocks (patches interleaved with latents): cached == uncached, grouped too."""
+    vlm = build_tiny_qwen2_vl("qwen3_vl", seed=2)
+    prompt = vlm.prepare(_segments(noise_image(48, 48), noise_image(48, 48, seed=6)))
+    span = prompt.query_span
+    prefix = vlm.prefix_forward(prompt)
+    z = torch.randn(2, vlm.hidden_size, generator=torch.Generator().manual_seed(3)) * 0.05
+    row = torch.cat([z[:1], span.features[[2, 7]], z[1:], span.features[[5]], vlm.answer_start()])
+    blocks = [(1, [2, 7]), (4, [5])]
+    positions = [0, 3, int(row.shape[0]) - 1]
+    cached = vlm.suffix_forward(prefix, [row], [positions], injected=[blocks])
+    uncached = vlm.full_forward(prompt, row, positions, injected=blocks)
+    one_block = vlm.full_forward(prompt, row, positions, injected=(1, [2, 7]))
+    assert torch.allclose(cached.logits[0], uncached, atol=1e-4)
+    assert float((uncached[2] - one_block[2]).abs().max()) > 1e-4  # the second block's deepstack counts
+    first, _ = vlm.generate(prefix, row, 1, injected=blocks)
+    assert torch.allclose(first, uncached[-1], atol=1e-4)
+
+
 def test_scratch_room_and_grouped_attention_match_the_plain_fork(vlm: QwenVLAdapter) -> None:
     """The copy-free suffix forward (scratch room, grouped heads) equals transformers' own path."""
     from riad_agent.models.hf_attention import packed_suffix_mask

@@ -57,7 +57,7 @@ def _assert_same(alone: ReasoningResult, grouped: ReasoningResult | Exception) -
     assert grouped.answer == alone.answer and grouped.text == alone.text
     assert abs(grouped.trace.final_reward - alone.trace.final_reward) < TOL
     assert abs(grouped.trace.initial_reward - alone.trace.initial_reward) < TOL
-    assert [p.index for p in grouped.trace.injected] == [p.index for p in alone.trace.injected]
+    assert [p.index for p in grouped.trace.kept] == [p.index for p in alone.trace.kept]
     assert len(grouped.trace.iterations) == len(alone.trace.iterations)
     for a, g in zip(alone.trace.iterations, grouped.trace.iterations, strict=True):
         assert abs(a.reward - g.reward) < TOL and a.accepted == g.accepted

@@ -165,4 +165,6 @@ def test_a_request_cancelled_in_the_group_decode_ends_alone(talkative: LatentRea
     assert isinstance(outcomes[0], ReasoningCancelledError)
     kept = outcomes[1]
     assert isinstance(kept, ReasoningResult) and kept.text == alone.text and kept.answer == alone.answer
-    assert forwards[0] == 201  # the group's forwards went on for the other request only
+    # the group's forwards went on for the other request only: its row, then 199 tokens after the chosen
+    # letter (the debiased letter is the first of the 200 tokens of its text)
+    assert forwards[0] == 200

@@ -13,7 +13,7 @@ from support.tiny_models import build_tiny_qwen2_vl, noise_image
 from riad_agent.protocols import ReasoningInput
 from riad_agent.reasoning.config import LatentConfig
 from riad_agent.reasoning.decode import decode_answer
-from riad_agent.reasoning.latent_loop import LoopSetup, State, build_row, run_latent_loop
+from riad_agent.reasoning.latent_loop import LoopSetup, State, build_row, row_layout, run_latent_loop
 from riad_agent.reasoning.reasoner import LatentReasoner
 from riad_agent.reasoning.reward import entropy_reward, option_confidence_reward
 from riad_agent.schemas import MultipleChoiceQuestion
@@ -55,7 +55,10 @@ def test_cached_reward_equals_uncached(vlm: Any, kind: Any) -> None:
     n = z.shape[0]
     for (latents, patches), value in zip(rows, cached, strict=True):
         row = build_row(setup, latents, patches)
-        logits = vlm.full_forward(setup.prefix.prompt, row, [*list(range(n)), row.shape[0] - 1])
+        latent_positions, blocks = row_layout(n, patches, setup.layout)
+        logits = vlm.full_forward(
+            setup.prefix.prompt, row, [*latent_positions, row.shape[0] - 1], injected=blocks
+        )
         if kind == "entropy":
             expected = entropy_reward(logits[None, : n + 1], config.top_k)[0]
         else:
@@ -63,14 +66,33 @@ def test_cached_reward_equals_uncached(vlm: Any, kind: Any) -> None:
         assert abs(float(value) - float(expected)) < 1e-4
 
 
-def test_injected_row_layout(vlm: Any) -> None:
+def test_injected_row_layout_after(vlm: Any) -> None:
     setup = _setup(vlm, LatentConfig())
+    setup.layout = "after"
     span = setup.prefix.prompt.query_span
     row = build_row(setup, setup.latents, [4, 1])
     n_latent, n_answer = setup.latents.shape[0], setup.answer_start.shape[0]
     assert row.shape == (n_latent + 2 + n_answer, vlm.hidden_size)
     assert torch.equal(row[n_latent], span.features[4].float())
     assert torch.equal(row[n_latent + 1], span.features[1].float())
+    assert torch.equal(row[-n_answer:], setup.answer_start.float())
+    assert row_layout(n_latent, [4, 1], "after") == ([0, 1, 2, 3], [(4, [4, 1])])
+
+
+def test_injected_row_layout_interleaved(vlm: Any) -> None:
+    setup = _setup(vlm, LatentConfig())
+    assert setup.layout == "interleaved"
+    span = setup.prefix.prompt.query_span
+    z = setup.latents + torch.arange(setup.latents.shape[0])[:, None].float()
+    row = build_row(setup, z, [4, 1, 7, 2, 9])  # 5 patches over 4 latents: 2, 1, 1, 1
+    n_answer = setup.answer_start.shape[0]
+    positions, blocks = row_layout(4, [4, 1, 7, 2, 9], "interleaved")
+    assert positions == [0, 3, 5, 7] and blocks == [(1, [4, 1]), (4, [7]), (6, [2]), (8, [9])]
+    assert row.shape == (4 + 5 + n_answer, vlm.hidden_size)
+    for i, at in enumerate(positions):
+        assert torch.equal(row[at], z[i])
+    for at, indices in blocks:
+        assert torch.equal(row[at : at + len(indices)], span.features[indices].float())
     assert torch.equal(row[-n_answer:], setup.answer_start.float())
 
 
@@ -104,16 +126,15 @@ def test_loop_keeps_best_and_injection_picks_top_scored_patches(vlm: Any) -> Non
     assert len(result.iterations) == setup.steps
     assert result.best.reward >= max(it.reward for it in result.iterations) - 1e-9
     assert result.best.reward >= result.initial_reward
-    tried = [it for it in result.iterations if it.injected]
+    tried = [it for it in result.iterations if it.tried]
     assert tried, "no candidate patch set was tried"
-    for it in tried:
-        scores = [p.score for p in it.injected]
-        assert len(it.injected) == 3 and scores == sorted(scores, reverse=True)
-    # the candidate is the top-m of the latents' attention at the current state
+    scores = [p.score for p in tried[0].tried]
+    assert len(tried[0].tried) == 3 and scores == sorted(scores, reverse=True)
+    # the first candidate is the top-m of the latents' attention at the current state
     with torch.no_grad():
         _, _, attention = evaluate(vlm, setup, config, [(setup.latents, [])], attend=True)
     assert attention is not None
-    first = [p.index for p in tried[0].injected]
+    first = [p.index for p in tried[0].tried]
     assert first == torch.argsort(attention, descending=True)[:3].tolist()
 
 
@@ -126,12 +147,12 @@ def test_prior_changes_the_injected_patches(vlm: Any) -> None:
     prior = np.zeros((48, 48), dtype=np.float32)
     prior[40:48, 0:8] = 1.0  # bottom-left merged cell
     with_prior = run_latent_loop(vlm, _setup(vlm, config, latent_steps=2, patch_prior=prior), config)
-    chosen_plain = [p.index for p in plain.iterations[1].injected]
-    chosen_prior = [p.index for p in with_prior.iterations[1].injected]
+    chosen_plain = [p.index for p in plain.iterations[1].tried]
+    chosen_prior = [p.index for p in with_prior.iterations[0].kept]  # the row starts with the prior's best
     bottom_left = (span_rows - 1) * span_cols
     assert chosen_prior[0] == bottom_left
     assert chosen_prior != chosen_plain
-    ref = with_prior.iterations[1].injected[0]
+    ref = with_prior.iterations[0].kept[0]
     assert (ref.row, ref.col, ref.box) == (5, 0, (0, 40, 8, 48))
 
 
@@ -143,7 +164,9 @@ def test_final_decode_uses_the_kept_patches(vlm: Any) -> None:
     spliced: list[Any] = []
     original = vlm.generate
 
-    def spy(prefix: Any, row: torch.Tensor, max_new_tokens: int, injected: Any = None, should_stop: Any = None) -> Any:
+    def spy(
+        prefix: Any, row: torch.Tensor, max_new_tokens: int, injected: Any = None, should_stop: Any = None
+    ) -> Any:
         seen.append(row)
         spliced.append(injected)
         return original(prefix, row, max_new_tokens, injected=injected, should_stop=should_stop)
@@ -154,10 +177,13 @@ def test_final_decode_uses_the_kept_patches(vlm: Any) -> None:
     finally:
         del vlm.generate
     span = setup.prefix.prompt.query_span
-    n = setup.latents.shape[0]
+    assert setup.layout == "interleaved"
     assert len(seen) == 1
-    assert torch.equal(seen[0][n : n + 2], span.features[[3, 9]].float())
-    assert spliced == [(n, [3, 9])]
+    blocks = row_layout(int(setup.latents.shape[0]), [3, 9], "interleaved")[1]
+    assert blocks == [(1, [3]), (3, [9])]  # z1 P3 z2 P9 z3 z4
+    for at, indices in blocks:
+        assert torch.equal(seen[0][at : at + len(indices)], span.features[indices].float())
+    assert spliced == [blocks]
     assert decoded.answer in ("A", "B", "C")
     assert abs(sum(decoded.probabilities.values()) - 1.0) < 1e-5
 
@@ -169,7 +195,7 @@ def test_same_seed_same_run_other_seed_differs(vlm: Any) -> None:
     other = reasoner.reason(_request(latent_steps=4, seed=12))
     rewards = [it.reward for it in first.trace.iterations]
     assert rewards == [it.reward for it in second.trace.iterations]
-    assert first.trace.injected == second.trace.injected and first.answer == second.answer
+    assert first.trace.kept == second.trace.kept and first.answer == second.answer
     assert first.text == second.text
     assert rewards != [it.reward for it in other.trace.iterations]
 
@@ -181,10 +207,18 @@ def test_injection_can_change_the_reward(vlm: Any) -> None:
     with torch.no_grad():
         rewards, _, _ = evaluate(vlm, setup, config, rows, attend=False)
     assert float(rewards[0]) != float(rewards[1])
-    built = [build_row(setup, z, s) for z, s in rows]
     n = setup.latents.shape[0]
-    with torch.no_grad():
-        out = vlm.suffix_forward(setup.prefix, built, [[*range(n), r.shape[0] - 1] for r in built])
-    # latent positions cannot see the patches spliced after them; the answer position does
-    assert torch.allclose(out.logits[0][:n], out.logits[1][:n], atol=1e-6)
-    assert float((out.logits[0][n] - out.logits[1][n]).abs().max()) > 1e-3
+    for layout in ("after", "interleaved"):
+        setup.layout = layout
+        built = [build_row(setup, z, s) for z, s in rows]
+        positions = [
+            [*row_layout(n, s, layout)[0], r.shape[0] - 1] for (_, s), r in zip(rows, built, strict=True)
+        ]
+        with torch.no_grad():
+            out = vlm.suffix_forward(setup.prefix, built, positions)
+        gaps = [float((out.logits[0][j] - out.logits[1][j]).abs().max()) for j in range(n + 1)]
+        assert gaps[0] < 1e-5 and gaps[n] > 1e-3  # the first latent sees no patch; the answer sees them
+        if layout == "after":  # patches after every latent: no latent position can see them
+            assert max(gaps[:n]) < 1e-5
+        else:  # interleaved: the latents after the first patches see them (their attention can move)
+            assert min(gaps[1:n]) > 1e-3

@@ -61,7 +61,7 @@ def test_reason_returns_a_full_trace(variant: Any) -> None:
     assert trace.final_reward >= max(it.reward for it in trace.iterations) - 1e-9
     assert all(0.0 <= it.entropy <= 1.0 and it.sigma > 0 for it in trace.iterations)
     assert set(trace.option_probabilities) == {"A", "B"}
-    for ref in trace.injected:
+    for ref in trace.kept:
         assert 0 <= ref.row < 8 and 0 <= ref.col < 8 and ref.index == ref.row * 8 + ref.col
         x0, y0, x1, y1 = ref.box
         assert (x0, y0, x1, y1) == (ref.col * 8, ref.row * 8, ref.col * 8 + 8, ref.row * 8 + 8)
@@ -72,12 +72,12 @@ def test_zero_steps_and_no_injection() -> None:
     vlm = build_tiny_qwen2_vl("qwen2_vl", seed=6)
     reasoner = LatentReasoner(vlm, LatentConfig(latent_init="token", rationale_tokens=4))
     result = reasoner.reason(ReasoningInput(image=noise_image(), question=QUESTION, latent_steps=0))
-    assert result.trace.iterations == [] and result.trace.injected == []
+    assert result.trace.iterations == [] and result.trace.kept == []
     assert result.trace.initial_reward == result.trace.final_reward
     off = reasoner.reason(
         ReasoningInput(image=noise_image(), question=QUESTION, latent_steps=3, inject_patches=False)
     )
-    assert all(not it.injected for it in off.trace.iterations) and off.trace.injected == []
+    assert all(not it.tried for it in off.trace.iterations) and off.trace.kept == []
 
 
 def test_gradient_optimiser_and_option_reward() -> None:

@@ -114,5 +114,5 @@ def test_tiny_model_batches_answer_as_alone() -> None:
     for a, g in zip(alone, results, strict=True):
         assert g.answer == a.answer and g.text == a.text
         assert abs(g.trace.final_reward - a.trace.final_reward) < 1e-4
-        assert [p.index for p in g.trace.injected] == [p.index for p in a.trace.injected]
+        assert [p.index for p in g.trace.kept] == [p.index for p in a.trace.kept]
     assert max(r.timings_ms.get("batch_size", 1.0) for r in results) > 1  # the queued ones ran together

@@ -134,7 +134,15 @@ async def test_mcp_server_through_langchain_mcp_adapters(tmp_path: Path, images:
         "list_products",
         "forget_product",
     ]
-    result = await tools[0].ainvoke(_call({"image": str(images["bad"]), "references": [str(images["ref0"])]}))
+    result = await tools[0].ainvoke(
+        _call(
+            {
+                "image": str(images["bad"]),
+                "references": [str(images["ref0"])],
+                "options": {"reasoner_when": "always"},
+            }
+        )
+    )
     blocks = result.content
     payload = json.loads(next(b["text"] for b in blocks if b["type"] == "text"))
     assert payload["verdict"] == "anomalous" and payload["regions"]

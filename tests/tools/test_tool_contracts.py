@@ -135,7 +135,12 @@ async def test_tool_text_names_every_degraded_part(tmp_path: Path, images: dict[
     components.knowledge = Lazy(UnreachableKnowledge().get, "knowledge base")
     components.reasoner = Lazy.of(FakeReasoner(fail=True), "reasoner")
     report = await Inspector(components=components).ainspect(
-        InspectionRequest(image=str(images["good"]), category="washer", references=[str(images["ref0"])])
+        InspectionRequest(
+            image=str(images["good"]),
+            category="washer",
+            references=[str(images["ref0"])],
+            options={"reasoner_when": "always"},
+        )
     )
     assert report.degraded == ["knowledge_unavailable", "reasoner_unavailable"]
     text = report_text(report)
