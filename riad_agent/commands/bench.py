@@ -148,7 +148,9 @@ def bench_triage(
         if result.ray is not None:
             printer.print(
                 f"--ray: 1 worker {result.ray.one_worker_s:.2f} s, 2 workers {result.ray.two_workers_s:.2f} s "
-                f"({result.ray.images} images, actor start-up included); records identical: {result.ray.identical}"
+                f"({result.ray.images} images, actor start-up included: {result.ray.speedup:.2f}x); first to last "
+                f"record {result.ray.warm_one_worker_s:.2f} s vs {result.ray.warm_two_workers_s:.2f} s "
+                f"({result.ray.warm_speedup:.2f}x); records identical: {result.ray.identical}"
             )
     except RiadError as exc:
         console.print(exc.one_line(), markup=False, highlight=False)
