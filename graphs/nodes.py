@@ -36,6 +36,7 @@ from riad_agent.graphs.images import open_image, remember_image
 from riad_agent.graphs.state import InspectionState
 from riad_agent.imaging import working_size
 from riad_agent.knowledge.query import build_retrieval_query
+from riad_agent.products.models import Recognition
 from riad_agent.protocols import KnowledgeBase, ReasoningResult
 from riad_agent.reasoning.cancel import CancelToken
 from riad_agent.schemas import parse_request
@@ -85,22 +86,22 @@ async def recall_product(state: InspectionState, config: RunnableConfig) -> dict
         return {}
     start = time.perf_counter()
     components = components_of(config)
+    if request.category is None:
+        _emit({"stage": "recall_product"})
+
+    def recognise() -> Recognition:  # on the worker thread, only when the rule needs it
+        image = open_image(state["image"], components.policy, components.blobs)
+        return registry.recognise(image)
+
     try:
         registry = await asyncio.to_thread(components.products.get)
-        if request.category is not None:
-            registered = {product.name for product in await asyncio.to_thread(registry.list)}
-            if request.category not in registered:
+        names = {product.name for product in await asyncio.to_thread(registry.list)}
+        choice = await asyncio.to_thread(steps.choose_product, names, request.category, recognise)
+        if choice.name is None:
+            if not choice.unknown:
                 return {}  # a knowledge category or a new product: inspected as before
-            name, similarity = request.category, None
-        else:
-            _emit({"stage": "recall_product"})
-            if not await asyncio.to_thread(registry.list):
-                return {"degraded": ["unknown_product"]}
-            image = await asyncio.to_thread(open_image, state["image"], components.policy, components.blobs)
-            recognition = await asyncio.to_thread(registry.recognise, image)
-            if recognition.product is None:
-                return {"degraded": ["unknown_product"], "category_similarity": recognition.similarity}
-            name, similarity = recognition.product, recognition.similarity
+            return {"degraded": ["unknown_product"], "category_similarity": choice.similarity}
+        name, similarity = choice.name, choice.similarity
         product = await asyncio.to_thread(
             steps.stored_product, registry, name, components.policy, components.blobs
         )
@@ -144,7 +145,6 @@ async def resolve_category(state: InspectionState, config: RunnableConfig) -> di
         knowledge,
         category,
         state.get("pose"),
-        product=product is not None,
         use_knowledge=True,
     )
     return {

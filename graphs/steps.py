@@ -9,6 +9,7 @@ same lower-level parts (``products/``, the knowledge base's ``resolve_category``
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from PIL import Image
@@ -21,6 +22,7 @@ from riad_agent.graphs.images import remember_image
 from riad_agent.graphs.state import ImageRef
 from riad_agent.imaging import ImagePolicy
 from riad_agent.products import ProductRegistry
+from riad_agent.products.models import Recognition
 from riad_agent.protocols import KnowledgeBase, Pose
 
 
@@ -44,6 +46,37 @@ class CategoryResolution:
     degraded: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ProductChoice:
+    """Which registered product an image without references is compared with.
+
+    ``name`` None: none (``unknown`` when no name was given and the image matched no registered
+    product); ``similarity``: the recognition's, None when the caller named the product.
+    """
+
+    name: str | None
+    similarity: float | None = None
+    unknown: bool = False
+
+
+def choose_product(
+    registered: Collection[str], category: str | None, recognise: Callable[[], Recognition]
+) -> ProductChoice:
+    """The graph's ``recall_product`` rule: a named registered product, else (no name) the recognised one.
+
+    A name that is not registered is a knowledge category or a new product (no choice, not unknown).
+    ``recognise`` is called only when no name was given and something is registered.
+    """
+    if category is not None:
+        return ProductChoice(category if category in registered else None)
+    if not registered:
+        return ProductChoice(None, unknown=True)
+    recognition = recognise()
+    if recognition.product is None:
+        return ProductChoice(None, recognition.similarity, unknown=True)
+    return ProductChoice(recognition.product, recognition.similarity)
+
+
 def stored_product(
     registry: ProductRegistry, name: str, policy: ImagePolicy, blobs: BlobStore
 ) -> StoredProduct:
@@ -62,7 +95,6 @@ def resolve_category(
     category: str | None,
     pose: Pose | None,
     *,
-    product: bool,
     use_knowledge: bool,
 ) -> CategoryResolution:
     """The canonical category and pose, by the rules of the graph's ``resolve_category`` node.

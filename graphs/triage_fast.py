@@ -30,6 +30,7 @@ from riad_agent.graphs.state import ImageRef
 from riad_agent.graphs.steps import (
     CategoryResolution,
     StoredProduct,
+    choose_product,
     exemplar_typing,
     resolve_category,
     stored_product,
@@ -170,22 +171,18 @@ class FastTriage:
         if registry is None:
             return self._unregistered(["products_unavailable"])
         try:
-            names = self._registered_names(registry)
-            if self.category is not None:
-                if self.category not in names:
+            choice = choose_product(
+                self._registered_names(registry), self.category, lambda: registry.recognise(working)
+            )
+            if choice.name is None:
+                if not choice.unknown:
                     return self._unregistered([])
-                name, similarity = self.category, None
-            else:
-                if not names:
-                    return _Context([], degraded=["unknown_product"])
-                recognition = registry.recognise(working)
-                if recognition.product is None:
-                    return _Context([], similarity=recognition.similarity, degraded=["unknown_product"])
-                name, similarity = recognition.product, recognition.similarity
+                return _Context([], similarity=choice.similarity, degraded=["unknown_product"])
+            name, similarity = choice.name, choice.similarity
             product = self._stored(registry, name)
         except (BackendUnavailableError, OSError):
             return self._unregistered(["products_unavailable"])
-        resolution = self._resolution(product.knowledge, product.pose, product=True)
+        resolution = self._resolution(product.knowledge, product.pose)
         return _Context(
             product.images,
             product.name,
@@ -229,9 +226,7 @@ class FastTriage:
                 self._products[name] = stored_product(registry, name, policy, blobs)
             return self._products[name]
 
-    def _resolution(
-        self, category: str | None, pose: Pose | None, *, product: bool = False
-    ) -> CategoryResolution:
+    def _resolution(self, category: str | None, pose: Pose | None) -> CategoryResolution:
         key = (category, pose)
         with self._state_lock:
             cached = self._resolutions.get(key)
@@ -239,7 +234,7 @@ class FastTriage:
             return cached
         use = self.options.use_knowledge
         knowledge = self._knowledge() if use and category is not None else None
-        resolution = resolve_category(knowledge, category, pose, product=product, use_knowledge=use)
+        resolution = resolve_category(knowledge, category, pose, use_knowledge=use)
         with self._state_lock:
             self._resolutions[key] = resolution
         return resolution
