@@ -257,7 +257,15 @@ def explanation_text(
         if reasoning.answer is not None:
             option = question.options.get(reasoning.answer, "")
             model = reasoning.trace.model_id
-            sentences.append(f"Latent reasoning ({model}) answered {reasoning.answer}. {option}".rstrip())
+            if reasoning.trace.answer_source == "exemplars":
+                own = reasoning.trace.model_answer
+                leaned = f" (the model alone leaned to {own})" if own and own != reasoning.answer else ""
+                sentences.append(
+                    f"Answer {reasoning.answer} ({option.rstrip('.')}) follows the product's labelled "
+                    f"exemplars{leaned}; latent reasoning ran on {model}."
+                )
+            else:
+                sentences.append(f"Latent reasoning ({model}) answered {reasoning.answer}. {option}".rstrip())
         trace = reasoning.trace
         sentences.append(
             f"Reward {trace.initial_reward:.3f} -> {trace.final_reward:.3f} over {len(trace.iterations)} "

@@ -404,6 +404,14 @@ class ReasoningTrace(_Strict):
     )
     option_probabilities: dict[str, float] = Field(default_factory=dict)
     rationale: str = ""
+    answer_source: Literal["model", "exemplars"] = Field(
+        default="model",
+        description="'exemplars': the option naming the type the product's labelled exemplars clearly "
+        "point to was taken (LatentConfig.follow_exemplars); 'model': the model's own choice.",
+    )
+    model_answer: str | None = Field(
+        default=None, description="The model's own letter when the answer came from the exemplars."
+    )
 
     @property
     def injected(self) -> list[PatchRef]:

@@ -19,6 +19,17 @@ from riad_agent.schemas import (
 )
 
 
+def _trace(**kw: object) -> ReasoningTrace:
+    base: dict[str, object] = {
+        "model_id": "fake",
+        "reward_kind": "entropy",
+        "latent_tokens": 4,
+        "initial_reward": 0.0,
+        "final_reward": 0.0,
+    }
+    return ReasoningTrace.model_validate({**base, **kw})
+
+
 def _findings(
     score: float,
     notes: list[str] | None = None,
@@ -92,15 +103,7 @@ def test_a_normal_verdict_never_carries_the_reasoners_defect_type() -> None:
         text="A thin dark line.",
         score=0.9,
     )
-    trace = ReasoningTrace(
-        model_id="fake",
-        reward_kind="topk_entropy",
-        latent_tokens=4,
-        initial_reward=0.0,
-        final_reward=0.0,
-        iterations=[],
-    )
-    reasoning = ReasoningResult(answer="A", text="A", trace=trace)
+    reasoning = ReasoningResult(answer="A", text="A", trace=_trace())
     request = InspectionRequest(image="query.png", question=question)
     args = ((64, 64), (64, 64), None, False, [crack])
     normal = build_report(request, *args, _findings(0.1), reasoning, [], {}, {})
@@ -234,3 +237,18 @@ def test_without_a_stated_type_the_knowledge_defects_are_named_as_candidates_onl
     assert flagged.defect_type is None  # candidates are never the answer
     normal = build_report(request, (64, 64), (64, 64), None, False, hits, _findings(0.1), None, [], {}, {})
     assert "Candidate types" not in normal.explanation
+
+
+def test_an_answer_taken_from_the_exemplars_says_so_and_names_the_models_lean() -> None:
+    question = MultipleChoiceQuestion(
+        text="What is the type of the defect?", options={"A": "Crack.", "B": "Missing piece."}
+    )
+    reasoning = ReasoningResult(answer="B", text="B", trace=_trace(answer_source="exemplars", model_answer="A"))
+    request = InspectionRequest(image="query.png", question=question)
+    box = Region(x0=1, y0=2, x1=9, y1=12, score=0.9, area=40)
+    report = build_report(request, (64, 64), (64, 64), None, False, [], _findings(0.9, regions=[box]), reasoning, [], {}, {})
+    assert report.answer == "B"
+    assert "Answer B (Missing piece) follows the product's labelled exemplars (the model alone leaned to A)" in (
+        report.explanation
+    )
+    assert "Latent reasoning (fake) answered" not in report.explanation

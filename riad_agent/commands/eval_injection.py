@@ -78,7 +78,7 @@ def eval_injection(
             overrides["accept_margin"] = margin
         settings = load_settings()
         with console.status(f"loading {model} and the expert"):
-            vlm = open_vlm(model, device=device, cache_dir=settings.model_cache_dir)
+            vlm = open_vlm(model, device=device, dtype=settings.dtype, cache_dir=settings.model_cache_dir)
             expert = open_expert(settings)
         reasoner = LatentReasoner(vlm, config_for(vlm, **overrides))
         cases = chain(

@@ -48,6 +48,15 @@ def eval_qa(
             "'cyclic' or 'none'."
         ),
     ] = "dihedral",
+    exemplars: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=16,
+            help="The '+ exemplars' row: labelled defects per type (other test images of the category, "
+            "leave-one-out, from --mvtec) whose verdict the reasoner is told.",
+        ),
+    ] = 1,
     out: Annotated[Path, typer.Option(help="Folder for the question set, the answers and the table.")] = Path(
         "results/qa"
     ),
@@ -63,11 +72,12 @@ def eval_qa(
     try:
         from riad_agent.errors import InvalidRequestError
         from riad_agent.eval.qa_ablation import ablation_markdown, ablation_steps, run_ablation
+        from riad_agent.eval.qa_exemplars import LeaveOneOutExemplars
         from riad_agent.expert import open_expert
         from riad_agent.knowledge import open_knowledge_base
         from riad_agent.models.loading import open_vlm
         from riad_agent.question_sets.mmad_layout import write_mmad_layout
-        from riad_agent.question_sets.sources import LabelledSet, elpv_set, mvtec_set
+        from riad_agent.question_sets.sources import MVTEC_KEY, LabelledSet, elpv_set, mvtec_set
         from riad_agent.settings import load_settings
 
         settings = load_settings()
@@ -95,7 +105,11 @@ def eval_qa(
             )
         if debias not in ("none", "cyclic", "dihedral"):
             raise InvalidRequestError(f"--debias {debias!r}: use 'dihedral', 'cyclic' or 'none'")
-        chosen = ablation_steps(steps, shot_counts[0], seed=seed, sample=sample, debias=debias)
+        chosen = ablation_steps(
+            steps, shot_counts[0], seed=seed, sample=sample, debias=debias, exemplars=exemplars
+        )
+        if mvtec is None and not rows:  # the exemplars row needs the labelled source folder
+            chosen = [s for s in chosen if not s.config.exemplars]
         if rows:
             wanted = [slug.strip() for slug in rows.split(",") if slug.strip()]
             unknown = sorted(set(wanted) - {s.slug for s in chosen})
@@ -104,9 +118,15 @@ def eval_qa(
                     f"unknown row(s) {', '.join(unknown)}; choose from {', '.join(s.slug for s in chosen)}"
                 )
             chosen = [s for s in chosen if s.slug in wanted]
+            if mvtec is None and any(s.config.exemplars for s in chosen):
+                raise InvalidRequestError("the 'exemplars' row needs --mvtec (its labelled defects are the exemplars)")
         with console.status(f"loading {model}, the knowledge base and the expert"):
             vlm = open_vlm(
-                model, device=device, cache_dir=settings.model_cache_dir, max_pixels=settings.vlm_max_pixels
+                model,
+                device=device,
+                dtype=settings.dtype,
+                cache_dir=settings.model_cache_dir,
+                max_pixels=settings.vlm_max_pixels,
             )
             knowledge = open_knowledge_base(settings)
             expert = open_expert(settings)
@@ -135,6 +155,7 @@ def eval_qa(
                     progress,
                     reverse_options=reverse_options,
                     beside_shots=shot_counts[1:],
+                    exemplars=LeaveOneOutExemplars({MVTEC_KEY: mvtec}, exemplars, seed=seed) if mvtec else None,
                 )
             finally:
                 close = getattr(knowledge, "close", None)

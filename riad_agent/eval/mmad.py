@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -30,6 +30,9 @@ from riad_agent.protocols import Expert, KnowledgeBase
 from riad_agent.reasoning import LatentReasoner
 from riad_agent.reasoning.config import config_for
 from riad_agent.schemas import KnowledgeHit, MultipleChoiceQuestion
+
+if TYPE_CHECKING:
+    from riad_agent.eval.qa_exemplars import LeaveOneOutExemplars
 
 MmadProgress = Callable[[int, int], None]
 """Called with (questions answered in this run, questions to answer in this run)."""
@@ -78,6 +81,13 @@ class MmadRunConfig(BaseModel):
     debias: Literal["none", "cyclic", "dihedral"] = Field(
         default="dihedral", description="The reasoner's answer debiasing (LatentConfig.debias)."
     )
+    exemplars: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="Labelled defect exemplars per type the reasoner is told about, drawn leave-one-out "
+        "from the source folder (riad_agent.eval.qa_exemplars); 0 = none.",
+    )
 
     @property
     def injects(self) -> bool:
@@ -99,6 +109,7 @@ class MmadAnswer(BaseModel):
     option_probabilities: dict[str, float] = Field(default_factory=dict)
     category: str | None = None
     knowledge_ids: list[str] = Field(default_factory=list)
+    exemplar_type: str | None = None  # the type the leave-one-out exemplars clearly pointed to, if any
     elapsed_ms: float
 
     def scored(self) -> ScoredAnswer:
@@ -227,8 +238,10 @@ def answer_question(
     config: MmadRunConfig,
     knowledge: KnowledgeBase | None = None,
     expert: Expert | None = None,
+    exemplars: LeaveOneOutExemplars | None = None,
 ) -> MmadAnswer:
-    """Ask one question of one image and parse the answer."""
+    """Ask one question of one image and parse the answer (with ``config.exemplars``, ``exemplars``
+    types the expert's strongest region by other labelled defects of the category)."""
     started = time.perf_counter()
     mmad_question = item.conversation[index]
     question = mmad_question.to_choice()
@@ -246,6 +259,9 @@ def answer_question(
         if category is not None:
             hits = knowledge.search(question.render(), category, config.knowledge_k)
     anomaly = expert.analyse(query, references) if expert is not None and references else None
+    typed = None
+    if config.exemplars and exemplars is not None and anomaly is not None:
+        typed = exemplars.typing(image, query, anomaly)
     result = reasoner.reason(
         reasoning_input(
             query,
@@ -258,6 +274,8 @@ def answer_question(
             latent_tokens=config.latent_tokens,
             inject_patches=config.injects,
             seed=config.seed,
+            exemplars=typed[1] if typed else (),
+            exemplar_type=typed[0].defect_type if typed else None,
         )
     )
     if config.answer_from == "reasoner" and result.answer is not None:
@@ -277,6 +295,7 @@ def answer_question(
         option_probabilities=result.trace.option_probabilities,
         category=category,
         knowledge_ids=[hit.id for hit in hits],
+        exemplar_type=typed[0].defect_type if typed else None,
         elapsed_ms=(time.perf_counter() - started) * 1000.0,
     )
 
@@ -302,6 +321,7 @@ def run_mmad(
     expert: Expert | None = None,
     progress: MmadProgress | None = None,
     model_id: str | None = None,
+    exemplars: LeaveOneOutExemplars | None = None,
 ) -> MmadRunResult:
     """Answer the selected questions not yet in ``answers_path``, then score the selected answers in it.
 
@@ -319,7 +339,9 @@ def run_mmad(
     if progress is not None:
         progress(0, len(pending))
     for count, (image, index) in enumerate(pending, start=1):
-        answer = answer_question(reasoner, data_root, image, items[image], index, config, knowledge, expert)
+        answer = answer_question(
+            reasoner, data_root, image, items[image], index, config, knowledge, expert, exemplars
+        )
         _append(answers_path, answer)
         done.append(answer)
         if progress is not None:

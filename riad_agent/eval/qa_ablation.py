@@ -26,6 +26,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from riad_agent.errors import InvalidRequestError
 from riad_agent.eval.mmad import (
     MmadAnswer,
     MmadRunConfig,
@@ -37,6 +38,7 @@ from riad_agent.eval.mmad import (
 )
 from riad_agent.eval.mmad_data import SUBTASKS, load_mmad
 from riad_agent.eval.mmad_scoring import MmadScores
+from riad_agent.eval.qa_exemplars import LeaveOneOutExemplars
 from riad_agent.models.base import VisionLanguageModel
 from riad_agent.protocols import Expert, KnowledgeBase
 
@@ -102,8 +104,13 @@ def ablation_steps(
     sample: int | None = None,
     reverse_options: bool = False,
     debias: str = "dihedral",
+    exemplars: int = 1,
 ) -> list[AblationStep]:
-    """The six rows with ``steps`` latent iterations in the ``shots``-shot protocol.
+    """The seven rows with ``steps`` latent iterations in the ``shots``-shot protocol.
+
+    The last, "+ exemplars", is the full method told what ``exemplars`` labelled defects per type
+    (other test images of the category, leave-one-out) say of the strongest region; it needs
+    :class:`~riad_agent.eval.qa_exemplars.LeaveOneOutExemplars` in :func:`run_ablation`.
 
     The expert compares with the ``shots`` templates and the model is shown the first
     min(shots, 8) of them (MMAD's one-shot protocol: 1 and 1). With ``sample`` every row asks (and
@@ -148,6 +155,16 @@ def ablation_steps(
         step(
             "+ expert prior", "expert_prior", True, knowledge=True, latent=True, inject=True, prior_weight=0.5
         ),
+        step(
+            "+ exemplars",
+            "exemplars",
+            True,
+            knowledge=True,
+            latent=True,
+            inject=True,
+            prior_weight=0.5,
+            exemplars=exemplars,
+        ),
     ]
 
 
@@ -161,17 +178,21 @@ def run_ablation(
     progress: Callable[[str, int, int], None] | None = None,
     reverse_options: bool = False,
     beside_shots: tuple[int, ...] = (),
+    exemplars: LeaveOneOutExemplars | None = None,
 ) -> list[AblationRow]:
     """Run every row (resumable: answers go to ``out/<slug>.jsonl``) and collect the scores.
 
     ``reverse_options``: each row is asked again with the options reversed (``out/reversed/``) and
     both option biases are recorded; ``beside_shots``: each row again in the k-shot protocol
-    (``out/<k>-shot/``), scores in ``by_shots``.
+    (``out/<k>-shot/``), scores in ``by_shots``; ``exemplars``: the leave-one-out exemplar pool of
+    the rows that ask with exemplars.
     """
     rows = []
     for step in steps:
         started = time.perf_counter()
-        result = _run_step(data_root, vlm, step, out / f"{step.slug}.jsonl", knowledge, expert, progress)
+        result = _run_step(
+            data_root, vlm, step, out / f"{step.slug}.jsonl", knowledge, expert, progress, exemplars=exemplars
+        )
         row = AblationRow(
             step=step,
             scores=result.scores,
@@ -184,7 +205,9 @@ def run_ablation(
                 update={"config": step.config.model_copy(update={"reverse_options": True})}
             )
             path = out / "reversed" / f"{step.slug}.jsonl"
-            _run_step(data_root, vlm, flipped, path, knowledge, expert, progress, " (reversed)")
+            _run_step(
+                data_root, vlm, flipped, path, knowledge, expert, progress, " (reversed)", exemplars
+            )
             row.reversed_bias = option_bias(_selected(str(path), flipped.config, data_root))
         for shots in beside_shots:
             config = step.config.model_copy(
@@ -193,7 +216,7 @@ def run_ablation(
             other = step.model_copy(update={"config": config})
             path = out / f"{shots}-shot" / f"{step.slug}.jsonl"
             row.by_shots[shots] = _run_step(
-                data_root, vlm, other, path, knowledge, expert, progress, f" ({shots}-shot)"
+                data_root, vlm, other, path, knowledge, expert, progress, f" ({shots}-shot)", exemplars
             ).scores
         row.seconds = time.perf_counter() - started
         rows.append(row)
@@ -209,7 +232,10 @@ def _run_step(
     expert: Expert,
     progress: Callable[[str, int, int], None] | None,
     label: str = "",
+    exemplars: LeaveOneOutExemplars | None = None,
 ) -> MmadRunResult:
+    if step.config.exemplars and exemplars is None:
+        raise InvalidRequestError(f"row {step.slug!r} asks with exemplars: it needs the labelled source folder")
     reasoner = build_mmad_reasoner(vlm, step.config)
     report: Callable[[int, int], None] | None = None
     if progress is not None:
@@ -222,6 +248,7 @@ def _run_step(
         knowledge=knowledge if step.config.knowledge else None,
         expert=expert if step.use_expert else None,
         progress=report,
+        exemplars=exemplars if step.config.exemplars else None,
     )
 
 

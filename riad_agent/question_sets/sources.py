@@ -31,7 +31,7 @@ from riad_agent.data.synthetic import CATEGORIES as SYNTHETIC_CATEGORIES
 from riad_agent.data.synthetic import DEFECTS as SYNTHETIC_DEFECTS
 from riad_agent.data.synthetic import generate_sample
 from riad_agent.errors import InvalidRequestError
-from riad_agent.question_sets.questions import LabelledImage
+from riad_agent.question_sets.questions import LabelledImage, knowledge_files
 
 Split = Literal["train", "test"]
 MVTEC_REFERENCES_IN_TRAIN = 25
@@ -86,22 +86,47 @@ def _mask(root: Path, category: str, defect: str, name: str) -> np.ndarray | Non
     return None
 
 
+MVTEC_KEY = "MVTec-AD"
+"""The dataset folder of MVTec-layout images in a written question set (MMAD's name)."""
+
+
+def _knowledge_category(root: Path, category: str, knowledge_dataset: str) -> str:
+    """The knowledge file the questions about ``root/category`` are made from (see :func:`mvtec_set`)."""
+    files = knowledge_files()
+    test = root / category / "test"
+    types = {p.name for p in test.iterdir() if p.is_dir() and p.name != "good"} if test.is_dir() else set()
+    elsewhere = sorted(
+        key for key in files if key.split("/", 1)[1] == category and not key.startswith(f"{knowledge_dataset}/")
+    )
+    named = [f"{knowledge_dataset}/{category}", *elsewhere]
+    for key in named:
+        if key in files and types <= {d.type for d in files[key].defects}:
+            return key
+    raise InvalidRequestError(
+        f"no knowledge file describes {category!r} with its defect types ({', '.join(sorted(types)) or 'none'}); "
+        f"questions are made from one (tried {', '.join(named)}): add a category file to the knowledge base"
+    )
+
+
 def mvtec_set(
     root: Path,
     split: Split,
     categories: list[str] | None = None,
     knowledge_dataset: str = "mvtec",
-    key_dataset: str = "MVTec-AD",
+    key_dataset: str = MVTEC_KEY,
 ) -> LabelledSet:
     """MVTec AD-layout folder -> labelled set (see the module docstring for the split).
 
-    Categories are looked up as ``<knowledge_dataset>/<folder>``; keys start with ``key_dataset``.
+    Categories are looked up as ``<knowledge_dataset>/<folder>``, else as the knowledge category of
+    that name in another dataset whose defect types cover the folder's (a generated layout's
+    ``washer`` is ``synthetic/washer``); keys start with ``key_dataset``.
     """
     if not root.is_dir():
         raise InvalidRequestError(f"{root} is not a folder with MVTec AD categories")
     names = categories or sorted(p.name for p in root.iterdir() if (p / "train" / "good").is_dir())
     out = LabelledSet()
     for category in names:
+        knowledge_category = _knowledge_category(root, category, knowledge_dataset)
         good = _images(root / category / "train" / "good")
         if len(good) < 2:
             raise InvalidRequestError(f"{root / category / 'train' / 'good'} needs at least 2 normal images")
@@ -111,14 +136,14 @@ def mvtec_set(
         out.pools[pool] = [(f"{pool}/train/good/{p.name}", _file_loader(p)) for p in references]
         if split == "train":
             for path in good[cut:]:
-                label = LabelledImage(f"{knowledge_dataset}/{category}", anomalous=False)
+                label = LabelledImage(knowledge_category, anomalous=False)
                 out.images.append(SourceImage(f"{pool}/train/good/{path.name}", _file_loader(path), label, pool))
             continue
         for folder in sorted(p for p in (root / category / "test").iterdir() if p.is_dir()):
             for path in _images(folder):
                 normal = folder.name == "good"
                 label = LabelledImage(
-                    f"{knowledge_dataset}/{category}",
+                    knowledge_category,
                     anomalous=not normal,
                     defect_type=None if normal else folder.name,
                     mask=None if normal else _mask(root, category, folder.name, path.name),

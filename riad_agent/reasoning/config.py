@@ -116,6 +116,12 @@ class LatentConfig(BaseModel):
         "of the options and of their reverse, is highest (a preference for a letter's place cancels, and "
         "reversing the options changes nothing); 'cyclic': the cyclic orders only; 'none': the raw letter.",
     )
+    follow_exemplars: bool = Field(
+        default=True,
+        description="A question whose options name the defect type a registered product's labelled "
+        "exemplars clearly point to (ReasoningInput.exemplar_type) is answered with that option; the "
+        "model's own choice stays in the trace (answer_source, model_answer). Off: the model decides.",
+    )
     exemplar_images: bool = Field(
         default=True,
         description="Show a registered product's defect-exemplar crops as extra images (models that take them).",

@@ -11,6 +11,11 @@ same to every option); 'dihedral' (the default): those and the n shifts of the r
 asking with the options reversed gives the same answer. The answer is the best option by the
 average; the rationale is decoded after it (the text starts with the chosen letter). Cost: one
 packed forward of n (cyclic) or 2n (dihedral) short rows per answer.
+
+Outside evidence (``LoopSetup.preferred``, set from a registered product's labelled exemplars by
+``LatentConfig.follow_exemplars``): when one option names the type the exemplars clearly point to,
+that option is the answer and the rationale is decoded after it; the model's own choice (the
+debiased best) is kept as ``Decoded.model_answer``.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ class Decoded:
     letter_from_text: str | None
     probabilities: dict[str, float]
     raw_probabilities: dict[str, float] | None = None  # before debiasing, when it ran
+    source: str = "model"  # 'exemplars': the letter is the setup's preferred option (outside evidence)
+    model_answer: str | None = None  # the model's own letter when the source is not the model
 
 
 @dataclass
@@ -155,6 +162,15 @@ def debiased_probabilities(
     return mapped.mean(0), mapped[0]
 
 
+def answer_probabilities(vlm: VisionLanguageModel, setup: LoopSetup, state: State, row: torch.Tensor) -> torch.Tensor:
+    """The option probabilities at the answer position of the best row (one short forward)."""
+    with torch.no_grad():
+        out = vlm.suffix_forward(
+            setup.prefix, [row], [[int(row.shape[0]) - 1]], injected=[_injection(setup, state)]
+        )
+    return option_logits(out.logits[0], setup.option_ids)[0].softmax(-1)
+
+
 def decode_answer(
     vlm: VisionLanguageModel,
     setup: LoopSetup,
@@ -190,13 +206,16 @@ def decode_answers(
     rows, budgets = [], []
     for setup, state, stem, names in zip(setups, states, stems, letters, strict=True):
         row = build_row(setup, state.latents, state.patches)
-        if stem is None:
+        if stem is None and setup.preferred is None:
             chosen.append(None)
             rows.append(row)
             budgets.append(max(1, max_new_tokens))
             continue
-        debiased, raw = debiased_probabilities(vlm, setup, state, stem)
-        letter = names[int(torch.argmax(debiased))]
+        if stem is not None:
+            debiased, raw = debiased_probabilities(vlm, setup, state, stem)
+        else:
+            debiased = raw = answer_probabilities(vlm, setup, state, row)
+        letter = setup.preferred or names[int(torch.argmax(debiased))]
         chosen.append((letter, debiased, raw))
         rows.append(torch.cat([row, vlm.embed_text(letter).to(row.dtype)]))
         budgets.append(max(0, max_new_tokens - 1))
@@ -207,6 +226,7 @@ def decode_answers(
             results.append(_decoded(vlm, setup, logits, ids))
             continue
         letter, debiased, raw = pick
+        own = names[int(torch.argmax(debiased))]
         results.append(
             Decoded(
                 answer=letter,
@@ -215,6 +235,8 @@ def decode_answers(
                 letter_from_text=letter,
                 probabilities=_named(names, debiased),
                 raw_probabilities=_named(names, raw),
+                source="model" if setup.preferred is None else "exemplars",
+                model_answer=None if setup.preferred is None else own,
             )
         )
     return results

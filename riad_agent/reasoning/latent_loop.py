@@ -77,6 +77,7 @@ class LoopSetup:
     seed: int
     embedding_rms: float
     layout: PatchLayout = "interleaved"  # set by the loop from its config; the decode builds the same rows
+    preferred: str | None = None  # the option letter outside evidence names (the exemplars' type), if any
 
 
 @dataclass

@@ -6,6 +6,8 @@ other orders on the cached prompt before it (``decode.py``), so nothing may foll
 
 from __future__ import annotations
 
+import re
+
 from riad_agent.models.base import ImageSegment, Segment, TextSegment
 from riad_agent.protocols import ReasoningInput
 from riad_agent.schemas import MultipleChoiceQuestion
@@ -44,6 +46,52 @@ def exemplar_segments(request: ReasoningInput) -> list[Segment]:
     return segments
 
 
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def preferred_option(question: MultipleChoiceQuestion, defect_type: str | None) -> str | None:
+    """The letter of the one option that names ``defect_type``, or None.
+
+    An option names it when its words are the type's ('missing_piece' = 'Missing piece.') or begin
+    with them ('colour' = 'Colour defect'); an exact match wins over a prefix, and two options that
+    name it equally leave the choice to the model.
+    """
+    wanted = _words(defect_type or "")
+    if not wanted:
+        return None
+    for exact in (True, False):
+        named = [
+            letter
+            for letter, text in question.options.items()
+            if (_words(text) == wanted if exact else _words(text)[: len(wanted)] == wanted)
+        ]
+        if named:
+            return named[0] if len(named) == 1 else None
+    return None
+
+
+def exemplar_text(request: ReasoningInput) -> str:
+    """What the product's labelled defect exemplars say of the strongest region, as one line (none: '').
+
+    In the words a type question's options use ("missing_piece" -> the option "Missing piece"): the
+    clear type, then the best exemplar's similarity of each type; without a clear type, "unclear"
+    and the similarities. (The builtin model follows this line for few answers; the reasoner's
+    ``follow_exemplars`` rule, decode.py, is what makes a type answer follow the exemplars.)
+    """
+    if not request.exemplars:
+        return ""
+
+    def words(kind: str) -> str:
+        letter = preferred_option(request.question, kind)
+        return kind.replace("_", " ") if letter is None else request.question.options[letter].strip().rstrip(".")
+
+    listed = ", ".join(f"{words(hint.defect_type)} {hint.similarity:.2f}" for hint in request.exemplars[:3])
+    if request.exemplar_type is not None:
+        return f"\nThe type of the defect is {words(request.exemplar_type)} (labelled examples: {listed})."
+    return f"\nThe type of the defect is unclear (labelled examples: {listed})."
+
+
 def build_segments(
     request: ReasoningInput,
     instruction: str,
@@ -56,7 +104,8 @@ def build_segments(
 
     At most ``knowledge_hits`` entries (all when None), each cut to ``knowledge_chars`` characters,
     and at most ``max_templates`` template images (all when None). With ``exemplar_images`` the
-    request's defect-exemplar crops follow the templates, each named by its type.
+    request's defect-exemplar crops follow the templates, each named by its type. The exemplars'
+    verdict (:func:`exemplar_text`) follows the query image for every model.
     """
     segments: list[Segment] = [TextSegment(instruction.strip() + "\n")]
     knowledge = knowledge_text(request, knowledge_chars, knowledge_hits)
@@ -74,5 +123,8 @@ def build_segments(
     segments.append(
         ImageSegment(request.image, role="query", evidence=request.patch_prior, score=request.image_score)
     )
+    exemplars = exemplar_text(request)
+    if exemplars:
+        segments.append(TextSegment(exemplars))
     segments.append(TextSegment(question_text(request.question)))
     return segments

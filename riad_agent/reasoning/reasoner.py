@@ -34,7 +34,7 @@ from riad_agent.reasoning.latent_loop import (
     run_latent_loop,
     run_latent_loops,
 )
-from riad_agent.reasoning.prompt import build_segments
+from riad_agent.reasoning.prompt import build_segments, preferred_option
 from riad_agent.schemas import ReasoningTrace
 
 
@@ -120,6 +120,9 @@ class LatentReasoner:
             inject=request.inject_patches and self.config.inject_patches,
             seed=request.seed,
             embedding_rms=self._embedding_rms,
+            preferred=preferred_option(request.question, request.exemplar_type)
+            if config.follow_exemplars
+            else None,
         )
 
     def reason(self, request: ReasoningInput, progress: ProgressCallback | None = None) -> ReasoningResult:
@@ -297,6 +300,8 @@ class LatentReasoner:
             kept=injected_refs(setup, result),
             option_probabilities=decoded.probabilities,
             rationale=decoded.text,
+            answer_source="exemplars" if decoded.source == "exemplars" else "model",
+            model_answer=decoded.model_answer,
         )
         return ReasoningResult(answer=decoded.answer, text=decoded.text, trace=trace, timings_ms=timings)
 

@@ -25,7 +25,7 @@ from riad_agent.errors import (
     ReasoningCancelledError,
     RiadError,
 )
-from riad_agent.protocols import ReasoningInput, ReasoningResult
+from riad_agent.protocols import ExemplarHint, ReasoningInput, ReasoningResult
 from riad_agent.schemas import KnowledgeHit, MultipleChoiceQuestion, ReasoningTrace
 
 API_VERSION = "1"
@@ -40,6 +40,14 @@ SCORE_WITHOUT_PRIOR = "image_score needs patch_prior: send the expert's prior ma
 
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class WireExemplar(_Wire):
+    """One registered defect exemplar's verdict on the strongest region (``ExemplarHint``)."""
+
+    defect_type: str = Field(min_length=1, max_length=200)
+    similarity: float = Field(ge=-1.0, le=1.0)
+    crop: str | None = Field(default=None, description="The exemplar's region, base64 PNG.")
 
 
 class WireRequest(_Wire):
@@ -66,6 +74,12 @@ class WireRequest(_Wire):
     latent_tokens: int = Field(default=4, ge=1, le=64)
     inject_patches: bool = True
     seed: int = Field(default=0, ge=0)
+    exemplars: list[WireExemplar] = Field(
+        default_factory=list, max_length=16, description="Labelled exemplars, most similar first."
+    )
+    exemplar_type: str | None = Field(
+        default=None, max_length=200, description="The type the exemplars clearly point to, if any."
+    )
 
     @model_validator(mode="after")
     def _score_needs_prior(self) -> WireRequest:
@@ -221,6 +235,15 @@ def encode_input(request: ReasoningInput) -> WireRequest:
         latent_tokens=request.latent_tokens,
         inject_patches=request.inject_patches,
         seed=request.seed,
+        exemplars=[
+            WireExemplar(
+                defect_type=hint.defect_type,
+                similarity=float(hint.similarity),
+                crop=None if hint.crop is None else encode_png(hint.crop),
+            )
+            for hint in request.exemplars
+        ],
+        exemplar_type=request.exemplar_type,
     )
 
 
@@ -248,6 +271,17 @@ def decode_input(body: WireRequest, limits: WireLimits) -> ReasoningInput:
         latent_tokens=body.latent_tokens,
         inject_patches=body.inject_patches,
         seed=body.seed,
+        exemplars=[
+            ExemplarHint(
+                defect_type=hint.defect_type,
+                similarity=hint.similarity,
+                crop=None
+                if hint.crop is None
+                else decode_png(hint.crop, f"exemplars[{index}].crop", limits.max_image_pixels),
+            )
+            for index, hint in enumerate(body.exemplars)
+        ],
+        exemplar_type=body.exemplar_type,
     )
 
 

@@ -44,6 +44,7 @@ def test_rows_run_score_resume_and_tabulate(question_set: Path, tmp_path: Path) 
         "latent",
         "injection",
         "expert_prior",
+        "exemplars",
     ]
     chosen = [steps[1], steps[5]]
     expert = PatchCoreExpert(ExpertConfig(heatmap=False))

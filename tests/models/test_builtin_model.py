@@ -106,6 +106,26 @@ def test_builtin_tells_generated_defects_from_normal_parts(builtin: Any) -> None
     assert correct >= 5
 
 
+def test_builtin_in_bf16_answers_as_in_fp32(builtin: Any) -> None:
+    # 'auto' runs the builtin in bf16 on CPUs with native bf16 products: same answers, close probabilities
+    half = load_builtin(cache_dir=Settings().model_cache_dir, device="cpu", dtype="bfloat16")
+    assert half.dtype == torch.bfloat16
+    expert = PatchCoreExpert(ExpertConfig(heatmap=False))
+    references = [generate_sample("synthetic/washer", None, seed=500 + i).image for i in range(4)]
+    config = {"steps": 2, "rationale_tokens": 1, "reward_threshold": 1.0}
+    full = LatentReasoner(builtin, config_for(builtin, **config))
+    reduced = LatentReasoner(half, config_for(half, **config))
+    for defect, seed in [(None, 81), ("scratch", 82), ("hole", 83)]:
+        image = generate_sample("synthetic/washer", defect, seed=seed).image
+        prior = expert.analyse(image, references).prior_map()
+        request = ReasoningInput(image=image, question=DETECT, patch_prior=prior, seed=seed)
+        a, b = full.reason(request), reduced.reason(request)
+        assert a.answer == b.answer
+        pa, pb = a.trace.option_probabilities, b.trace.option_probabilities
+        assert pa and pb and max(abs(pa[k] - pb[k]) for k in pa) < 0.05
+        assert abs(a.trace.final_reward - b.trace.final_reward) < 0.02
+
+
 def test_full_latent_loop_with_injection_runs_on_the_builtin(builtin: Any) -> None:
     image = generate_sample("synthetic/fabric", "hole", seed=8).image
     prior = np.zeros((256, 256), dtype=np.float32)

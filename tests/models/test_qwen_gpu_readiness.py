@@ -116,10 +116,57 @@ def test_exemplar_crops_become_named_images_and_none_leaves_the_prompt() -> None
     text = vlm.tokenizer.decode(with_crops.input_ids[0].tolist())
     assert "Known defect example 1 (scratch)" in text and "Known defect example 2 (crack)" in text
     assert text.index("(crack)") < text.index("Query image")
-    no_crop, _ = reasoner._prompt(_request(exemplars=[ExemplarHint("scratch", 0.9, None)]))
-    assert torch.equal(no_crop.input_ids, plain.input_ids)
+    # the exemplars' verdict follows the query image as a line, with or without crops
+    assert "The type of the defect is scratch (labelled examples: scratch 0.91, crack 0.80)." in text
+    assert text.index("Query image") < text.index("The type of the defect") < text.index("Is there")
+    no_crop, _ = reasoner._prompt(_request(exemplars=[ExemplarHint("missing_piece", 0.9, None)]))
+    assert len(no_crop.spans) == len(plain.spans)
+    no_crop_text = vlm.tokenizer.decode(no_crop.input_ids[0].tolist())
+    assert "The type of the defect is unclear (labelled examples: missing piece 0.90)." in no_crop_text
     off = LatentReasoner(vlm, LatentConfig(exemplar_images=False))
-    unchanged, _ = off._prompt(_request(exemplars=hints))
-    assert torch.equal(unchanged.input_ids, plain.input_ids)
+    no_images, _ = off._prompt(_request(exemplars=hints, exemplar_type="scratch"))
+    assert len(no_images.spans) == len(plain.spans)
+    nothing, _ = reasoner._prompt(_request())
+    assert torch.equal(nothing.input_ids, plain.input_ids)  # no exemplars: the prompt is as before
     result = reasoner.reason(_request(exemplars=hints))
     assert result.answer in {"A", "B"}
+
+
+@pytest.mark.parametrize("debias", ["dihedral", "none"])
+def test_a_type_question_follows_the_exemplars_clear_type(debias: str) -> None:
+    vlm = build_tiny_qwen2_vl("qwen2_vl")
+    question = MultipleChoiceQuestion(
+        text="What is the type of the defect?",
+        options={"A": "Scratch.", "B": "Missing piece.", "C": "Crack."},
+    )
+    hints = [ExemplarHint("missing_piece", 0.93, None), ExemplarHint("crack", 0.85, None)]
+
+    def ask(config: LatentConfig, **kw: Any) -> Any:
+        request = ReasoningInput(image=_image(0), question=question, latent_steps=1, **kw)
+        return LatentReasoner(vlm, config).reason(request)
+
+    followed = ask(LatentConfig(debias=debias), exemplars=hints, exemplar_type="missing_piece")
+    assert followed.answer == "B" and followed.text.startswith("B")
+    assert followed.trace.answer_source == "exemplars" and followed.trace.model_answer in {"A", "B", "C"}
+    own = ask(LatentConfig(debias=debias, follow_exemplars=False), exemplars=hints, exemplar_type="missing_piece")
+    assert own.trace.answer_source == "model" and own.trace.model_answer is None
+    unclear = ask(LatentConfig(debias=debias), exemplars=hints, exemplar_type=None)
+    assert unclear.trace.answer_source == "model"
+    unnamed = ask(LatentConfig(debias=debias), exemplars=[ExemplarHint("bent", 0.9, None)], exemplar_type="bent")
+    assert unnamed.trace.answer_source == "model"  # no option names it: the model decides
+
+
+def test_the_option_that_names_a_type() -> None:
+    from riad_agent.reasoning.prompt import preferred_option
+
+    question = MultipleChoiceQuestion(
+        text="What is the type of the defect?",
+        options={"A": "Colour defect.", "B": "Missing piece.", "C": "Cut.", "D": "Cut lead."},
+    )
+    assert preferred_option(question, "missing_piece") == "B"
+    assert preferred_option(question, "colour") == "A"  # the option begins with the type's words
+    assert preferred_option(question, "cut") == "C"  # an exact match wins over 'Cut lead'
+    assert preferred_option(question, "cut_lead") == "D"
+    assert preferred_option(question, "crack") is None and preferred_option(question, None) is None
+    twice = MultipleChoiceQuestion(text="?", options={"A": "Bent lead.", "B": "Bent pin."})
+    assert preferred_option(twice, "bent") is None  # two options name it: the model decides

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from riad_agent.data.synthetic import write_mvtec_layout
+from riad_agent.errors import InvalidRequestError
 from riad_agent.eval.mmad_data import load_mmad
 from riad_agent.question_sets.mmad_layout import write_mmad_layout
 from riad_agent.question_sets.sources import LabelledSet, Split, elpv_set, mvtec_set, synthetic_set
@@ -32,6 +33,21 @@ def test_mvtec_split_never_trains_on_test_images(mvtec_like: Path) -> None:
     # in training, the queries are not in their own reference pool
     pool = {key for key, _ in train.pools[train.images[0].pool]}
     assert pool.isdisjoint(i.key for i in train.images)
+
+
+def test_generated_layout_finds_the_knowledge_that_describes_its_defects(
+    mvtec_like: Path, tmp_path: Path
+) -> None:
+    # the default dataset is 'mvtec', which has no washer: the synthetic file of that name answers
+    test = mvtec_set(mvtec_like, "test")
+    assert {i.label.category for i in test.images} == {"synthetic/washer"}
+    # mvtec/tile exists but lacks the generated tile's defect types: synthetic/tile is chosen
+    write_mvtec_layout(tmp_path / "t", categories=["synthetic/tile"], n_train=2, n_test_good=1, n_test_per_defect=1, seed=1)
+    assert {i.label.category for i in mvtec_set(tmp_path / "t", "test").images} == {"synthetic/tile"}
+    # no knowledge file at all: a typed error naming the category, not a KeyError deep in the questions
+    write_mvtec_layout(tmp_path / "b", categories=["synthetic/bracket"], n_train=2, n_test_good=1, n_test_per_defect=1, seed=1)
+    with pytest.raises(InvalidRequestError, match="no knowledge file describes 'bracket'"):
+        mvtec_set(tmp_path / "b", "test")
 
 
 def test_elpv_split_is_disjoint() -> None:

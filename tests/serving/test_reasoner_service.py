@@ -216,6 +216,22 @@ def test_prior_is_block_averaged_to_a_small_grid() -> None:
     assert shrink_prior(np.full((8, 5), 2.0)).max() == 1.0  # clipped to [0, 1]
 
 
+def test_exemplars_cross_the_wire() -> None:
+    from PIL import Image
+
+    from riad_agent.protocols import ExemplarHint
+    from riad_agent.serving.wire import WireRequest, decode_input
+
+    request = build_input(steps=1)
+    request.exemplars = [ExemplarHint("crack", 0.91, Image.new("RGB", (12, 8), (200, 10, 10))), ExemplarHint("hole", 0.7)]
+    request.exemplar_type = "crack"
+    body = WireRequest.model_validate_json(encode_input(request).model_dump_json())
+    back = decode_input(body, WireLimits())
+    assert back.exemplar_type == "crack" and [h.defect_type for h in back.exemplars] == ["crack", "hole"]
+    assert back.exemplars[0].crop is not None and back.exemplars[0].crop.size == (12, 8)
+    assert back.exemplars[1].crop is None and back.exemplars[0].similarity == pytest.approx(0.91)
+
+
 _CLI = "import typer; from riad_agent.commands.serve_reasoner import serve_reasoner; typer.run(serve_reasoner)"
 
 
