@@ -255,7 +255,9 @@ async def latent_reasoning(state: InspectionState, config: RunnableConfig) -> di
     if anomaly is not None and prior is not None:
         evidence = StoredPrior(anomaly.score, await asyncio.to_thread(blobs.get_array, prior))
     typing = state.get("typing")
-    crops = await asyncio.to_thread(_exemplar_crops, components, typing)
+    crops = []  # a reasoner that shows no exemplar images (the builtin model) is spared reading them
+    if getattr(reasoner, "takes_exemplar_images", True):
+        crops = await asyncio.to_thread(_exemplar_crops, components, typing)
     reasoning_input = request_reasoning_input(
         request, image, templates, state.get("knowledge", []), evidence, state.get("category"), typing, crops
     )

@@ -54,6 +54,11 @@ class LatentReasoner:
         else:
             self._init_vector = mean
 
+    @property
+    def takes_exemplar_images(self) -> bool:
+        """Whether defect-exemplar crops go into its prompt (the builtin model takes none: skip loading them)."""
+        return self.config.exemplar_images and bool(getattr(self.vlm, "takes_exemplar_images", False))
+
     def initial_latents(self, count: int) -> torch.Tensor:
         """L copies of the initial latent embedding (float32)."""
         return self._init_vector.to(self.vlm.device).expand(count, -1).clone()
@@ -86,8 +91,7 @@ class LatentReasoner:
             config.knowledge_chars,
             config.knowledge_hits,
             config.max_templates,
-            exemplar_images=config.exemplar_images
-            and bool(getattr(self.vlm, "takes_exemplar_images", False)),
+            exemplar_images=self.takes_exemplar_images,
         )
         prompt = self.vlm.prepare(segments)
         return prompt, {"prepare_ms": (time.perf_counter() - started) * 1000.0}

@@ -22,7 +22,9 @@ def embedder() -> ImageEmbedder:
     return ImageEmbedder()
 
 
-def _setup(tmp_path: Path, embedder: ImageEmbedder, register: bool = True) -> tuple[Inspector, FakeExpert]:
+def _setup(
+    tmp_path: Path, embedder: ImageEmbedder, register: bool = True, reasoner: FakeReasoner | None = None
+) -> tuple[Inspector, FakeExpert]:
     registry = ProductRegistry(LocalStore(tmp_path / "qdrant"), ProductFiles(tmp_path / "products"), embedder)
     if register:
         washers = [generate_sample("synthetic/washer", None, seed, SIZE).image for seed in range(3)]
@@ -30,7 +32,7 @@ def _setup(tmp_path: Path, embedder: ImageEmbedder, register: bool = True) -> tu
     expert = FakeExpert()
     settings = Settings(data_dir=tmp_path / "data")
     components = build_components(
-        settings, knowledge=FakeKnowledge(), expert=expert, reasoner=FakeReasoner(), products=registry
+        settings, knowledge=FakeKnowledge(), expert=expert, reasoner=reasoner or FakeReasoner(), products=registry
     )
     return Inspector(components=components), expert
 
@@ -109,6 +111,30 @@ def test_labelled_exemplars_type_the_defect_and_say_so(tmp_path: Path, embedder:
     assert "labelled" in report.explanation and "colour" in report.explanation
     if report.defect_type is not None:  # stated only when one type clearly leads
         assert report.defect_type == "colour"
+
+
+class _NoImagesReasoner(FakeReasoner):
+    takes_exemplar_images = False  # as the builtin model: crops would not be shown
+
+
+@pytest.mark.parametrize("images", [True, False])
+def test_the_reasoner_hears_the_exemplars_and_gets_crops_only_if_it_shows_them(
+    tmp_path: Path, embedder: ImageEmbedder, images: bool
+) -> None:
+    reasoner = FakeReasoner() if images else _NoImagesReasoner()
+    inspector, _ = _setup(tmp_path, embedder, reasoner=reasoner)
+    registry = inspector.components.products.get()
+    for seed in range(2):
+        for kind in ("hole", "colour"):
+            sample = generate_sample("synthetic/washer", kind, 300 + seed, SIZE)
+            registry.add_defect("washer", kind, sample.image, mask=sample.mask)
+    question = {"text": "What is the type of the defect?", "options": {"A": "Hole.", "B": "Colour defect."}}
+    inspector.inspect(
+        {"image": _query(tmp_path, "synthetic/washer", "colour"), "category": "washer", "question": question}
+    )
+    sent = reasoner.calls[-1]
+    assert {hint.defect_type for hint in sent.exemplars} == {"hole", "colour"}
+    assert all((hint.crop is not None) == images for hint in sent.exemplars)
 
 
 def test_exemplar_typing_states_a_type_only_with_a_clear_lead() -> None:
