@@ -12,6 +12,7 @@ from pathlib import Path
 
 from riad_agent.errors import OutputWriteError
 from riad_agent.graphs.triage_results import read_records
+from riad_agent.imaging import ImagePolicy
 from riad_agent.triage_assets import SCRIPT, STYLE
 from riad_agent.triage_svg import score_histogram
 from riad_agent.triage_thumbs import BOX_COLOURS, Thumbnail, make_thumbnail
@@ -39,8 +40,9 @@ def _e(value: object) -> str:
 class _Thumbs:
     """Each image's thumbnail made once, whether it shows in a card, the table, or both."""
 
-    def __init__(self, max_px: int) -> None:
+    def __init__(self, max_px: int, policy: ImagePolicy | None = None) -> None:
         self.max_px = max_px
+        self.policy = policy
         self._made: dict[tuple[str, bool], Thumbnail] = {}
 
     def html(self, row: TriageRow, *, heatmap: bool = False) -> str:
@@ -55,6 +57,7 @@ class _Thumbs:
                 box=None if heatmap else row.box,
                 size=row.size,
                 colour=None if heatmap else BOX_COLOURS.get(row.outcome),
+                policy=self.policy,
             )
         thumb = self._made[key]
         if thumb.uri is None:
@@ -263,13 +266,15 @@ def render_triage_html(
     thumb_px: int = THUMB_PX,
     first: int = FIRST_CARDS,
     heatmaps: bool = False,
+    policy: ImagePolicy | None = None,
 ) -> str:
     """The page for the results in ``jsonl`` (each image once, by its last line; new and old lines);
     :class:`~riad_agent.errors.ResultsFileError` when the file holds anything else. ``thumb_px`` bounds
     each thumbnail's longest side (so the file's size), ``first`` the cards of "needs a human first";
-    ``heatmaps`` adds each image's heatmap to the table."""
+    ``heatmaps`` adds each image's heatmap to the table; ``policy`` is the image policy the pictures
+    are read under (the settings' allowed roots: a results file cannot pull other files into the page)."""
     rows = rows_from_records(read_records(jsonl))
-    thumbs = _Thumbs(max(16, thumb_px))
+    thumbs = _Thumbs(max(16, thumb_px), policy)
     counts: Counter[str] = Counter(row.outcome for row in rows)
     summary = ", ".join(f"{counts[v]} {v}" for v in _VERDICTS if counts[v]) or "no images"
     return (
@@ -290,9 +295,10 @@ def write_triage_html(
     thumb_px: int = THUMB_PX,
     first: int = FIRST_CARDS,
     heatmaps: bool = False,
+    policy: ImagePolicy | None = None,
 ) -> None:
     """Write the triage page for ``jsonl`` to ``out`` (see :func:`render_triage_html` for the options)."""
-    page = render_triage_html(jsonl, thumb_px=thumb_px, first=first, heatmaps=heatmaps)
+    page = render_triage_html(jsonl, thumb_px=thumb_px, first=first, heatmaps=heatmaps, policy=policy)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(page, encoding="utf-8")

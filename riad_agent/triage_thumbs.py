@@ -62,12 +62,14 @@ def make_thumbnail(
     size: tuple[int, int] | None = None,
     colour: str | None = None,
     quality: int = 72,
+    policy: ImagePolicy | None = None,
 ) -> Thumbnail:
     """``path`` shrunk to at most ``max_px`` on its longest side, as a JPEG data URI; ``box`` (pixels
     of an image of ``size``, the decoded size when None) drawn in ``colour``. An image that cannot be
-    read gives its error's message instead."""
+    read, or that ``policy`` (the settings' allowed roots and size limits) refuses, gives its error's
+    message instead."""
     try:
-        image = load_image(path, ImagePolicy()).image
+        image = load_image(path, policy or ImagePolicy()).image
     except RiadError as exc:
         return Thumbnail(problem=exc.one_line())
     original = size or image.size

@@ -423,3 +423,13 @@ def test_filters_and_sorting_run_in_headless_chromium(
     dom = _parse(done.stdout)
     assert dom.visible == expected
     assert f"{len(expected)} of 8 images shown" in "".join(dom.text)
+
+
+def test_pictures_outside_the_allowed_roots_stay_out_of_the_page(results: Path, tmp_path: Path) -> None:
+    from riad_agent.imaging import ImagePolicy
+
+    fabric_only = ImagePolicy(allowed_roots=(tmp_path / "line" / "fabric",))
+    page = _parse(render_triage_html(results, thumb_px=64, policy=fabric_only))
+    by_path = {row["path"]["v"]: row for row in page.rows}
+    assert by_path["washer/scratch/000.png"]["placeholder"]  # refused by the policy: a placeholder, no pixels
+    assert by_path["fabric/b.png"]["img"].startswith("data:image/jpeg;base64,")

@@ -136,9 +136,10 @@ def triage(
             table = export_table(out, output_format)
             print(f"table: {table}", file=sys.stderr)
         if html is not None:
+            from riad_agent.imaging import ImagePolicy
             from riad_agent.triage_html import write_triage_html
 
-            write_triage_html(out, html)
+            write_triage_html(out, html, policy=ImagePolicy.from_settings(settings))
         print(summary.model_dump_json())
     failures = gate_failures(summary, fail_on)
     if failures:
