@@ -267,9 +267,10 @@ def explanation_text(
             else:
                 sentences.append(f"Latent reasoning ({model}) answered {reasoning.answer}. {option}".rstrip())
         trace = reasoning.trace
+        why = {"threshold": " (the reward reached its threshold)", "plateau": " (the reward stopped rising)"}
         sentences.append(
             f"Reward {trace.initial_reward:.3f} -> {trace.final_reward:.3f} over {len(trace.iterations)} "
-            f"latent iteration(s), {len(trace.kept)} visual patch(es) kept."
+            f"latent iteration(s){why.get(trace.stopped, '')}, {len(trace.kept)} visual patch(es) kept."
         )
     if degraded:
         sentences.append(f"Parts skipped: {', '.join(degraded)}.")

@@ -412,6 +412,11 @@ class ReasoningTrace(_Strict):
     model_answer: str | None = Field(
         default=None, description="The model's own letter when the answer came from the exemplars."
     )
+    stopped: Literal["steps", "threshold", "plateau"] = Field(
+        default="steps",
+        description="Why the loop ended: all its iterations ran, the best reward reached the threshold, "
+        "or the reward plateaued (LatentConfig.plateau_patience).",
+    )
 
     @property
     def injected(self) -> list[PatchRef]:

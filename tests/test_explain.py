@@ -252,3 +252,16 @@ def test_an_answer_taken_from_the_exemplars_says_so_and_names_the_models_lean() 
         report.explanation
     )
     assert "Latent reasoning (fake) answered" not in report.explanation
+
+
+def test_the_explanation_says_when_the_latent_loop_stopped_early() -> None:
+    request = InspectionRequest(image="query.png")
+    box = Region(x0=1, y0=2, x1=9, y1=12, score=0.9, area=40)
+    for stopped, words in (("plateau", "(the reward stopped rising)"), ("threshold", "(the reward reached its threshold)")):
+        reasoning = ReasoningResult(answer=None, text="", trace=_trace(stopped=stopped))
+        report = build_report(request, (64, 64), (64, 64), None, False, [], _findings(0.9, regions=[box]), reasoning, [], {}, {})
+        assert f"over 0 latent iteration(s) {words}" in report.explanation
+    plain = build_report(
+        request, (64, 64), (64, 64), None, False, [], _findings(0.9, regions=[box]), ReasoningResult(answer=None, text="", trace=_trace()), [], {}, {}
+    )
+    assert "over 0 latent iteration(s), " in plain.explanation

@@ -168,6 +168,7 @@ def latent_config(cfg: LatentBenchConfig) -> LatentConfig:
         perturbations=cfg.perturbations,
         patches=cfg.patches,
         reward_threshold=1.0,  # never stop early: measure all T iterations
+        plateau_patience=0,
         rationale_tokens=cfg.rationale_tokens,
     )
 

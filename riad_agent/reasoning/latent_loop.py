@@ -28,7 +28,9 @@ starts with the m cells the prior ranks highest. Per iteration t (T at most):
   5. new candidate S' = S united with the m best patches not tried yet, scored by the expert prior
      first and the attention by rank (``injection.py``), at most ``max_patches``; so the candidate
      changes every round, if rounds remain
-  6. stop early once the best reward reaches the threshold
+  6. stop early once the best reward reaches the threshold, or (``plateau_patience`` > 0) once it
+     has gained less than ``plateau_tolerance`` over the last ``plateau_patience`` iterations with no
+     candidate patch set pending
 Finally the last z is evaluated too, and the best state goes to the decode (patches included).
 
 Driving. The loop is written as a generator (:func:`latent_loop_steps`): wherever it needs the model
@@ -91,11 +93,16 @@ class State:
     scores: torch.Tensor | None = None  # the patch scores that chose ``patches``
 
 
+StopReason = Literal["steps", "threshold", "plateau"]
+"""Why the loop ended: all T iterations ran, the best reward reached the threshold, or it plateaued."""
+
+
 @dataclass
 class LoopResult:
     best: State
     initial_reward: float
     iterations: list[IterationTrace] = field(default_factory=list)
+    stopped: StopReason = "steps"
 
 
 def patch_groups(n_latent: int, patches: list[int], layout: PatchLayout) -> list[list[int]]:
@@ -451,6 +458,8 @@ def latent_loop_steps(
         current.patches = union_candidate([], current.scores, config.patches, (), config.max_patches)
         tried_ids.update(current.patches)
     traces: list[IterationTrace] = []
+    best_so_far: list[float] = []  # the best reward after each iteration
+    stopped: StopReason = "steps"
 
     for step in range(setup.steps):
         started = time.perf_counter()
@@ -512,6 +521,17 @@ def latent_loop_steps(
         # 6. early stop
         assert best is not None
         if best.reward >= config.reward_threshold:
+            stopped = "threshold"
+            break
+        best_so_far.append(best.reward)
+        patience = config.plateau_patience
+        if (
+            patience
+            and candidate is None
+            and len(best_so_far) > patience
+            and best_so_far[-1] - best_so_far[-1 - patience] < config.plateau_tolerance
+        ):
+            stopped = "plateau"
             break
 
     # the last update has not been evaluated yet: do it (this is also the T = 0 evaluation)
@@ -523,7 +543,7 @@ def latent_loop_steps(
         best = final
     if not traces:
         initial = final.reward
-    return LoopResult(best=best, initial_reward=initial, iterations=traces)
+    return LoopResult(best=best, initial_reward=initial, iterations=traces, stopped=stopped)
 
 
 def injected_refs(setup: LoopSetup, result: LoopResult) -> list[PatchRef]:

@@ -306,6 +306,7 @@ class LatentReasoner:
             rationale=decoded.text,
             answer_source="exemplars" if decoded.source == "exemplars" else "model",
             model_answer=decoded.model_answer,
+            stopped=result.stopped,
         )
         return ReasoningResult(answer=decoded.answer, text=decoded.text, trace=trace, timings_ms=timings)
 

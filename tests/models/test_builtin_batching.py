@@ -26,7 +26,7 @@ def builtin() -> Any:
 
 
 def test_reason_batch_matches_each_request_alone(builtin: Any) -> None:
-    reasoner = LatentReasoner(builtin, config_for(builtin, rationale_tokens=6, reward_threshold=1.0))
+    reasoner = LatentReasoner(builtin, config_for(builtin, rationale_tokens=6, reward_threshold=1.0, plateau_patience=0))
     requests = []
     for i, (category, defect) in enumerate([("washer", "scratch"), ("tile", None), ("fabric", "hole")]):
         image = generate_sample(f"synthetic/{category}", defect, seed=40 + i, size=96).image

@@ -112,7 +112,7 @@ def test_builtin_in_bf16_answers_as_in_fp32(builtin: Any) -> None:
     assert half.dtype == torch.bfloat16
     expert = PatchCoreExpert(ExpertConfig(heatmap=False))
     references = [generate_sample("synthetic/washer", None, seed=500 + i).image for i in range(4)]
-    config = {"steps": 2, "rationale_tokens": 1, "reward_threshold": 1.0}
+    config = {"steps": 2, "rationale_tokens": 1, "reward_threshold": 1.0, "plateau_patience": 0}
     full = LatentReasoner(builtin, config_for(builtin, **config))
     reduced = LatentReasoner(half, config_for(half, **config))
     for defect, seed in [(None, 81), ("scratch", 82), ("hole", 83)]:
@@ -130,7 +130,7 @@ def test_full_latent_loop_with_injection_runs_on_the_builtin(builtin: Any) -> No
     image = generate_sample("synthetic/fabric", "hole", seed=8).image
     prior = np.zeros((256, 256), dtype=np.float32)
     prior[100:140, 100:140] = 0.9
-    reasoner = LatentReasoner(builtin, config_for(builtin, patches=2, rationale_tokens=3, reward_threshold=1.0))
+    reasoner = LatentReasoner(builtin, config_for(builtin, patches=2, rationale_tokens=3, reward_threshold=1.0, plateau_patience=0))
     result = reasoner.reason(ReasoningInput(image=image, question=DETECT, patch_prior=prior, latent_steps=2))
     assert result.answer in ("A", "B") and len(result.trace.iterations) == 2
     assert result.trace.final_reward >= result.trace.initial_reward

@@ -22,7 +22,7 @@ QUESTION = MultipleChoiceQuestion(text="Is there any defect?", options={"A": "Ye
 
 @pytest.fixture(scope="module")
 def reasoner() -> LatentReasoner:
-    return LatentReasoner(build_tiny_qwen2_vl(seed=5), LatentConfig(reward_threshold=1.0))
+    return LatentReasoner(build_tiny_qwen2_vl(seed=5), LatentConfig(reward_threshold=1.0, plateau_patience=0))
 
 
 def _request(steps: int, seed: int = 0) -> ReasoningInput:
@@ -145,7 +145,7 @@ def talkative() -> LatentReasoner:
     """A reasoner whose decode never meets an end token: 200 rationale tokens unless stopped."""
     vlm = build_tiny_qwen2_vl(seed=5)
     vlm.eos_token_ids = set()
-    return LatentReasoner(vlm, LatentConfig(reward_threshold=1.0, rationale_tokens=200))
+    return LatentReasoner(vlm, LatentConfig(reward_threshold=1.0, plateau_patience=0, rationale_tokens=200))
 
 
 def test_a_cancelled_decode_stops_within_a_token(talkative: LatentReasoner) -> None:

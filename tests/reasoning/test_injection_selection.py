@@ -72,7 +72,7 @@ def _request(**kw: Any) -> ReasoningInput:
 
 def test_candidate_set_changes_between_rounds(vlm: Any) -> None:
     config = LatentConfig(
-        patches=2, injection_rounds=3, prior_weight=0.0, accept_margin=1.0, reward_threshold=1.0
+        patches=2, injection_rounds=3, prior_weight=0.0, accept_margin=1.0, reward_threshold=1.0, plateau_patience=0
     )
     setup, _ = LatentReasoner(vlm, config).setup(_request(latent_steps=4))
     result = run_latent_loop(vlm, setup, config)
@@ -113,7 +113,7 @@ def test_margin_rejects_a_near_tie(vlm: Any) -> None:
 
 
 def test_row_starts_with_the_priors_patches(vlm: Any) -> None:
-    config = LatentConfig(patches=2, reward_threshold=1.0)
+    config = LatentConfig(patches=2, reward_threshold=1.0, plateau_patience=0)
     prior = np.zeros((48, 48), dtype=np.float32)
     prior[0:8, 40:48] = 1.0  # top-right merged cell: index 5
     setup, _ = LatentReasoner(vlm, config).setup(_request(latent_steps=1, patch_prior=prior))

@@ -122,7 +122,7 @@ def test_one_iteration_raises_the_reward_on_average(vlm: Any, optimiser: Any) ->
 def test_loop_keeps_best_and_injection_picks_top_scored_patches(vlm: Any) -> None:
     config = LatentConfig(patches=3, injection_rounds=4, prior_weight=0.0)
     setup = _setup(vlm, config)
-    result = run_latent_loop(vlm, setup, config.model_copy(update={"reward_threshold": 1.0}))
+    result = run_latent_loop(vlm, setup, config.model_copy(update={"reward_threshold": 1.0, "plateau_patience": 0}))
     assert len(result.iterations) == setup.steps
     assert result.best.reward >= max(it.reward for it in result.iterations) - 1e-9
     assert result.best.reward >= result.initial_reward
@@ -139,7 +139,7 @@ def test_loop_keeps_best_and_injection_picks_top_scored_patches(vlm: Any) -> Non
 
 
 def test_prior_changes_the_injected_patches(vlm: Any) -> None:
-    config = LatentConfig(patches=2, injection_rounds=1, prior_weight=0.9, reward_threshold=1.0)
+    config = LatentConfig(patches=2, injection_rounds=1, prior_weight=0.9, reward_threshold=1.0, plateau_patience=0)
     setup = _setup(vlm, config, latent_steps=2)
     plain = run_latent_loop(vlm, setup, config)
     span_rows, span_cols = setup.prefix.prompt.query_span.rows, setup.prefix.prompt.query_span.cols
@@ -189,7 +189,7 @@ def test_final_decode_uses_the_kept_patches(vlm: Any) -> None:
 
 
 def test_same_seed_same_run_other_seed_differs(vlm: Any) -> None:
-    reasoner = LatentReasoner(vlm, LatentConfig(reward_threshold=1.0, rationale_tokens=4))
+    reasoner = LatentReasoner(vlm, LatentConfig(reward_threshold=1.0, plateau_patience=0, rationale_tokens=4))
     first = reasoner.reason(_request(latent_steps=4, seed=11))
     second = reasoner.reason(_request(latent_steps=4, seed=11))
     other = reasoner.reason(_request(latent_steps=4, seed=12))
@@ -222,3 +222,33 @@ def test_injection_can_change_the_reward(vlm: Any) -> None:
             assert max(gaps[:n]) < 1e-5
         else:  # interleaved: the latents after the first patches see them (their attention can move)
             assert min(gaps[1:n]) > 1e-3
+
+
+def test_plateau_stop_ends_the_loop_once_the_reward_stops_rising(vlm: Any) -> None:
+    base = LatentConfig(reward_threshold=1.0, inject_patches=False, plateau_patience=2)
+    setup = _setup(vlm, base, latent_steps=8)
+    # every gain counts as a plateau: the loop runs patience + 1 iterations
+    stalled = run_latent_loop(vlm, setup, base.model_copy(update={"plateau_tolerance": 1.0}))
+    assert stalled.stopped == "plateau" and len(stalled.iterations) == 3
+    # the best reward never falls, so a zero tolerance never stops it: all T iterations run
+    full = run_latent_loop(vlm, _setup(vlm, base, latent_steps=8), base.model_copy(update={"plateau_tolerance": 0.0}))
+    assert full.stopped == "steps" and len(full.iterations) == 8
+    # on by default, conservatively
+    assert (LatentConfig().plateau_patience, LatentConfig().plateau_tolerance) == (3, 0.002)
+
+
+def test_plateau_stop_waits_for_pending_patch_candidates(vlm: Any) -> None:
+    config = LatentConfig(
+        reward_threshold=1.0, patches=2, injection_rounds=4, prior_weight=0.0, plateau_patience=1, plateau_tolerance=1.0
+    )
+    result = run_latent_loop(vlm, _setup(vlm, config, latent_steps=8), config)
+    # candidates are proposed after iterations 0-3 and evaluated in 1-4: no stop before all were tried
+    assert result.stopped == "plateau"
+    assert sum(bool(it.tried) for it in result.iterations) == 4
+    assert len(result.iterations) == 5
+
+
+def test_reasoner_trace_says_why_the_loop_stopped(vlm: Any) -> None:
+    config = LatentConfig(reward_threshold=1.0, inject_patches=False, plateau_patience=1, plateau_tolerance=1.0)
+    result = LatentReasoner(vlm, config).reason(_request(latent_steps=6))
+    assert result.trace.stopped == "plateau" and len(result.trace.iterations) == 2

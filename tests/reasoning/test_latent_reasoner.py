@@ -33,7 +33,7 @@ HIT = KnowledgeHit(
 @pytest.mark.parametrize("variant", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
 def test_reason_returns_a_full_trace(variant: Any) -> None:
     vlm = build_tiny_qwen2_vl(variant, seed=5)
-    reasoner = LatentReasoner(vlm, LatentConfig(patches=3, reward_threshold=1.0))
+    reasoner = LatentReasoner(vlm, LatentConfig(patches=3, reward_threshold=1.0, plateau_patience=0))
     assert isinstance(reasoner, Reasoner)
     events: list[dict[str, object]] = []
     prior = np.zeros((8, 8), dtype=np.float32)
@@ -83,7 +83,7 @@ def test_zero_steps_and_no_injection() -> None:
 def test_gradient_optimiser_and_option_reward() -> None:
     vlm = build_tiny_qwen2_vl("qwen2_vl", seed=7)
     config = LatentConfig(
-        optimiser="gradient", reward="option_confidence", reward_threshold=1.0, rationale_tokens=4
+        optimiser="gradient", reward="option_confidence", reward_threshold=1.0, plateau_patience=0, rationale_tokens=4
     )
     result = LatentReasoner(vlm, config).reason(
         ReasoningInput(image=noise_image(), question=QUESTION, latent_steps=3)
