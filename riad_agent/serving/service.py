@@ -386,13 +386,17 @@ class BackgroundServer:
 
 
 def tiny_reasoner(device: str = "cpu") -> Callable[[], Reasoner]:
-    """A loader for the tiny random Qwen2-VL reasoner (tests, demos; answers at random)."""
+    """A loader for the tiny random Qwen2-VL reasoner (tests, demos; answers at random).
+
+    Its reward is flat (random weights), so it runs every requested iteration (no plateau stop): a
+    request of T steps costs T iterations, as load, cancel and drain checks expect of a real model.
+    """
 
     def load() -> Reasoner:
         from riad_agent.models.tiny import build_tiny_qwen2_vl
         from riad_agent.reasoning import LatentConfig, LatentReasoner
 
-        return LatentReasoner(build_tiny_qwen2_vl(device=device), LatentConfig())
+        return LatentReasoner(build_tiny_qwen2_vl(device=device), LatentConfig(plateau_patience=0))
 
     return load
 
