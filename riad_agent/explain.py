@@ -265,7 +265,8 @@ def explanation_text(
                     f"exemplars{leaned}; latent reasoning ran on {model}."
                 )
             else:
-                sentences.append(f"Latent reasoning ({model}) answered {reasoning.answer}. {option}".rstrip())
+                ended = option if not option or option[-1] in ".!?" else option + "."
+                sentences.append(f"Latent reasoning ({model}) answered {reasoning.answer}. {ended}".rstrip())
         trace = reasoning.trace
         why = {"threshold": " (the reward reached its threshold)", "plateau": " (the reward stopped rising)"}
         sentences.append(

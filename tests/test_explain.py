@@ -265,3 +265,12 @@ def test_the_explanation_says_when_the_latent_loop_stopped_early() -> None:
         request, (64, 64), (64, 64), None, False, [], _findings(0.9, regions=[box]), ReasoningResult(answer=None, text="", trace=_trace()), [], {}, {}
     )
     assert "over 0 latent iteration(s), " in plain.explanation
+
+
+def test_an_option_without_a_full_stop_still_ends_its_sentence() -> None:
+    question = MultipleChoiceQuestion(text="What type of defect?", options={"A": "Scratch", "B": "Hole"})
+    reasoning = ReasoningResult(answer="B", text="B", trace=_trace())
+    request = InspectionRequest(image="query.png", question=question)
+    box = Region(x0=1, y0=2, x1=9, y1=12, score=0.9, area=40)
+    report = build_report(request, (64, 64), (64, 64), None, False, [], _findings(0.9, regions=[box]), reasoning, [], {}, {})
+    assert "answered B. Hole. Reward" in report.explanation

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from riad_agent.commands.terminal import console, spinner, stdout, typed_errors
 from riad_agent.errors import InvalidRequestError
@@ -63,9 +64,9 @@ def run_with_progress(inspector: Any, request: Any, quiet: bool) -> Any:
 
 
 def print_report(report: Any) -> None:
-    """A human-readable report on stdout."""
+    """A human-readable report on stdout (texts verbatim: the console reads no markup)."""
     table = Table(show_header=False, box=None)
-    table.add_row("verdict", f"[bold]{report.verdict}[/bold]")
+    table.add_row("verdict", Text(report.verdict, style="bold"))
     table.add_row("anomaly score", f"{report.anomaly_score:.3f}")
     if report.category:
         guessed = ""

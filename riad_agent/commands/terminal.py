@@ -14,10 +14,11 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from riad_agent.errors import InvalidRequestError, OutputWriteError, RiadError, first_problem
 
-#: progress and messages (stderr)
-console = Console(stderr=True)
+#: progress and messages (stderr); ``markup=False``: texts print verbatim (ids like ``[mvtec/screw]``, paths
+#: with brackets), styles come from ``rich.text.Text``
+console = Console(stderr=True, markup=False)
 #: results (stdout)
-stdout = Console()
+stdout = Console(markup=False)
 
 
 def fail(error: RiadError) -> typer.Exit:
