@@ -388,6 +388,10 @@ class IterationTrace(_Strict):
         return self.tried
 
 
+LoopStop = Literal["steps", "threshold", "plateau"]
+"""Why the latent loop ended: all T iterations ran, the best reward reached the threshold, or it plateaued."""
+
+
 class ReasoningTrace(_Strict):
     """What the latent reasoner did: rewards per iteration and the patches it kept."""
 
@@ -412,7 +416,7 @@ class ReasoningTrace(_Strict):
     model_answer: str | None = Field(
         default=None, description="The model's own letter when the answer came from the exemplars."
     )
-    stopped: Literal["steps", "threshold", "plateau"] = Field(
+    stopped: LoopStop = Field(
         default="steps",
         description="Why the loop ended: all its iterations ran, the best reward reached the threshold, "
         "or the reward plateaued (LatentConfig.plateau_patience).",

@@ -60,7 +60,7 @@ from riad_agent.reasoning.cancel import CancelToken, check, token_of
 from riad_agent.reasoning.config import LatentConfig
 from riad_agent.reasoning.injection import patch_refs, score_patches, union_candidate
 from riad_agent.reasoning.reward import entropy_reward, map_agreement, option_confidence_reward, topk_entropy
-from riad_agent.schemas import IterationTrace, PatchRef
+from riad_agent.schemas import IterationTrace, LoopStop, PatchRef
 
 PatchLayout = Literal["interleaved", "after"]
 
@@ -93,16 +93,12 @@ class State:
     scores: torch.Tensor | None = None  # the patch scores that chose ``patches``
 
 
-StopReason = Literal["steps", "threshold", "plateau"]
-"""Why the loop ended: all T iterations ran, the best reward reached the threshold, or it plateaued."""
-
-
 @dataclass
 class LoopResult:
     best: State
     initial_reward: float
     iterations: list[IterationTrace] = field(default_factory=list)
-    stopped: StopReason = "steps"
+    stopped: LoopStop = "steps"
 
 
 def patch_groups(n_latent: int, patches: list[int], layout: PatchLayout) -> list[list[int]]:
@@ -459,7 +455,7 @@ def latent_loop_steps(
         tried_ids.update(current.patches)
     traces: list[IterationTrace] = []
     best_so_far: list[float] = []  # the best reward after each iteration
-    stopped: StopReason = "steps"
+    stopped: LoopStop = "steps"
 
     for step in range(setup.steps):
         started = time.perf_counter()
