@@ -1,11 +1,15 @@
 """Whole-graph wall time of a default inspection (the reasoner only when needed) against one that always reasons.
 
-    RIAD_DATA_DIR=/tmp/x python benchmarks/default_inspection.py [--images 10] [--size 256] [--steps 10]
+    RIAD_DATA_DIR=/tmp/x python benchmarks/default_inspection.py [--images 10] [--size 256] [--steps 10] \
+        [--versus '{"perturbations": 8}']
 
 Generated washers (half with a defect), 4 generated references, the embedded defaults (expert, MiniLM
 knowledge, builtin reasoner), one warm `Inspector`; the two settings alternate image by image, so both
 see the same machine. Prints the median and the 90th percentile of each, in seconds, and the median
-of each stage of the inspections that always reason, in milliseconds, as JSON.
+of each stage of the inspections that always reason, in milliseconds, as JSON. ``--versus`` adds a
+third setting: always reasoning with those :class:`~riad_agent.reasoning.config.LatentConfig`
+overrides (same inspector, same model), alternating with the others, and the median ratio of its
+time to the shipped setting's, image by image.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +33,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--versus", type=json.loads, default=None, help="LatentConfig overrides (JSON)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="riad-default-") as tmp:
         root = Path(tmp)
@@ -43,10 +49,20 @@ def main() -> None:
             generate_sample("synthetic/washer", defect, 700 + index, args.size).image.save(path)
             images.append(str(path))
         inspector = Inspector()
+        reasoner: Any = inspector.components.reasoner.get()  # LatentReasoner in process: has .config
+        shipped = getattr(reasoner, "config", None)
+        versus = None
+        if args.versus is not None:
+            if shipped is None:
+                raise SystemExit("--versus needs the in-process reasoner (no RIAD_REASONER_URL)")
+            versus = shipped.model_validate({**shipped.model_dump(), **args.versus})
 
         stages: dict[str, list[float]] = {}
 
-        def inspect(image: str, when: str) -> tuple[float, bool]:
+        def inspect(image: str, setting: str) -> tuple[float, bool]:
+            when = "needed" if setting == "needed" else "always"
+            if versus is not None:
+                reasoner.config = versus if setting == "versus" else shipped
             request = InspectionRequest.model_validate(
                 {
                     "image": image,
@@ -58,24 +74,29 @@ def main() -> None:
             started = time.perf_counter()
             report = inspector.inspect(request)
             elapsed = time.perf_counter() - started
-            if when == "always":
+            if setting == "always":
                 for stage, ms in report.timings_ms.items():
                     stages.setdefault(stage, []).append(ms)
             return elapsed, report.trace is not None
 
         inspect(images[0], "always")  # warm-up: model, bank, knowledge store
         stages.clear()
-        times: dict[str, list[float]] = {"needed": [], "always": []}
+        settings = ("needed", "always", "versus") if versus is not None else ("needed", "always")
+        times: dict[str, list[float]] = {setting: [] for setting in settings}
         reasoned = 0
         for image in images:
-            for when in ("needed", "always"):
-                seconds, ran = inspect(image, when)
-                times[when].append(seconds)
-                reasoned += ran and when == "needed"
-        result = {
-            when: {"median_s": float(np.median(v)), "p90_s": float(np.percentile(v, 90)), "n": len(v)}
-            for when, v in times.items()
+            for setting in settings:
+                seconds, ran = inspect(image, setting)
+                times[setting].append(seconds)
+                reasoned += ran and setting == "needed"
+        result: dict[str, object] = {
+            setting: {"median_s": float(np.median(v)), "p90_s": float(np.percentile(v, 90)), "n": len(v)}
+            for setting, v in times.items()
         }
+        if versus is not None:
+            ratios = np.array(times["versus"]) / np.array(times["always"])
+            result["versus"] = {**result["versus"], "overrides": args.versus}  # type: ignore[dict-item]
+            result["versus_over_always_median"] = float(np.median(ratios))
         result["needed_reasoned"] = {"images": reasoned, "of": len(images)}
         result["always_stage_median_ms"] = {stage: round(float(np.median(v))) for stage, v in stages.items()}
         print(json.dumps(result, indent=1))

@@ -34,6 +34,13 @@ KNOWLEDGE_CANDIDATES = 2
 #: Scores within this distance of 0.5 are "uncertain" (the calibrated edge of normal).
 UNCERTAIN_BAND = 0.05
 
+#: The reasoner's chosen option becomes the report's ``defect_type`` only when its (debiased) option
+#: probability leads the runner-up's by this much; a closer answer is reported as a lean, not a type.
+#: Measured on generated type questions (docs/results.md, "The reasoner's type answers"): the builtin
+#: model's type answers were at chance whatever their lead, wrong ones up to 0.69; 0.7 keeps them
+#: leans, while a model that answers 0.8 against 0.1 states its type.
+REASONER_TYPE_LEAD = 0.7
+
 #: The question asked when the caller asked none, as MMAD's anomaly-discrimination subtask does.
 DEFAULT_QUESTION = MultipleChoiceQuestion(
     text="Is there any defect in the object?", options={"A": "Yes.", "B": "No."}
@@ -166,6 +173,19 @@ def _defect_from_answer(
     return None
 
 
+def _answer_lead(reasoning: ReasoningResult) -> tuple[float, str | None, float]:
+    """(probability of the chosen option, the runner-up's letter, its probability); no probabilities:
+    (0, None, 0), which never clears :data:`REASONER_TYPE_LEAD`."""
+    probabilities = reasoning.trace.option_probabilities
+    if reasoning.answer is None or reasoning.answer not in probabilities:
+        return 0.0, None, 0.0
+    others = sorted(
+        ((p, letter) for letter, p in probabilities.items() if letter != reasoning.answer), reverse=True
+    )
+    runner_up, letter = others[0] if others else (0.0, None)
+    return probabilities[reasoning.answer], letter, runner_up
+
+
 def _where(region: Region, size: tuple[int, int]) -> str:
     width, height = size
     cx = (region.x0 + region.x1) / 2 / max(width, 1)
@@ -190,11 +210,13 @@ def explanation_text(
     knowledge: Sequence[KnowledgeHit] = (),
     asked: MultipleChoiceQuestion | None = None,
     skipped_reasoner: bool = False,
+    leaned: KnowledgeHit | None = None,
 ) -> str:
     """A few plain sentences that say what was found, where, and on what evidence.
 
     ``question`` is the question answered (the default one when none was asked); ``asked`` the
-    request's own question, or None; ``skipped_reasoner``: the reasoner was wanted but not needed.
+    request's own question, or None; ``skipped_reasoner``: the reasoner was wanted but not needed;
+    ``leaned``: the defect type the reasoner's answer names, when its lead was too small to state it.
     """
     sentences = [f"Verdict: {verdict} (calibrated anomaly score {score:.2f}; 0.50 is the edge of normal)."]
     if anomaly is None:
@@ -238,7 +260,14 @@ def explanation_text(
             sentences.append("The references disagree: " + "; ".join(anomaly.cautions) + consequence + ".")
     if defect is not None:
         sentences.append(f"Defect type: {defect.title} [{defect.id}], chosen by the reasoner.")
-    elif verdict != "normal" and (typing is None or typing.defect_type is None):
+    elif leaned is not None and reasoning is not None:
+        chosen, runner_up, second = _answer_lead(reasoning)
+        against = f" against {second:.2f} for {runner_up}" if runner_up is not None else ""
+        sentences.append(
+            f"The reasoner leaned to {leaned.title} (option probability {chosen:.2f}{against}): too close "
+            "to state the defect type."
+        )
+    if defect is None and verdict != "normal" and (typing is None or typing.defect_type is None):
         candidates = [hit.title for hit in knowledge if hit.kind == "defect"][:KNOWLEDGE_CANDIDATES]
         if candidates:
             sentences.append(
@@ -259,10 +288,10 @@ def explanation_text(
             model = reasoning.trace.model_id
             if reasoning.trace.answer_source == "exemplars":
                 own = reasoning.trace.model_answer
-                leaned = f" (the model alone leaned to {own})" if own and own != reasoning.answer else ""
+                alone = f" (the model alone leaned to {own})" if own and own != reasoning.answer else ""
                 sentences.append(
                     f"Answer {reasoning.answer} ({option.rstrip('.')}) follows the product's labelled "
-                    f"exemplars{leaned}; latent reasoning ran on {model}."
+                    f"exemplars{alone}; latent reasoning ran on {model}."
                 )
             else:
                 ended = option if not option or option[-1] in ".!?" else option + "."
@@ -318,8 +347,16 @@ def build_report(
         else None
     )
     answer = reasoning.answer if reasoning is not None and question is not None else None
-    # a normal part has no defect type, whatever option the reasoner picked or the exemplars suggest
-    defect = None if verdict == "normal" else _defect_from_answer(reasoning, question, knowledge)
+    # a normal part has no defect type, whatever option the reasoner picked or the exemplars suggest;
+    # the reasoner's pick is a type only with a clear lead (REASONER_TYPE_LEAD), else a lean
+    named = None if verdict == "normal" else _defect_from_answer(reasoning, question, knowledge)
+    clear = False
+    if named is not None and reasoning is not None:
+        chosen, _, second = _answer_lead(reasoning)
+        # an answer taken from the labelled exemplars carries their evidence, not the model's lead
+        clear = reasoning.trace.answer_source == "exemplars" or chosen - second >= REASONER_TYPE_LEAD
+    defect = named if clear else None
+    leaned = named if not clear else None
     typing = None if verdict == "normal" else typing
     explanation = explanation_text(
         verdict,
@@ -339,6 +376,7 @@ def build_report(
         and request.options.use_reasoner
         and not reasoner_needed(request.options, question, anomaly)
         and not any(item.startswith("reasoner_") for item in degraded),
+        leaned=leaned,
     )
     return InspectionReport(
         verdict=verdict,

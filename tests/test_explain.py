@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from riad_agent.evidence import ExpertFindings
@@ -48,6 +50,13 @@ def _findings(
         cautions=cautions or [],
         description=description,
     )
+
+
+def _flagged(
+    request: InspectionRequest, anomaly: ExpertFindings, reasoning: ReasoningResult | None, **kw: Any
+) -> InspectionReport:
+    """The report of a 64 x 64 px image without knowledge."""
+    return build_report(request, (64, 64), (64, 64), None, False, [], anomaly, reasoning, [], {}, {}, **kw)
 
 
 def _report(anomaly: ExpertFindings | None) -> InspectionReport:
@@ -103,13 +112,43 @@ def test_a_normal_verdict_never_carries_the_reasoners_defect_type() -> None:
         text="A thin dark line.",
         score=0.9,
     )
-    reasoning = ReasoningResult(answer="A", text="A", trace=_trace())
+    reasoning = ReasoningResult(answer="A", text="A", trace=_trace(option_probabilities={"A": 0.9, "B": 0.1}))
     request = InspectionRequest(image="query.png", question=question)
     args = ((64, 64), (64, 64), None, False, [crack])
     normal = build_report(request, *args, _findings(0.1), reasoning, [], {}, {})
     anomalous = build_report(request, *args, _findings(0.9), reasoning, [], {}, {})
     assert normal.verdict == "normal" and normal.defect_type is None and normal.answer == "A"
     assert anomalous.verdict == "anomalous" and anomalous.defect_type == "crack"
+    assert "Defect type: Crack [mvtec/hazelnut/crack], chosen by the reasoner." in anomalous.explanation
+
+
+@pytest.mark.parametrize("probabilities", [{"A": 0.55, "B": 0.45}, {}])
+def test_a_narrow_reasoner_answer_is_a_lean_not_a_defect_type(probabilities: dict[str, float]) -> None:
+    question = MultipleChoiceQuestion(text="What defect?", options={"A": "Crack", "B": "Hole"})
+    hits = [
+        KnowledgeHit(
+            id=f"mvtec/hazelnut/{kind}",
+            dataset="mvtec",
+            category="mvtec/hazelnut",
+            kind="defect",
+            defect_type=kind,
+            title=kind.capitalize(),
+            text="A cue.",
+            score=0.9,
+        )
+        for kind in ("crack", "hole")
+    ]
+    reasoning = ReasoningResult(answer="A", text="A", trace=_trace(option_probabilities=probabilities))
+    request = InspectionRequest(image="query.png", question=question)
+    report = build_report(
+        request, (64, 64), (64, 64), None, False, hits, _findings(0.9), reasoning, [], {}, {}
+    )
+    assert report.answer == "A" and report.defect_type is None  # answered, but no type is stated
+    assert "chosen by the reasoner" not in report.explanation
+    assert "The reasoner leaned to Crack" in report.explanation and "too close to state" in report.explanation
+    if probabilities:
+        assert "(option probability 0.55 against 0.45 for B)" in report.explanation
+    assert "Candidate types from the knowledge" in report.explanation
 
 
 def test_references_that_disagree_turn_a_normal_verdict_uncertain_with_the_reason() -> None:
@@ -176,20 +215,7 @@ def test_a_normal_report_ignores_the_exemplars_and_an_anomalous_one_states_their
     )
     assert normal.defect_type is None and "labelled" not in normal.explanation
     box = Region(x0=1, y0=2, x1=9, y1=12, score=0.9, area=40)
-    flagged = build_report(
-        request,
-        (64, 64),
-        (64, 64),
-        None,
-        False,
-        [],
-        _findings(0.9, regions=[box]),
-        None,
-        [],
-        {},
-        {},
-        typing=typing,
-    )
+    flagged = _flagged(request, _findings(0.9, regions=[box]), None, typing=typing)
     assert flagged.defect_type == "hole"
     assert (
         "looks most like the labelled hole exemplars of washer (hole 0.90, crack 0.70)" in flagged.explanation
@@ -243,13 +269,18 @@ def test_an_answer_taken_from_the_exemplars_says_so_and_names_the_models_lean() 
     question = MultipleChoiceQuestion(
         text="What is the type of the defect?", options={"A": "Crack.", "B": "Missing piece."}
     )
-    reasoning = ReasoningResult(answer="B", text="B", trace=_trace(answer_source="exemplars", model_answer="A"))
+    reasoning = ReasoningResult(
+        answer="B", text="B", trace=_trace(answer_source="exemplars", model_answer="A")
+    )
     request = InspectionRequest(image="query.png", question=question)
     box = Region(x0=1, y0=2, x1=9, y1=12, score=0.9, area=40)
-    report = build_report(request, (64, 64), (64, 64), None, False, [], _findings(0.9, regions=[box]), reasoning, [], {}, {})
+    report = build_report(
+        request, (64, 64), (64, 64), None, False, [], _findings(0.9, regions=[box]), reasoning, [], {}, {}
+    )
     assert report.answer == "B"
-    assert "Answer B (Missing piece) follows the product's labelled exemplars (the model alone leaned to A)" in (
-        report.explanation
+    assert (
+        "Answer B (Missing piece) follows the product's labelled exemplars (the model alone leaned to A)"
+        in (report.explanation)
     )
     assert "Latent reasoning (fake) answered" not in report.explanation
 
@@ -257,12 +288,17 @@ def test_an_answer_taken_from_the_exemplars_says_so_and_names_the_models_lean() 
 def test_the_explanation_says_when_the_latent_loop_stopped_early() -> None:
     request = InspectionRequest(image="query.png")
     box = Region(x0=1, y0=2, x1=9, y1=12, score=0.9, area=40)
-    for stopped, words in (("plateau", "(the reward stopped rising)"), ("threshold", "(the reward reached its threshold)")):
+    for stopped, words in (
+        ("plateau", "(the reward stopped rising)"),
+        ("threshold", "(the reward reached its threshold)"),
+    ):
         reasoning = ReasoningResult(answer=None, text="", trace=_trace(stopped=stopped))
-        report = build_report(request, (64, 64), (64, 64), None, False, [], _findings(0.9, regions=[box]), reasoning, [], {}, {})
+        report = build_report(
+            request, (64, 64), (64, 64), None, False, [], _findings(0.9, regions=[box]), reasoning, [], {}, {}
+        )
         assert f"over 0 latent iteration(s) {words}" in report.explanation
-    plain = build_report(
-        request, (64, 64), (64, 64), None, False, [], _findings(0.9, regions=[box]), ReasoningResult(answer=None, text="", trace=_trace()), [], {}, {}
+    plain = _flagged(
+        request, _findings(0.9, regions=[box]), ReasoningResult(answer=None, text="", trace=_trace())
     )
     assert "over 0 latent iteration(s), " in plain.explanation
 
@@ -272,5 +308,7 @@ def test_an_option_without_a_full_stop_still_ends_its_sentence() -> None:
     reasoning = ReasoningResult(answer="B", text="B", trace=_trace())
     request = InspectionRequest(image="query.png", question=question)
     box = Region(x0=1, y0=2, x1=9, y1=12, score=0.9, area=40)
-    report = build_report(request, (64, 64), (64, 64), None, False, [], _findings(0.9, regions=[box]), reasoning, [], {}, {})
+    report = build_report(
+        request, (64, 64), (64, 64), None, False, [], _findings(0.9, regions=[box]), reasoning, [], {}, {}
+    )
     assert "answered B. Hole. Reward" in report.explanation

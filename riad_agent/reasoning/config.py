@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from riad_agent.reasoning.injection import Selection
 
@@ -37,6 +37,11 @@ class LatentConfig(BaseModel):
     top_k: int = Field(default=10, ge=2, le=1000, description="Top-k of the next-token entropy.")
     optimiser: Literal["reinforce", "gradient"] = "reinforce"
     perturbations: int = Field(default=8, ge=2, le=256, description="K Gaussian perturbations per step.")
+    mirrored: bool = Field(
+        default=False,
+        description="Draw K/2 perturbations and use each with both signs (+eps, -eps): the same cost, a "
+        "lower-variance update (K must be even).",
+    )
     sigma: float = Field(default=0.1, gt=0, description="Perturbation std, relative to the embedding RMS.")
     sigma_decay: float = Field(default=0.9, gt=0, le=1, description="Sigma multiplier per iteration.")
     lr: float = Field(
@@ -61,7 +66,7 @@ class LatentConfig(BaseModel):
         le=200,
         description="Stop once the best reward has gained less than plateau_tolerance over this many "
         "iterations and no candidate patch set is pending; 0 = off (run all T iterations). 3 / 0.002 "
-        "changed none of 40 generated QA answers at T = 10 (benchmarks/plateau_stop.py).",
+        "changed none of 40 generated QA answers at T = 10 (benchmarks/loop_settings.py).",
     )
     plateau_tolerance: float = Field(
         default=0.002, ge=0, le=1, description="Smallest gain of the best reward that counts as progress."
@@ -137,6 +142,14 @@ class LatentConfig(BaseModel):
         default=True,
         description="Show a registered product's defect-exemplar crops as extra images (models that take them).",
     )
+
+    @model_validator(mode="after")
+    def _mirrored_needs_pairs(self) -> LatentConfig:
+        if self.mirrored and self.perturbations % 2:
+            raise ValueError(
+                f"mirrored perturbations come in pairs: perturbations must be even, got {self.perturbations}"
+            )
+        return self
 
 
 def config_for(vlm: object, **overrides: object) -> LatentConfig:

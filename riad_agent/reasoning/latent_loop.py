@@ -17,7 +17,8 @@ every patch; with the 'after' layout it is the only rewarded position that does.
 
 Before the first iteration, when the expert gave a prior (``initial_patches='prior'``), the row
 starts with the m cells the prior ranks highest. Per iteration t (T at most):
-  1. sigma_t = sigma * rms(E) * decay^t;  eps_k ~ N(0, sigma_t^2), k = 1..K  (seeded generator)
+  1. sigma_t = sigma * rms(E) * decay^t;  eps_k ~ N(0, sigma_t^2), k = 1..K  (seeded generator;
+     ``mirrored``: K/2 draws, each used as +eps and -eps)
   2. one batch: the current row z (with patch set S), the K perturbed rows z + eps_k, and, when a
      candidate patch set S' is pending, the row (z, S'); the current row also returns the latents'
      attention onto the query image's visual tokens (q/k of the chosen layers)
@@ -300,7 +301,11 @@ def reinforce_steps(
     """One REINFORCE iteration (as a generator: yields its one evaluation)."""
     sigma = sigma_at(config, setup, step)
     z = current.latents
-    eps = torch.randn((config.perturbations, *z.shape), generator=generator).to(z) * sigma
+    if config.mirrored:
+        half = torch.randn((config.perturbations // 2, *z.shape), generator=generator).to(z) * sigma
+        eps = torch.cat([half, -half])
+    else:
+        eps = torch.randn((config.perturbations, *z.shape), generator=generator).to(z) * sigma
     rows = [(z, current.patches)] + [(z + e, current.patches) for e in eps]
     if candidate is not None:
         rows.append((z, candidate))

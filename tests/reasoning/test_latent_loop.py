@@ -119,10 +119,25 @@ def test_one_iteration_raises_the_reward_on_average(vlm: Any, optimiser: Any) ->
     assert sum(g > 0 for g in gains) >= 4, gains
 
 
+def test_mirrored_perturbations_come_in_opposite_pairs(vlm: Any) -> None:
+    config = LatentConfig(perturbations=4, mirrored=True)
+    setup = _setup(vlm, config, inject_patches=False)
+    state = State(setup.latents.float(), [], float("nan"), float("nan"))
+    _, evaluated, _ = reinforce_step(vlm, setup, config, state, None, 0, torch.Generator().manual_seed(0))
+    z = evaluated[0].latents
+    perturbed = [s.latents - z for s in evaluated[1:5]]
+    assert torch.allclose(perturbed[0], -perturbed[2]) and torch.allclose(perturbed[1], -perturbed[3])
+    assert not torch.allclose(perturbed[0], perturbed[1])
+    with pytest.raises(ValueError, match="must be even"):
+        LatentConfig(perturbations=5, mirrored=True)
+
+
 def test_loop_keeps_best_and_injection_picks_top_scored_patches(vlm: Any) -> None:
     config = LatentConfig(patches=3, injection_rounds=4, prior_weight=0.0)
     setup = _setup(vlm, config)
-    result = run_latent_loop(vlm, setup, config.model_copy(update={"reward_threshold": 1.0, "plateau_patience": 0}))
+    result = run_latent_loop(
+        vlm, setup, config.model_copy(update={"reward_threshold": 1.0, "plateau_patience": 0})
+    )
     assert len(result.iterations) == setup.steps
     assert result.best.reward >= max(it.reward for it in result.iterations) - 1e-9
     assert result.best.reward >= result.initial_reward
@@ -139,7 +154,9 @@ def test_loop_keeps_best_and_injection_picks_top_scored_patches(vlm: Any) -> Non
 
 
 def test_prior_changes_the_injected_patches(vlm: Any) -> None:
-    config = LatentConfig(patches=2, injection_rounds=1, prior_weight=0.9, reward_threshold=1.0, plateau_patience=0)
+    config = LatentConfig(
+        patches=2, injection_rounds=1, prior_weight=0.9, reward_threshold=1.0, plateau_patience=0
+    )
     setup = _setup(vlm, config, latent_steps=2)
     plain = run_latent_loop(vlm, setup, config)
     span_rows, span_cols = setup.prefix.prompt.query_span.rows, setup.prefix.prompt.query_span.cols
@@ -231,7 +248,9 @@ def test_plateau_stop_ends_the_loop_once_the_reward_stops_rising(vlm: Any) -> No
     stalled = run_latent_loop(vlm, setup, base.model_copy(update={"plateau_tolerance": 1.0}))
     assert stalled.stopped == "plateau" and len(stalled.iterations) == 3
     # the best reward never falls, so a zero tolerance never stops it: all T iterations run
-    full = run_latent_loop(vlm, _setup(vlm, base, latent_steps=8), base.model_copy(update={"plateau_tolerance": 0.0}))
+    full = run_latent_loop(
+        vlm, _setup(vlm, base, latent_steps=8), base.model_copy(update={"plateau_tolerance": 0.0})
+    )
     assert full.stopped == "steps" and len(full.iterations) == 8
     # on by default, conservatively
     assert (LatentConfig().plateau_patience, LatentConfig().plateau_tolerance) == (3, 0.002)
@@ -239,7 +258,12 @@ def test_plateau_stop_ends_the_loop_once_the_reward_stops_rising(vlm: Any) -> No
 
 def test_plateau_stop_waits_for_pending_patch_candidates(vlm: Any) -> None:
     config = LatentConfig(
-        reward_threshold=1.0, patches=2, injection_rounds=4, prior_weight=0.0, plateau_patience=1, plateau_tolerance=1.0
+        reward_threshold=1.0,
+        patches=2,
+        injection_rounds=4,
+        prior_weight=0.0,
+        plateau_patience=1,
+        plateau_tolerance=1.0,
     )
     result = run_latent_loop(vlm, _setup(vlm, config, latent_steps=8), config)
     # candidates are proposed after iterations 0-3 and evaluated in 1-4: no stop before all were tried
@@ -249,6 +273,8 @@ def test_plateau_stop_waits_for_pending_patch_candidates(vlm: Any) -> None:
 
 
 def test_reasoner_trace_says_why_the_loop_stopped(vlm: Any) -> None:
-    config = LatentConfig(reward_threshold=1.0, inject_patches=False, plateau_patience=1, plateau_tolerance=1.0)
+    config = LatentConfig(
+        reward_threshold=1.0, inject_patches=False, plateau_patience=1, plateau_tolerance=1.0
+    )
     result = LatentReasoner(vlm, config).reason(_request(latent_steps=6))
     assert result.trace.stopped == "plateau" and len(result.trace.iterations) == 2

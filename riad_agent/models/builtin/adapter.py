@@ -59,9 +59,14 @@ class BuiltinAdapter(BatchedHFDecoderAdapter):
     """A :class:`~riad_agent.models.base.VisionLanguageModel`: EfficientNet-Lite0 + projector + SmolLM2."""
 
     latent_defaults: ClassVar[dict[str, object]] = {
-        **dict(zip(("knowledge_chars", "knowledge_hits", "max_templates"), BUILTIN_PROMPT_BUDGET, strict=True)),
+        **dict(
+            zip(("knowledge_chars", "knowledge_hits", "max_templates"), BUILTIN_PROMPT_BUDGET, strict=True)
+        ),
         # trained with the patches after the latents; interleaving them cost 2 of 40 QA answers
         "patch_layout": "after",
+        # on 2 CPU cores a row is the loop's cost: K = 4 instead of 8 took 25 % off a QA answer and changed
+        # 1 of 40 answers; the reward gains less (0.16 vs 0.28). docs/results.md, benchmarks/loop_settings.py
+        "perturbations": 4,
     }
 
     def __init__(
