@@ -12,7 +12,10 @@ size, elongation: :func:`fused_region_vector`), so similar-looking defects of di
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,6 +27,9 @@ from PIL import Image
 from riad_agent.backbones import FeatureBackbone, images_to_batch, load_backbone
 from riad_agent.expert.describe import describe_regions
 from riad_agent.schemas import DescribedRegion, Region
+
+#: Images whose feature maps an embedder keeps (one inspection reads them twice: recognition, then typing).
+RECENT_FEATURES = 4
 
 #: Rotations (degrees, counter-clockwise) stored for a product whose parts lie at any angle.
 FREE_POSE_ROTATIONS: tuple[int, ...] = (0, 90, 180, 270)
@@ -77,6 +83,8 @@ class ImageEmbedder:
     def __init__(self, backbone: FeatureBackbone | str = "efficientnet-lite0", image_size: int = 224) -> None:
         self.backbone = load_backbone(backbone) if isinstance(backbone, str) else backbone
         self.image_size = image_size
+        self._recent: OrderedDict[tuple[tuple[int, int], bytes], ImageFeatures] = OrderedDict()
+        self._lock = threading.Lock()
 
     @property
     def embedder_id(self) -> str:
@@ -99,8 +107,24 @@ class ImageEmbedder:
         return self.embed([image.rotate(angle, expand=True) for angle in rotations])
 
     def features(self, image: Image.Image) -> ImageFeatures:
-        """One forward pass of ``image``, from which its global and region embeddings are both read."""
-        return ImageFeatures(self._maps([image.convert("RGB")]), image.size)
+        """One forward pass of ``image``, from which its global and region embeddings are both read.
+
+        The maps of the last :data:`RECENT_FEATURES` images (by content) are kept, so recognising a
+        product and typing its defect on the same image cost one pass.
+        """
+        rgb = image.convert("RGB")
+        key = (rgb.size, hashlib.blake2b(rgb.tobytes(), digest_size=16).digest())
+        with self._lock:
+            kept = self._recent.get(key)
+            if kept is not None:
+                self._recent.move_to_end(key)
+                return kept
+        found = ImageFeatures(self._maps([rgb]), image.size)
+        with self._lock:
+            self._recent[key] = found
+            while len(self._recent) > RECENT_FEATURES:
+                self._recent.popitem(last=False)
+        return found
 
     def embed_region(
         self, image: Image.Image, box: tuple[int, int, int, int], words: DescribedRegion | None = None

@@ -58,3 +58,31 @@ def test_one_backbone_pass_serves_recognition_and_typing(line: ProductRegistry) 
     assert line.nearest_defects("washer", features, sample.bbox) == line.nearest_defects(
         "washer", sample.image, sample.bbox
     )
+
+
+def test_the_embedder_keeps_recent_images_features_by_content(line: ProductRegistry) -> None:
+    from riad_agent.products.embedding import RECENT_FEATURES
+
+    embedder = line.embedder
+    passes: list[int] = []
+    original = embedder._maps
+
+    def counted(images):  # type: ignore[no-untyped-def]
+        passes.append(len(images))
+        return original(images)
+
+    embedder._maps = counted  # type: ignore[method-assign]
+    embedder._recent.clear()  # the embedder is shared with earlier tests
+    try:
+        sample = generate_sample("washer", "stain", 503, SIZE).image
+        first = line.recognise(sample)
+        again = line.recognise(sample.copy())  # the same pixels in another object: no second pass
+        assert again == first and len(passes) == 1
+        others = [generate_sample("washer", None, 600 + i, SIZE).image for i in range(RECENT_FEATURES)]
+        for other in others:
+            embedder.features(other)
+        assert len(passes) == 1 + RECENT_FEATURES
+        embedder.features(sample)  # pushed out by the others: computed again
+        assert len(passes) == 2 + RECENT_FEATURES
+    finally:
+        del embedder._maps
