@@ -262,10 +262,15 @@ def explanation_text(
         sentences.append(f"Defect type: {defect.title} [{defect.id}], chosen by the reasoner.")
     elif leaned is not None and reasoning is not None:
         chosen, runner_up, second = _answer_lead(reasoning)
-        against = f" against {second:.2f} for {runner_up}" if runner_up is not None else ""
+        lead = (
+            f" (option probability {chosen:.2f} against {second:.2f} for {runner_up}): a lead of "
+            f"{chosen - second:.2f},"
+            if runner_up is not None
+            else ", with no option probabilities to show its lead:"
+        )
         sentences.append(
-            f"The reasoner leaned to {leaned.title} (option probability {chosen:.2f}{against}): too close "
-            "to state the defect type."
+            f"The reasoner leaned to {leaned.title}{lead} too close to state the defect type "
+            f"(that takes a lead of {REASONER_TYPE_LEAD:.2f})."
         )
     if defect is None and verdict != "normal" and (typing is None or typing.defect_type is None):
         candidates = [hit.title for hit in knowledge if hit.kind == "defect"][:KNOWLEDGE_CANDIDATES]

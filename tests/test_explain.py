@@ -53,10 +53,16 @@ def _findings(
 
 
 def _flagged(
-    request: InspectionRequest, anomaly: ExpertFindings, reasoning: ReasoningResult | None, **kw: Any
+    request: InspectionRequest,
+    anomaly: ExpertFindings,
+    reasoning: ReasoningResult | None,
+    knowledge: list[KnowledgeHit] | None = None,
+    **kw: Any,
 ) -> InspectionReport:
-    """The report of a 64 x 64 px image without knowledge."""
-    return build_report(request, (64, 64), (64, 64), None, False, [], anomaly, reasoning, [], {}, {}, **kw)
+    """The report of a 64 x 64 px image (no category) with these findings, reasoning and knowledge."""
+    return build_report(
+        request, (64, 64), (64, 64), None, False, knowledge or [], anomaly, reasoning, [], {}, {}, **kw
+    )
 
 
 def _report(anomaly: ExpertFindings | None) -> InspectionReport:
@@ -140,9 +146,7 @@ def test_a_narrow_reasoner_answer_is_a_lean_not_a_defect_type(probabilities: dic
     ]
     reasoning = ReasoningResult(answer="A", text="A", trace=_trace(option_probabilities=probabilities))
     request = InspectionRequest(image="query.png", question=question)
-    report = build_report(
-        request, (64, 64), (64, 64), None, False, hits, _findings(0.9), reasoning, [], {}, {}
-    )
+    report = _flagged(request, _findings(0.9), reasoning, hits)
     assert report.answer == "A" and report.defect_type is None  # answered, but no type is stated
     assert "chosen by the reasoner" not in report.explanation
     assert "The reasoner leaned to Crack" in report.explanation and "too close to state" in report.explanation
@@ -274,9 +278,7 @@ def test_an_answer_taken_from_the_exemplars_says_so_and_names_the_models_lean() 
     )
     request = InspectionRequest(image="query.png", question=question)
     box = Region(x0=1, y0=2, x1=9, y1=12, score=0.9, area=40)
-    report = build_report(
-        request, (64, 64), (64, 64), None, False, [], _findings(0.9, regions=[box]), reasoning, [], {}, {}
-    )
+    report = _flagged(request, _findings(0.9, regions=[box]), reasoning)
     assert report.answer == "B"
     assert (
         "Answer B (Missing piece) follows the product's labelled exemplars (the model alone leaned to A)"
@@ -293,9 +295,7 @@ def test_the_explanation_says_when_the_latent_loop_stopped_early() -> None:
         ("threshold", "(the reward reached its threshold)"),
     ):
         reasoning = ReasoningResult(answer=None, text="", trace=_trace(stopped=stopped))
-        report = build_report(
-            request, (64, 64), (64, 64), None, False, [], _findings(0.9, regions=[box]), reasoning, [], {}, {}
-        )
+        report = _flagged(request, _findings(0.9, regions=[box]), reasoning)
         assert f"over 0 latent iteration(s) {words}" in report.explanation
     plain = _flagged(
         request, _findings(0.9, regions=[box]), ReasoningResult(answer=None, text="", trace=_trace())
@@ -308,7 +308,5 @@ def test_an_option_without_a_full_stop_still_ends_its_sentence() -> None:
     reasoning = ReasoningResult(answer="B", text="B", trace=_trace())
     request = InspectionRequest(image="query.png", question=question)
     box = Region(x0=1, y0=2, x1=9, y1=12, score=0.9, area=40)
-    report = build_report(
-        request, (64, 64), (64, 64), None, False, [], _findings(0.9, regions=[box]), reasoning, [], {}, {}
-    )
+    report = _flagged(request, _findings(0.9, regions=[box]), reasoning)
     assert "answered B. Hole. Reward" in report.explanation

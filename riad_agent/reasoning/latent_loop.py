@@ -301,11 +301,10 @@ def reinforce_steps(
     """One REINFORCE iteration (as a generator: yields its one evaluation)."""
     sigma = sigma_at(config, setup, step)
     z = current.latents
+    draws = config.perturbations // 2 if config.mirrored else config.perturbations
+    eps = torch.randn((draws, *z.shape), generator=generator).to(z) * sigma
     if config.mirrored:
-        half = torch.randn((config.perturbations // 2, *z.shape), generator=generator).to(z) * sigma
-        eps = torch.cat([half, -half])
-    else:
-        eps = torch.randn((config.perturbations, *z.shape), generator=generator).to(z) * sigma
+        eps = torch.cat([eps, -eps])
     rows = [(z, current.patches)] + [(z + e, current.patches) for e in eps]
     if candidate is not None:
         rows.append((z, candidate))

@@ -64,8 +64,8 @@ class BuiltinAdapter(BatchedHFDecoderAdapter):
         ),
         # trained with the patches after the latents; interleaving them cost 2 of 40 QA answers
         "patch_layout": "after",
-        # on 2 CPU cores a row is the loop's cost: K = 4 instead of 8 took 25 % off a QA answer and changed
-        # 1 of 40 answers; the reward gains less (0.16 vs 0.28). docs/results.md, benchmarks/loop_settings.py
+        # on 2 CPU cores a row is the loop's cost: K = 4 instead of 8 took 23-25 % off a QA answer and
+        # changed 1 of 40 generated answers (5 of 244 shared); the reward gains less (0.16 vs 0.28). docs/results.md, benchmarks/loop_settings.py
         "perturbations": 4,
     }
 
