@@ -6,7 +6,8 @@
 Generated washers (half with a defect), 4 generated references, the embedded defaults (expert, MiniLM
 knowledge, builtin reasoner), one warm `Inspector`; the two settings alternate image by image, so both
 see the same machine. Prints the median and the 90th percentile of each, in seconds, and the median
-of each stage of the inspections that always reason, in milliseconds, as JSON. ``--versus`` adds a
+of each stage of the inspections that always reason, in milliseconds, and the language model's
+precision (``RIAD_DTYPE``: float32, bfloat16 or int8), as JSON. ``--versus`` adds a
 third setting: always reasoning with those :class:`~riad_agent.reasoning.config.LatentConfig`
 overrides (same inspector, same model), alternating with the others, and the median ratio of its
 time to the shipped setting's, image by image.
@@ -97,6 +98,7 @@ def main() -> None:
             ratios = np.array(times["versus"]) / np.array(times["always"])
             result["versus"] = {**result["versus"], "overrides": args.versus}  # type: ignore[dict-item]
             result["versus_over_always_median"] = float(np.median(ratios))
+        result["precision"] = getattr(getattr(reasoner, "vlm", None), "precision", "unknown")
         result["needed_reasoned"] = {"images": reasoned, "of": len(images)}
         result["always_stage_median_ms"] = {stage: round(float(np.median(v))) for stage, v in stages.items()}
         print(json.dumps(result, indent=1))

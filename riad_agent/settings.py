@@ -81,7 +81,7 @@ class Settings(BaseSettings):
         description="Converted model weights (the builtin model's language model); shared by data dirs.",
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16", "int8"] = "auto"
     reasoner_url: str | None = Field(
         default=None, description="URL of a reasoner service (riad serve reasoner); unset = in-process."
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from riad_agent.errors import ConfigurationError
+from riad_agent.models.int8 import int8_matmul_available
 
 # Linux CPU flags that give native bf16 matrix products (oneDNN uses them); elsewhere bf16 is emulated
 _NATIVE_BF16_CHECKS = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
@@ -38,6 +39,22 @@ def resolve_dtype(dtype: str, device: torch.device, cpu_bfloat16: bool = False) 
         if device.type == "cpu" and cpu_bfloat16 and cpu_has_native_bfloat16():
             return torch.bfloat16
         return torch.float32
+    if dtype == "int8":
+        raise ConfigurationError("dtype 'int8' is for the builtin model on a CPU; use auto, float32 or bfloat16")
     if dtype not in _DTYPES:
         raise ConfigurationError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
     return _DTYPES[dtype]
+
+
+def builtin_uses_int8(dtype: str, device: torch.device) -> bool:
+    """Whether the builtin language model multiplies in int8 (:mod:`riad_agent.models.int8`): only when
+    asked ('int8'), on a CPU whose PyTorch has the x86 int8 kernels (else ``ConfigurationError``).
+
+    'auto' never chooses it: on the checks in docs/results.md int8 changed 8 of 120 answers (bf16 3)
+    for 15-35 % less time per inspection on a 2-core AVX2 machine, a trade a user makes knowingly.
+    """
+    if dtype != "int8":
+        return False
+    if device.type != "cpu" or not int8_matmul_available():
+        raise ConfigurationError("dtype 'int8' needs a CPU and PyTorch's x86 int8 kernels (fbgemm); use auto or float32")
+    return True

@@ -34,6 +34,7 @@ from riad_agent.models.base import (
 )
 from riad_agent.models.hf_attention import packed_attention, packed_suffix_mask
 from riad_agent.models.hf_cache import fork_cache, scratch_fork
+from riad_agent.models.int8 import DynamicInt8Linear
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -48,6 +49,7 @@ class HFDecoderAdapter:
     model_id: str
     device: torch.device
     dtype: torch.dtype
+    precision: str
     hidden_size: int
     num_layers: int
     eos_token_ids: set[int]
@@ -63,6 +65,8 @@ class HFDecoderAdapter:
         param = next(model.parameters())
         self.device = param.device
         self.dtype = param.dtype
+        int8 = any(isinstance(module, DynamicInt8Linear) for module in model.modules())
+        self.precision = "int8" if int8 else str(param.dtype).removeprefix("torch.")
         text_config = model.config.get_text_config()
         self.hidden_size = int(text_config.hidden_size)
         self.num_layers = int(text_config.num_hidden_layers)

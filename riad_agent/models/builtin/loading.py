@@ -14,7 +14,8 @@ from riad_agent.models.builtin.adapter import BuiltinAdapter
 from riad_agent.models.builtin.language import load_language_model
 from riad_agent.models.builtin.lora import merge_lora
 from riad_agent.models.builtin.vision import Projector, VisionConfig, VisionTower
-from riad_agent.models.device import resolve_device, resolve_dtype
+from riad_agent.models.device import builtin_uses_int8, resolve_device, resolve_dtype
+from riad_agent.models.int8 import quantise_linears
 
 BUILTIN_ID = "riad-builtin-v1"
 WEIGHTS_PATH = Path(__file__).resolve().parent / "weights" / f"{BUILTIN_ID}.safetensors"
@@ -75,15 +76,20 @@ def load_builtin(
 
     ``dtype`` 'auto' on a CPU with native bf16 products (AVX512-BF16, AMX) runs the language model in
     bf16: the latent loop takes about half the time, with the same answers on the checks in
-    docs/results.md; 'float32' keeps full precision. The LoRA deltas are merged in fp32 either way.
+    docs/results.md, else fp32; 'int8' multiplies in int8 on x86 CPUs (:mod:`riad_agent.models.int8`:
+    faster where bf16 is not native, with a few answers changed); 'float32' keeps full precision. The LoRA deltas are merged in fp32
+    either way.
     """
     torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device, cpu_bfloat16=True)
+    int8 = builtin_uses_int8(dtype, torch_device)
+    torch_dtype = torch.float32 if int8 else resolve_dtype(dtype, torch_device, cpu_bfloat16=True)
     weights = read_weights(weights_path or WEIGHTS_PATH)
     model, tokenizer = load_language_model(cache_dir, torch_device, torch.float32)
     try:
         merge_lora(model, weights.lora)
         model = model.to(dtype=torch_dtype)
+        if int8:
+            quantise_linears(model)
         projector = Projector(weights.vision, int(model.config.hidden_size))
         projector.load_state_dict(weights.projector)
     except (KeyError, RuntimeError) as exc:
