@@ -421,6 +421,11 @@ class ReasoningTrace(_Strict):
         description="Why the loop ended: all its iterations ran, the best reward reached the threshold, "
         "or the reward plateaued (LatentConfig.plateau_patience).",
     )
+    precision: str | None = Field(
+        default=None,
+        description="The language model's precision: 'float32', 'bfloat16', 'float16' or 'int8' (the "
+        "builtin's opt-in RIAD_DTYPE=int8); None in older traces.",
+    )
 
     @property
     def injected(self) -> list[PatchRef]:

@@ -310,3 +310,14 @@ def test_an_option_without_a_full_stop_still_ends_its_sentence() -> None:
     box = Region(x0=1, y0=2, x1=9, y1=12, score=0.9, area=40)
     report = _flagged(request, _findings(0.9, regions=[box]), reasoning)
     assert "answered B. Hole. Reward" in report.explanation
+
+
+def test_the_explanation_names_an_int8_model_and_the_trace_keeps_the_precision() -> None:
+    question = MultipleChoiceQuestion(text="Is there any defect?", options={"A": "Yes.", "B": "No."})
+    request = InspectionRequest(image="query.png", question=question)
+    box = Region(x0=1, y0=2, x1=9, y1=12, score=0.9, area=40)
+    for precision, words in (("int8", "Latent reasoning (fake, int8) answered A."), ("float32", "Latent reasoning (fake) answered A.")):
+        reasoning = ReasoningResult(answer="A", text="A", trace=_trace(precision=precision))
+        report = _flagged(request, _findings(0.9, regions=[box]), reasoning)
+        assert words in report.explanation
+        assert report.trace is not None and report.trace.precision == precision

@@ -296,6 +296,7 @@ class LatentReasoner:
     ) -> ReasoningResult:
         trace = ReasoningTrace(
             model_id=self.model_id,
+            precision=getattr(self.vlm, "precision", None),
             reward_kind=self.config.reward,
             latent_tokens=int(setup.latents.shape[0]),
             initial_reward=result.initial_reward,

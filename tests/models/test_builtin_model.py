@@ -125,7 +125,7 @@ def test_builtin_in_reduced_precision_answers_as_in_fp32(builtin: Any, precision
         prior = expert.analyse(image, references).prior_map()
         request = ReasoningInput(image=image, question=DETECT, patch_prior=prior, seed=seed)
         a, b = full.reason(request), reduced.reason(request)
-        assert a.answer == b.answer
+        assert a.answer == b.answer and (a.trace.precision, b.trace.precision) == ("float32", precision)
         pa, pb = a.trace.option_probabilities, b.trace.option_probabilities
         assert pa and pb and max(abs(pa[k] - pb[k]) for k in pa) < 0.05
         assert abs(a.trace.final_reward - b.trace.final_reward) < reward_tolerance
