@@ -51,7 +51,7 @@ def builtin_uses_int8(dtype: str, device: torch.device) -> bool:
     asked ('int8'), on a CPU whose PyTorch has the x86 int8 kernels (else ``ConfigurationError``).
 
     'auto' never chooses it: on the checks in docs/results.md int8 changed 8 of 120 answers (bf16 3)
-    for 15-35 % less time per inspection on a 2-core AVX2 machine, a trade a user makes knowingly.
+    for 15-36 % less time per reasoned inspection on a 2-core AVX2 machine, a trade a user makes knowingly.
     """
     if dtype != "int8":
         return False

@@ -5,7 +5,7 @@ also stored as int8 with one scale per output channel, and a call with enough ro
 input on the fly and multiplies with PyTorch's x86 int8 kernel (``torch.ops.quantized.linear_dynamic``).
 That kernel quantises its whole input with one scale, so each row (token) is first brought to the
 same magnitude and scaled back after: in effect one scale per token. On a 2-core AVX2 machine a
-(96 x 576) x (576 x 1536) product takes about 0.7 ms instead of 1.2 ms in fp32, and the tied
+(96 x 576) x (576 x 1536) product takes about 0.8 ms instead of 1.2 ms in fp32, and the tied
 49k-word LM head, which is memory-bound, a fifth to a sixth of its fp32 time.
 
 Where int8 loses, the layer keeps fp32:
@@ -14,7 +14,7 @@ Where int8 loses, the layer keeps fp32:
 - calls with fewer rows than ``min_rows`` (one-token decoding steps): the kernel's fixed cost is more
   than the product there; the LM head, memory-bound, is int8 from one row.
 
-The weights stay frozen; gradients with respect to the *input* flow (through the int8 weight), so the
+The weights stay frozen; gradients with respect to the *input* flow (through the fp32 weight), so the
 exact-gradient latent optimiser still runs. ``benchmarks/default_inspection.py`` times the whole
 graph with ``RIAD_DTYPE=int8`` against ``float32``; docs/results.md has the answers compared.
 """
@@ -49,15 +49,18 @@ def int8_matmul_available() -> bool:
 
 
 class _Int8LinearFunction(torch.autograd.Function):
+    """The int8 product forward; backward to the input through the layer's fp32 weight."""
+
     @staticmethod
-    def forward(ctx: Any, inputs: torch.Tensor, packed: Any, module: DynamicInt8Linear) -> torch.Tensor:
-        ctx.module = module
+    def forward(ctx: Any, inputs: torch.Tensor, packed: Any, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(weight)
         out: torch.Tensor = torch.ops.quantized.linear_dynamic(inputs, packed, _REDUCE_RANGE)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        return grad_output @ ctx.module.dequantised_weight(), None, None
+        (weight,) = ctx.saved_tensors
+        return grad_output @ weight, None, None
 
 
 class DynamicInt8Linear(nn.Module):
@@ -65,7 +68,9 @@ class DynamicInt8Linear(nn.Module):
 
     def __init__(self, linear: nn.Linear, min_rows: int | None = None) -> None:
         super().__init__()
-        self.full = linear.float().cpu()  # fp32 for calls with few rows
+        # the fp32 layer stays: calls with few rows and the backward pass use it (the LM head's weight
+        # is the embedding table's, shared, so only the other layers hold a second, int8 copy)
+        self.full = linear.float().cpu()
         self.in_features = int(linear.in_features)
         self.out_features = int(linear.out_features)
         self.min_rows = min_rows if min_rows is not None else (1 if self.out_features >= WIDE_OUTPUT else MIN_ROWS)
@@ -78,11 +83,6 @@ class DynamicInt8Linear(nn.Module):
             )
             self._packed = torch.ops.quantized.linear_prepack(quantised, None)
 
-    def dequantised_weight(self) -> torch.Tensor:
-        """The int8 weight back in fp32 (the backward pass multiplies by it)."""
-        weight, _ = torch.ops.quantized.linear_unpack(self._packed)
-        return weight.dequantize()
-
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         flat = inputs.reshape(-1, self.in_features).float()
         if flat.shape[0] < self.min_rows:
@@ -90,7 +90,7 @@ class DynamicInt8Linear(nn.Module):
         row_scale = flat.detach().abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
         scaled = flat / row_scale
         if scaled.requires_grad:
-            out = _Int8LinearFunction.apply(scaled, self._packed, self)
+            out = _Int8LinearFunction.apply(scaled, self._packed, self.full.weight)
         else:
             out = torch.ops.quantized.linear_dynamic(scaled, self._packed, _REDUCE_RANGE)
         out = out * row_scale

@@ -77,8 +77,8 @@ def load_builtin(
     ``dtype`` 'auto' on a CPU with native bf16 products (AVX512-BF16, AMX) runs the language model in
     bf16: the latent loop takes about half the time, with the same answers on the checks in
     docs/results.md, else fp32; 'int8' multiplies in int8 on x86 CPUs (:mod:`riad_agent.models.int8`:
-    faster where bf16 is not native, with a few answers changed); 'float32' keeps full precision. The LoRA deltas are merged in fp32
-    either way.
+    faster where bf16 is not native, with a few answers changed); 'float32' keeps full precision.
+    The LoRA deltas are merged in fp32 either way.
     """
     torch_device = resolve_device(device)
     int8 = builtin_uses_int8(dtype, torch_device)
