@@ -35,6 +35,7 @@ from riad_agent.graphs.context import components_of
 from riad_agent.graphs.images import open_image, remember_image
 from riad_agent.graphs.state import InspectionState
 from riad_agent.imaging import working_size
+from riad_agent.knowledge.cues import CANDIDATE_POOL, rank_by_cues
 from riad_agent.knowledge.query import build_retrieval_query
 from riad_agent.products.models import Recognition
 from riad_agent.protocols import KnowledgeBase, ReasoningResult
@@ -225,10 +226,19 @@ async def retrieve_knowledge(state: InspectionState, config: RunnableConfig) -> 
         anomaly_score=anomaly.score if anomaly is not None else None,
         description=anomaly.description.sentence() if anomaly is not None and anomaly.description else None,
     )
-    hits = await asyncio.to_thread(
-        knowledge.search, query, state.get("category"), request.options.knowledge_k
+    # with a category, one search also brings its other defect entries for the candidate types (the
+    # first knowledge_k hits are the same: the fusion's prefetch is larger than the pool)
+    category = state.get("category")
+    wanted = request.options.knowledge_k
+    pool = await asyncio.to_thread(
+        knowledge.search, query, category, max(wanted, CANDIDATE_POOL) if category else wanted
     )
-    return {"knowledge": hits, "timings_ms": {"retrieve_knowledge": _ms(start)}}
+    strongest = anomaly.description.strongest if anomaly is not None and anomaly.description else None
+    return {
+        "knowledge": pool[:wanted],
+        "candidates": rank_by_cues(pool, strongest),
+        "timings_ms": {"retrieve_knowledge": _ms(start)},
+    }
 
 
 async def latent_reasoning(state: InspectionState, config: RunnableConfig) -> dict[str, Any]:
@@ -344,6 +354,7 @@ async def explain(state: InspectionState) -> dict[str, Any]:
         category_similarity=state.get("category_similarity"),
         typing=state.get("typing"),
         knowledge=state.get("knowledge", []),
+        candidates=state.get("candidates", []),
         anomaly=state.get("anomaly"),
         reasoning=state.get("reasoning"),
         degraded=list(dict.fromkeys(state.get("degraded", []))),

@@ -15,7 +15,7 @@ from typing_extensions import TypedDict  # pydantic builds JSON schemas of typin
 
 from riad_agent.evidence import ExemplarTyping, ExpertFindings
 from riad_agent.protocols import Pose, ReasoningResult
-from riad_agent.schemas import InspectionReport, InspectionRequest, KnowledgeHit
+from riad_agent.schemas import CandidateType, InspectionReport, InspectionRequest, KnowledgeHit
 
 
 def _merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
@@ -60,6 +60,7 @@ class InspectionState(TypedDict, total=False):
     pose: Pose | None  # the category's pose from its knowledge entry, None: the expert infers it
     search_knowledge: bool
     knowledge: list[KnowledgeHit]
+    candidates: list[CandidateType]  # the category's defect entries, best cue match to the strongest region first
     anomaly: ExpertFindings | None
     typing: ExemplarTyping | None  # the registered product's labelled exemplars against the strongest region
     prior: str | None  # blob key of the reasoner's prior map (AnomalyMap.prior_map), None without one

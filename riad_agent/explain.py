@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, get_args
 
 from riad_agent.errors import RiadError
+from riad_agent.knowledge.cues import rank_by_cues
 from riad_agent.protocols import ReasoningResult
 from riad_agent.schemas import (
+    CandidateType,
     InspectionOptions,
     InspectionReport,
     InspectionRequest,
@@ -26,9 +28,9 @@ from riad_agent.schemas import (
 if TYPE_CHECKING:
     from riad_agent.evidence import ExemplarTyping, ExpertFindings
 
-#: Defect entries named as candidate types when nothing states a type (measured: the region description
-#: in the query puts the true type first for 0.33-0.35 of flagged generated defects, in the top 2 for
-#: 0.50-0.51; benchmarks/knowledge_typing.py).
+#: Defect entries named as candidate types when nothing states a type: the category's entries ranked by
+#: how well their cues match the strongest region (riad_agent/knowledge/cues.py; docs/results.md,
+#: "Candidate types ranked by their cues"; benchmarks/knowledge_typing.py).
 KNOWLEDGE_CANDIDATES = 2
 
 #: Scores within this distance of 0.5 are "uncertain" (the calibrated edge of normal).
@@ -207,7 +209,7 @@ def explanation_text(
     degraded: list[str],
     description: RegionDescription | None = None,
     typing: ExemplarTyping | None = None,
-    knowledge: Sequence[KnowledgeHit] = (),
+    candidates: Sequence[CandidateType] = (),
     asked: MultipleChoiceQuestion | None = None,
     skipped_reasoner: bool = False,
     leaned: KnowledgeHit | None = None,
@@ -216,7 +218,8 @@ def explanation_text(
 
     ``question`` is the question answered (the default one when none was asked); ``asked`` the
     request's own question, or None; ``skipped_reasoner``: the reasoner was wanted but not needed;
-    ``leaned``: the defect type the reasoner's answer names, when its lead was too small to state it.
+    ``leaned``: the defect type the reasoner's answer names, when its lead was too small to state it;
+    ``candidates``: the knowledge's candidate types to name when nothing states a type.
     """
     sentences = [f"Verdict: {verdict} (calibrated anomaly score {score:.2f}; 0.50 is the edge of normal)."]
     if anomaly is None:
@@ -272,13 +275,11 @@ def explanation_text(
             f"The reasoner leaned to {leaned.title}{lead} too close to state the defect type "
             f"(that takes a lead of {REASONER_TYPE_LEAD:.2f})."
         )
-    if defect is None and verdict != "normal" and (typing is None or typing.defect_type is None):
-        candidates = [hit.title for hit in knowledge if hit.kind == "defect"][:KNOWLEDGE_CANDIDATES]
-        if candidates:
-            sentences.append(
-                "Candidate types from the knowledge, ranked by how well their visual cues match the region "
-                f"(low confidence, not a verdict): {'; '.join(candidates)}."
-            )
+    if candidates:
+        sentences.append(
+            "Candidate types from the knowledge, ranked by how well their visual cues match the region "
+            f"(low confidence, not a verdict): {'; '.join(_candidate_words(c) for c in candidates)}."
+        )
     opinion = reasoner_opinion(verdict, anomaly, reasoning, asked)
     if opinion is not None:
         sentences.append(opinion)
@@ -314,6 +315,17 @@ def explanation_text(
     return " ".join(sentences)
 
 
+def _candidate_words(candidate: CandidateType) -> str:
+    """'Synthetic washer: Scratch (matches elongated; not darker)': the region's attributes its cues name,
+    and those where they name others."""
+    said = []
+    if candidate.agreed:
+        said.append(f"matches {', '.join(candidate.agreed)}")
+    if candidate.clashed:
+        said.append(f"not {', '.join(candidate.clashed)}")
+    return f"{candidate.title} ({'; '.join(said) or 'no cue to compare'})"
+
+
 def build_report(
     request: InspectionRequest,
     image_size: tuple[int, int],
@@ -328,10 +340,13 @@ def build_report(
     models: dict[str, str],
     category_similarity: float | None = None,
     typing: ExemplarTyping | None = None,
+    candidates: Sequence[CandidateType] | None = None,
 ) -> InspectionReport:
     """Assemble the :class:`InspectionReport` from the graph's parts.
 
-    ``anomaly`` carries the heatmap PNG only when the request asked for one.
+    ``anomaly`` carries the heatmap PNG only when the request asked for one. ``candidates``: the
+    category's defect entries ranked by their cues (:func:`~riad_agent.knowledge.cues.rank_by_cues`);
+    None ranks the defect hits among ``knowledge``.
     """
     question = request.question
     score = anomaly_score(anomaly, reasoning, question)
@@ -365,6 +380,12 @@ def build_report(
     defect = named if clear else None
     leaned = named if not clear else None
     typing = None if verdict == "normal" else typing
+    # nothing states a type on a flagged part: the knowledge's best cue matches, as a lean
+    untyped = defect is None and verdict != "normal" and (typing is None or typing.defect_type is None)
+    if candidates is None:
+        strongest = description.strongest if description is not None else None
+        candidates = rank_by_cues(knowledge, strongest)
+    shown = list(candidates[:KNOWLEDGE_CANDIDATES]) if untyped else []
     explanation = explanation_text(
         verdict,
         score,
@@ -377,7 +398,7 @@ def build_report(
         degraded,
         description,
         typing,
-        knowledge,
+        shown,
         asked=question,
         skipped_reasoner=reasoning is None
         and request.options.use_reasoner
@@ -410,6 +431,7 @@ def build_report(
             )
             for hit in knowledge
         ],
+        candidate_types=shown,
         trace=reasoning.trace if reasoning is not None else None,
         timings_ms=timings_ms,
         models=models,

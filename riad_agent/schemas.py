@@ -342,6 +342,24 @@ class KnowledgeHit(_Strict):
     source: str = ""
 
 
+class CandidateType(_Strict):
+    """A defect type the knowledge suggests for the strongest region: a lean for an operator, not a verdict.
+
+    Ranked by how well the entry's visual cues match the region's words (``riad_agent/knowledge/cues.py``).
+    """
+
+    id: str = Field(description="Knowledge entry id, e.g. 'mvtec/hazelnut/crack'.")
+    title: str
+    defect_type: str
+    cue_match: float = Field(
+        ge=-0.5, le=1.0, description="Agreement of the entry's cues with the region: 1 all named agree, 0 silent."
+    )
+    agreed: list[str] = Field(default_factory=list, description="The region's attributes the entry names.")
+    clashed: list[str] = Field(
+        default_factory=list, description="The region's attributes where the entry names only others."
+    )
+
+
 class KnowledgeCitation(_Strict):
     """A knowledge entry the report relied on, for citation."""
 
@@ -463,6 +481,11 @@ class InspectionReport(_Strict):
     heatmap_png: bytes | None = Field(default=None, description="Heatmap overlay (base64 in JSON).")
     explanation: str = ""
     knowledge: list[KnowledgeCitation] = Field(default_factory=list)
+    candidate_types: list[CandidateType] = Field(
+        default_factory=list,
+        description="When no type is stated on a flagged part: the category's defect entries whose visual cues "
+        "best match the strongest region (low confidence, never defect_type).",
+    )
     trace: ReasoningTrace | None = None
     timings_ms: dict[str, float] = Field(default_factory=dict)
     models: dict[str, str] = Field(default_factory=dict)

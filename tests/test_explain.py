@@ -263,10 +263,33 @@ def test_without_a_stated_type_the_knowledge_defects_are_named_as_candidates_onl
     flagged = build_report(
         request, (64, 64), (64, 64), None, False, hits, _findings(0.9, regions=[box]), None, [], {}, {}
     )
-    assert "(low confidence, not a verdict): Washer: scratch; Washer: hole." in flagged.explanation
+    # no described region: the retrieval's order, and the report says there was nothing to compare
+    assert (
+        "(low confidence, not a verdict): Washer: scratch (no cue to compare); Washer: hole (no cue to compare)."
+        in flagged.explanation
+    )
+    assert [c.defect_type for c in flagged.candidate_types] == ["scratch", "hole"]
     assert flagged.defect_type is None  # candidates are never the answer
+    # a described region: the entries whose cues match it come first (a thin line, darker: the scratch
+    # entry names a line, the hole entry a dark spot; the line's shape wins over the spot's contrast)
+    described = build_report(
+        request,
+        (64, 64),
+        (64, 64),
+        None,
+        False,
+        hits,
+        _findings(0.9, regions=[box], description=_scratch_words()),
+        None,
+        [],
+        {},
+        {},
+    )
+    first = described.candidate_types[0]
+    assert first.defect_type == "scratch" and first.agreed == ["elongated"]
+    assert "Washer: scratch (matches elongated)" in described.explanation
     normal = build_report(request, (64, 64), (64, 64), None, False, hits, _findings(0.1), None, [], {}, {})
-    assert "Candidate types" not in normal.explanation
+    assert "Candidate types" not in normal.explanation and normal.candidate_types == []
 
 
 def test_an_answer_taken_from_the_exemplars_says_so_and_names_the_models_lean() -> None:

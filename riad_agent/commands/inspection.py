@@ -80,6 +80,9 @@ def print_report(report: Any) -> None:
         table.add_row("answer", f"{report.answer}. {report.answer_text or ''}")
     if report.defect_type:
         table.add_row("defect type", report.defect_type)
+    elif report.candidate_types:  # a lean, not a type: said so in the row's name
+        leans = ", ".join(f"{c.defect_type} ({c.cue_match:.2f})" for c in report.candidate_types)
+        table.add_row("candidate types", f"{leans} - by cue match, not a verdict")
     for region in report.regions[:5]:
         table.add_row(
             "region", f"x {region.x0}-{region.x1}, y {region.y0}-{region.y1} (score {region.score:.2f})"

@@ -50,6 +50,9 @@ async def test_defective_part_full_path(settings: Settings, images: dict[str, Pa
     assert report.heatmap_png == b"\x89PNGfake"
     assert [k.id for k in report.knowledge][:2] == ["synthetic/washer/normal", "synthetic/washer/scratch"]
     assert knowledge.searches[0][1] == "synthetic/washer"
+    # no type was stated: the category's defect entries are the candidates, never the defect type
+    assert [c.id for c in report.candidate_types] == ["synthetic/washer/scratch", "synthetic/washer/hole"]
+    assert report.defect_type is None
     assert report.trace is not None and len(report.trace.iterations) == 3
     assert report.answer is None  # no question was asked: the default question's letter is internal
     assert report.models == {"expert": "fake-mean-diff", "reasoner": "fake-reasoner"}
