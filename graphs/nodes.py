@@ -307,12 +307,17 @@ async def latent_reasoning(state: InspectionState, config: RunnableConfig) -> di
         ended.set()
     return {
         "reasoning": result,
-        "models": {"reasoner": reasoner.model_id},
+        "models": _reasoner_models(reasoner.model_id, result.trace.precision),
         "timings_ms": {
             "latent_reasoning": _ms(start),
             **{f"reasoning.{key}": value for key, value in result.timings_ms.items()},
         },
     }
+
+
+def _reasoner_models(model_id: str, precision: str | None) -> dict[str, str]:
+    """The report's ``models`` entries of the reasoner: its id, and the precision it ran in when known."""
+    return {"reasoner": model_id, **({"reasoner_precision": precision} if precision else {})}
 
 
 def _exemplar_crops(components: Components, typing: ExemplarTyping | None) -> list[Image.Image | None]:

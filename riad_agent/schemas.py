@@ -488,7 +488,10 @@ class InspectionReport(_Strict):
     )
     trace: ReasoningTrace | None = None
     timings_ms: dict[str, float] = Field(default_factory=dict)
-    models: dict[str, str] = Field(default_factory=dict)
+    models: dict[str, str] = Field(
+        default_factory=dict,
+        description="What ran: expert, reasoner, and the precision the reasoner ran in (reasoner_precision).",
+    )
     degraded: list[str] = Field(
         default_factory=list,
         description="Why parts were skipped, e.g. 'reasoner_unavailable', 'no_references'.",

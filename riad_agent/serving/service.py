@@ -167,6 +167,7 @@ class ReasonerService:
             status=status,
             ready=worker.ready,
             model_id=worker.model_id,
+            precision=worker.precision,
             replica=self.config.replica,
             queued=worker.queued,
             running=worker.running,

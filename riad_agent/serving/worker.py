@@ -159,6 +159,13 @@ class ModelWorker:
         return self.reasoner.model_id if self.reasoner is not None else None
 
     @property
+    def precision(self) -> str | None:
+        """The language model's precision ('float32', 'bfloat16', 'int8'), None before it loads."""
+        vlm = getattr(self.reasoner, "vlm", None)
+        precision = getattr(vlm, "precision", None)
+        return precision if isinstance(precision, str) else None
+
+    @property
     def queued(self) -> int:
         return self._queue.qsize()
 

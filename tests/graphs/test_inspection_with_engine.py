@@ -38,4 +38,5 @@ async def test_graph_runs_the_latent_loop_with_expert_prior(tmp_path: Path, imag
     assert trace.final_reward >= trace.initial_reward  # the best state is kept
     assert [e for e in events if e.get("stage") == "latent_reasoning" and "reward" in e]
     assert report.models["reasoner"] == reasoner.model_id
+    assert report.models["reasoner_precision"] == "float32"  # the precision it ran in
     assert {"reasoning.prefix_ms", "reasoning.latent_ms", "reasoning.decode_ms"} <= set(report.timings_ms)

@@ -70,6 +70,7 @@ def test_tiny_model_remote_equals_in_process(serve: ServeFn, tiny: LatentReasone
     assert {"prefix_ms", "latent_ms", "decode_ms"} <= set(remote.timings_ms)
     health = httpx.get(f"{server.url}/healthz").json()
     assert health["status"] == "ok" and health["model_id"] == "tiny-qwen2_vl"
+    assert health["precision"] == "float32"  # an operator sees which precision the replica runs
 
 
 def test_readyz_reports_loading_then_ready(serve: ServeFn) -> None:
