@@ -425,7 +425,11 @@ class ReasoningTrace(_Strict):
         description="Patches in the decode (the best row's). Traces written before the rename call it 'injected'.",
     )
     option_probabilities: dict[str, float] = Field(default_factory=dict)
-    rationale: str = ""
+    rationale: str = Field(
+        default="",
+        description="The answer letter and the text decoded after it (the builtin model decodes the letter "
+        "only: its rationales just repeated an option's text).",
+    )
     answer_source: Literal["model", "exemplars"] = Field(
         default="model",
         description="'exemplars': the option naming the type the product's labelled exemplars clearly "

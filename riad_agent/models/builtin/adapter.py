@@ -67,6 +67,10 @@ class BuiltinAdapter(BatchedHFDecoderAdapter):
         # on 2 CPU cores a row is the loop's cost: K = 4 instead of 8 took 23-25 % off a QA answer and
         # changed 1 of 40 generated answers (5 of 244 shared); the reward gains less (0.16 vs 0.28). docs/results.md, benchmarks/loop_settings.py
         "perturbations": 4,
+        # its "rationale" only repeats an option's text, sometimes another option's than the answer
+        # ("B. Stain" for the answer B "Colour defect"): the letter alone, 0.4-0.5 s less per reasoned
+        # inspection on 2 cores. docs/results.md ("The builtin decodes no rationale")
+        "rationale_tokens": 1,
     }
 
     def __init__(
