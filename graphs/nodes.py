@@ -179,7 +179,9 @@ async def expert_analysis(state: InspectionState, config: RunnableConfig) -> dic
     anomaly = await asyncio.to_thread(lambda: expert.analyse(image, references, pose=state.get("pose")))
     findings = await asyncio.to_thread(ExpertFindings.of, anomaly, request.options.return_heatmap)
     prior = None
-    if reasoner_needed(request.options, request.question, findings):
+    # the prior map serves the reasoner and, on a registered product's flagged part, the defect typing
+    typing_next = state.get("product") is not None and findings.score > 0.5 - UNCERTAIN_BAND
+    if typing_next or reasoner_needed(request.options, request.question, findings):
         prior = await asyncio.to_thread(lambda: blobs.put_array(anomaly.prior_map()))
     return {
         "anomaly": findings,
@@ -200,7 +202,9 @@ async def type_defect(state: InspectionState, config: RunnableConfig) -> dict[st
     try:
         registry = await asyncio.to_thread(components.products.get)
         image = await asyncio.to_thread(open_image, state["image"], components.policy, components.blobs)
-        typing = await asyncio.to_thread(steps.exemplar_typing, registry, product, image, anomaly)
+        prior = state.get("prior")
+        weights = None if prior is None else await asyncio.to_thread(components.blobs.get_array, prior)
+        typing = await asyncio.to_thread(steps.exemplar_typing, registry, product, image, anomaly, weights)
     except (BackendUnavailableError, OSError):
         return {"degraded": ["products_unavailable"]}
     if typing is None:  # the product has no labelled exemplars

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
+import numpy as np
 from PIL import Image
 
 from riad_agent.blobs import BlobStore
@@ -119,10 +120,16 @@ def resolve_category(
 
 
 def exemplar_typing(
-    registry: ProductRegistry, product: str, image: Image.Image, findings: ExpertFindings
+    registry: ProductRegistry,
+    product: str,
+    image: Image.Image,
+    findings: ExpertFindings,
+    weights: np.ndarray | None = None,
 ) -> ExemplarTyping | None:
     """The product's labelled exemplars against the strongest region (the ``type_defect`` node's rule):
-    None when there is no region, the score is clearly normal or the product has no exemplars."""
+    None when there is no region, the score is clearly normal or the product has no exemplars.
+
+    ``weights``: the expert's prior map (the image's size), which picks the defect's cells in the box."""
     if not findings.regions or findings.score <= 0.5 - UNCERTAIN_BAND:
         return None
     if not registry.show(product).defects:
@@ -130,7 +137,7 @@ def exemplar_typing(
     top = max(findings.regions, key=lambda region: region.score)
     box = (top.x0, top.y0, top.x1, top.y1)
     words = findings.description.regions[0] if findings.description and findings.description.regions else None
-    matches = registry.nearest_defects(product, image, box, 3, words)
+    matches = registry.nearest_defects(product, image, box, 3, words, weights)
     return ExemplarTyping.of(
         product,
         [(match.defect_type, match.similarity) for match in matches],

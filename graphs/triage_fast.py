@@ -111,12 +111,15 @@ class FastTriage:
         context = self._context(decoded.working)
         degraded = list(context.degraded)
         findings = None
+        weights = None  # the expert's prior map: which cells of the strongest box are the defect
         models: dict[str, str] = {}
         if context.references:
             expert = self.components.expert.get()
             with self._expert_lock:
                 anomaly = expert.analyse(decoded.working, context.references, pose=context.pose)
             findings = ExpertFindings.of(anomaly, self.options.return_heatmap)
+            if context.product is not None:
+                weights = anomaly.prior_map()
             models["expert"] = expert.backbone_id
         else:
             degraded.append("no_references")
@@ -125,7 +128,7 @@ class FastTriage:
             registry = self._registry()
             try:
                 typing = (
-                    exemplar_typing(registry, context.product, decoded.working, findings)
+                    exemplar_typing(registry, context.product, decoded.working, findings, weights)
                     if registry
                     else None
                 )

@@ -2,8 +2,9 @@
 
 The embedded store keeps each generation in one ``.npz`` file (no pickles): a JSON manifest
 (collections with their vector configs and metadata, aliases), and per collection the point ids
-and payloads (JSON), every dense vector as a float32 matrix and every sparse vector as CSR arrays,
-each with a mask of the points that have it. Loading fills an in-memory Qdrant client, so a
+and payloads (JSON), every dense vector as a float32 matrix, every multivector (a set of vectors per
+point, e.g. a defect's cells) as one float32 matrix of all rows with each point's row offsets, and
+every sparse vector as CSR arrays, each with a mask of the points that have it. Loading fills an in-memory Qdrant client, so a
 process reads its own copy and never holds a lock on the files.
 """
 
@@ -21,7 +22,9 @@ from qdrant_client import QdrantClient, models
 
 from riad_agent.errors import KnowledgeFormatError
 
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
+#: Formats this code reads: 1 had no multivectors (its files load unchanged).
+READABLE_FORMATS = (1, 2)
 _SCROLL = 1024
 _UPSERT = 256
 
@@ -64,7 +67,11 @@ def _dump_collection(
     arrays: dict[str, np.ndarray] = {
         f"{prefix}points": _text([{"id": r.id, "payload": r.payload or {}} for r in records])
     }
-    for index, (vector, config) in enumerate(dense.items()):
+    # indices follow the names' sorted order, as the manifest (JSON with sorted keys) lists them
+    for index, (vector, config) in enumerate(sorted(dense.items())):
+        if config.multivector_config is not None:
+            arrays.update(_dump_multivector(records, vector, config.size, f"{prefix}multi{index}"))
+            continue
         matrix = np.zeros((len(records), config.size), dtype=np.float32)
         mask = np.zeros(len(records), dtype=bool)
         for row, record in enumerate(records):
@@ -72,7 +79,7 @@ def _dump_collection(
             if isinstance(value, list):
                 matrix[row], mask[row] = np.asarray(value, dtype=np.float32), True
         arrays[f"{prefix}dense{index}"], arrays[f"{prefix}dense{index}_mask"] = matrix, mask
-    for index, vector in enumerate(sparse):
+    for index, vector in enumerate(sorted(sparse)):
         indptr, indices, values = [0], [], []
         mask = np.zeros(len(records), dtype=bool)
         for row, record in enumerate(records):
@@ -93,6 +100,21 @@ def _dump_collection(
         "metadata": info.config.metadata,
     }
     return description, arrays
+
+
+def _dump_multivector(records: list[models.Record], vector: str, size: int, key: str) -> dict[str, np.ndarray]:
+    """One multivector of every point: all rows stacked, each point's row offsets, which points have it."""
+    blocks, indptr = [], [0]
+    mask = np.zeros(len(records), dtype=bool)
+    for row, record in enumerate(records):
+        value = record.vector.get(vector) if isinstance(record.vector, dict) else None
+        if isinstance(value, list) and value:
+            block = np.asarray(value, dtype=np.float32).reshape(-1, size)
+            blocks.append(block)
+            mask[row] = True
+        indptr.append(indptr[-1] + (len(blocks[-1]) if mask[row] else 0))
+    values = np.concatenate(blocks) if blocks else np.zeros((0, size), dtype=np.float32)
+    return {f"{key}_values": values, f"{key}_indptr": np.asarray(indptr, dtype=np.int64), f"{key}_mask": mask}
 
 
 def dump(client: QdrantClient) -> dict[str, np.ndarray]:
@@ -149,6 +171,11 @@ def _points(
     rows = _json(arrays[f"{prefix}points"])
     vectors: list[dict[str, Any]] = [{} for _ in rows]
     for index, vector in enumerate(description["dense"]):
+        if f"{prefix}multi{index}_values" in arrays:
+            values, indptr = arrays[f"{prefix}multi{index}_values"], arrays[f"{prefix}multi{index}_indptr"]
+            for row in np.flatnonzero(arrays[f"{prefix}multi{index}_mask"]):
+                vectors[row][vector] = values[int(indptr[row]) : int(indptr[row + 1])].tolist()
+            continue
         matrix, mask = arrays[f"{prefix}dense{index}"], arrays[f"{prefix}dense{index}_mask"]
         for row in np.flatnonzero(mask):
             vectors[row][vector] = matrix[row].tolist()
@@ -170,10 +197,10 @@ def _points(
 def restore(arrays: dict[str, np.ndarray]) -> QdrantClient:
     """A fresh in-memory client holding what :func:`dump` took."""
     manifest = _json(arrays["manifest"])
-    if manifest.get("format") != SNAPSHOT_FORMAT:
+    if manifest.get("format") not in READABLE_FORMATS:
         raise KnowledgeFormatError(
-            f"the knowledge store has format {manifest.get('format')}; this riad-agent reads {SNAPSHOT_FORMAT} "
-            "(upgrade riad-agent, or delete the store and ingest again)"
+            f"the knowledge store has format {manifest.get('format')}; this riad-agent reads "
+            f"{', '.join(map(str, READABLE_FORMATS))} (upgrade riad-agent, or delete the store and ingest again)"
         )
     client = QdrantClient(location=":memory:")
     for index, description in enumerate(manifest["collections"]):

@@ -5,9 +5,10 @@ A registered product's labelled defects reach the reasoner as :class:`~riad_agen
 image is typed against ``k`` *other* labelled test images per defect type of its category, in the
 source MVTec-layout folder (``test/<type>/<name>.png`` with ``ground_truth/<type>/<name>_mask.png``),
 exactly as an inspection's ``type_defect`` node does: the expert's strongest region of the query
-(only when the expert found a region and its score is above the uncertain band), its look and words
-fused (:func:`riad_agent.products.embedding.fused_region_vector`), against each exemplar's region
-inside its mask's box; a type's similarity is its best exemplar's. The exemplars are drawn once per
+(only when the expert found a region and its score is above the uncertain band), its signature
+(the defect's cells by the expert's prior map, and its words:
+:func:`riad_agent.products.embedding.signature_similarity`) against each exemplar's (its mask's
+cells); a type's similarity is its best exemplar's. The exemplars are drawn once per
 (image, type) from a seeded generator, so every run asks with the same ones.
 """
 
@@ -23,7 +24,7 @@ from riad_agent.eval.typing_eval import labelled_defects, mask_box
 from riad_agent.evidence import ExemplarTyping
 from riad_agent.explain import UNCERTAIN_BAND
 from riad_agent.products import ImageEmbedder
-from riad_agent.products.embedding import describe_box, fused_region_vector
+from riad_agent.products.embedding import MASK_SHARE, RegionSignature, describe_box, signature_similarity
 from riad_agent.protocols import AnomalyMap, ExemplarHint
 
 
@@ -31,7 +32,7 @@ from riad_agent.protocols import AnomalyMap, ExemplarHint
 class _Exemplar:
     key: str
     defect_type: str
-    vector: np.ndarray
+    signature: RegionSignature
     image: Path
     box: tuple[int, int, int, int]
 
@@ -61,7 +62,7 @@ class LeaveOneOutExemplars:
         return self._embedder
 
     def _labelled(self, dataset: str, category: str) -> list[_Exemplar]:
-        """Every labelled defect of a category with its region vector (computed once)."""
+        """Every labelled defect of a category with its region signature (computed once)."""
         if (dataset, category) not in self._categories:
             root = self.sources[dataset] / category
             found = []
@@ -70,9 +71,9 @@ class LeaveOneOutExemplars:
                 box = mask_box(item.mask)
                 marked = (np.asarray(Image.open(item.mask).convert("L")) > 127).astype(np.float32)
                 words = describe_box(image, marked, box, refine=False)
-                vector = fused_region_vector(self.embedder.features(image).region_vector(box), words)
+                signature = self.embedder.features(image).region_signature(box, words, marked, MASK_SHARE)
                 key = f"{dataset}/{category}/test/{item.defect_type}/{item.path.name}"
-                found.append(_Exemplar(key, item.defect_type, vector, item.path, box))
+                found.append(_Exemplar(key, item.defect_type, signature, item.path, box))
             self._categories[(dataset, category)] = found
         return self._categories[(dataset, category)]
 
@@ -92,7 +93,7 @@ class LeaveOneOutExemplars:
         top = max(anomaly.regions, key=lambda region: region.score)
         box = (top.x0, top.y0, top.x1, top.y1)
         words = describe_box(image, anomaly.pixel_scores, box, refine=True)
-        query = fused_region_vector(self.embedder.features(image).region_vector(box), words)
+        query = self.embedder.features(image).region_signature(box, words, anomaly.prior_map())
         rng = np.random.default_rng([self.seed, *key.encode()])
         matches, best_of = [], []
         for kind in types:
@@ -100,8 +101,9 @@ class LeaveOneOutExemplars:
             if not pool:
                 continue
             chosen = [pool[i] for i in rng.permutation(len(pool))[: self.k]]
-            best = max(chosen, key=lambda e: float(query @ e.vector))
-            matches.append((kind, float(query @ best.vector)))
+            scored = [(signature_similarity(query, e.signature), e) for e in chosen]
+            similarity, best = max(scored, key=lambda pair: pair[0])
+            matches.append((kind, similarity))
             best_of.append(best)
         typing = ExemplarTyping.of(parts[1], matches, [e.key for e in best_of])
         by_key = {e.key: e for e in best_of}

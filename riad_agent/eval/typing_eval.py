@@ -2,10 +2,11 @@
 
 Each labelled test image is typed against ``exemplars`` other labelled images of every defect type of
 its category, exactly as the product memory types a region (``riad_agent.products``): the region's
-embedding (EfficientNet-Lite0 channel means inside the box, fused with the region describer's words)
-against each exemplar's (inside its mask's box), cosine similarity, a type's score = its best exemplar's. The query's box is its mask's
-(``box="mask"``: typing alone) or the vision expert's strongest region against normal references
-from ``train/good`` (``box="expert"``: what an inspection does). Reported per category: top-1
+signature (the defect's EfficientNet-Lite0 cells and the region describer's words) against each
+exemplar's (its mask's cells), :func:`~riad_agent.products.embedding.signature_similarity`, a
+type's score = its best exemplar's. The query is its mask's region (``box="mask"``: typing alone)
+or the vision expert's strongest region against normal references from ``train/good``, its cells
+picked by the expert's prior map (``box="expert"``: what an inspection does). Reported per category: top-1
 accuracy, chance (1 / number of types), and how often the typing margin rule states a type and is
 right then (:data:`riad_agent.evidence.TYPING_MARGIN`).
 """
@@ -24,12 +25,12 @@ from pydantic import BaseModel, ConfigDict
 from riad_agent.errors import InvalidRequestError
 from riad_agent.evidence import ExemplarTyping
 from riad_agent.products import ImageEmbedder
-from riad_agent.products.embedding import describe_box, fused_region_vector
+from riad_agent.products.embedding import MASK_SHARE, describe_box, signature_similarity
 from riad_agent.protocols import Expert
 
 BoxSource = Literal["mask", "expert"]
-ExpertBox = Callable[[Image.Image], tuple[tuple[int, int, int, int], np.ndarray]]
-"""An image -> the expert's strongest region (x0, y0, x1, y1) and its pixel map."""
+ExpertBox = Callable[[Image.Image], tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]]
+"""An image -> the expert's strongest region (x0, y0, x1, y1), its pixel map and its prior map."""
 
 
 class TypingResult(BaseModel):
@@ -82,15 +83,15 @@ def mask_box(mask: Path) -> tuple[int, int, int, int]:
 def strongest_box(expert: Expert, references: Sequence[Image.Image]) -> ExpertBox:
     """The expert's strongest region against ``references`` (its peak area when it found none)."""
 
-    def box_of(image: Image.Image) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    def box_of(image: Image.Image) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]:
         found = expert.analyse(image, references)
         if found.regions:
             top = max(found.regions, key=lambda region: region.score)
-            return (top.x0, top.y0, top.x1, top.y1), found.pixel_scores
+            return (top.x0, top.y0, top.x1, top.y1), found.pixel_scores, found.prior_map()
         y, x = np.unravel_index(int(np.argmax(found.pixel_scores)), found.pixel_scores.shape)
         half = max(image.size) // 16
         peak = (max(0, int(x) - half), max(0, int(y) - half), int(x) + half, int(y) + half)
-        return peak, found.pixel_scores
+        return peak, found.pixel_scores, found.prior_map()
 
     return box_of
 
@@ -114,21 +115,21 @@ def loo_typings(
         return {}
     if box == "expert" and expert_box is None:
         raise InvalidRequestError("box='expert' needs an expert_box function")
-    vectors = {}  # each labelled image's region vector inside its mask's box (the exemplar side)
-    queries = {}  # the query side: the same, or inside the expert's strongest region
+    signatures = {}  # each labelled image's region signature by its mask (the exemplar side)
+    queries = {}  # the query side: the same, or the expert's strongest region by its prior map
     for item in items:
         image = Image.open(item.path).convert("RGB")
         features = embedder.features(image)
         marked = _mask(item.mask)
         exemplar_box = mask_box(item.mask)
         exemplar_words = describe_box(image, marked, exemplar_box, refine=False)
-        vectors[item.path] = fused_region_vector(features.region_vector(exemplar_box), exemplar_words)
+        signatures[item.path] = features.region_signature(exemplar_box, exemplar_words, marked, MASK_SHARE)
         if expert_box is None or box == "mask":
-            queries[item.path] = vectors[item.path]
+            queries[item.path] = signatures[item.path]
         else:
-            query_box, values = expert_box(image)
+            query_box, values, prior = expert_box(image)
             words = describe_box(image, values, query_box, refine=True)
-            queries[item.path] = fused_region_vector(features.region_vector(query_box), words)
+            queries[item.path] = features.region_signature(query_box, words, prior)
     rng = np.random.default_rng(seed)
     typings = {}
     for item in items:
@@ -138,8 +139,9 @@ def loo_typings(
             if not pool:
                 continue
             chosen = [pool[i] for i in rng.permutation(len(pool))[:exemplars]]
-            best = max(chosen, key=lambda c: float(queries[item.path] @ vectors[c.path]))
-            scores.append((kind, float(queries[item.path] @ vectors[best.path]), str(best.path)))
+            scored = [(signature_similarity(queries[item.path], signatures[c.path]), c) for c in chosen]
+            similarity, best = max(scored, key=lambda pair: pair[0])
+            scores.append((kind, similarity, str(best.path)))
         typings[item.path] = ExemplarTyping.of(
             category_dir.name, [(kind, score) for kind, score, _ in scores], [path for _, _, path in scores]
         )

@@ -3,11 +3,18 @@
 A *global* embedding describes a whole image: every tapped layer of the backbone (EfficientNet-Lite0
 by default, s4 to s32) is pooled over the image into its per-channel mean and standard deviation,
 each of those blocks is L2-normalised (so no layer drowns the others), and the concatenation is
-L2-normalised again; the cosine of two embeddings is their dot product. A *region* embedding pools
-the same layers inside a box only (at least one cell of each layer's grid), for nearest-exemplar
-defect typing. Both see the image resized to a square of ``image_size`` pixels. A defect exemplar's
-vector fuses the region embedding (its *look*) with the region describer's words (shape, contrast,
-size, elongation: :func:`fused_region_vector`), so similar-looking defects of different shapes part.
+L2-normalised again; the cosine of two embeddings is their dot product. Both see the image resized
+to a square of ``image_size`` pixels.
+
+A defect region is typed by its *signature* (:class:`RegionSignature`): the defect's own cells of two
+middle layers (``CELL_LAYERS``: s8 and s16 of EfficientNet-Lite0), each cell's feature vector at unit
+length, and the region describer's words (shape, contrast, size, elongation). The cells are those of
+the box that the defect covers: of a mask, every cell it touches; of an anomaly map, every cell at
+half the map's peak in the box or more (the box alone would mostly be the part around the defect).
+Two signatures compare by :func:`signature_similarity`: per layer, each cell's best match on the
+other side, averaged both ways (so the sets need not be the same size or place), the layers'
+mean mixed with the words' cosine by ``WORDS_WEIGHT``. Measured against the box's channel means
+(``region_vector``, used before) in docs/results.md ("Typing by the defect's own cells").
 """
 
 from __future__ import annotations
@@ -50,6 +57,42 @@ def _global(maps: Sequence[torch.Tensor]) -> np.ndarray:
     return _blocks(pooled)
 
 
+#: Tapped layers whose cells type a defect (EfficientNet-Lite0: s8 and s16, 8 and 16 px cells at 224 px).
+CELL_LAYERS: tuple[int, ...] = (1, 2)
+
+#: Most cells per layer in a signature (the heaviest kept): a large mask stays a few kilobytes.
+MAX_CELLS = 256
+
+#: An anomaly map's cells at this share of its peak in the box or more are the defect's.
+MAP_SHARE = 0.5
+
+#: A mask's cells that it covers at this share of its fullest cell or more (any real overlap).
+MASK_SHARE = 0.05
+
+
+@dataclass(frozen=True)
+class RegionSignature:
+    """What types a defect region: its cells' unit feature vectors per layer, and its words' vector."""
+
+    cells: list[np.ndarray]
+    words: np.ndarray
+
+
+def _best_matches(query: np.ndarray, other: np.ndarray) -> float:
+    """Each cell's best cosine on the other side, averaged both ways (0 when a side is empty)."""
+    if not len(query) or not len(other):
+        return 0.0
+    similarity = query @ other.T
+    return 0.5 * float(similarity.max(axis=1).mean() + similarity.max(axis=0).mean())
+
+
+def signature_similarity(query: RegionSignature, exemplar: RegionSignature) -> float:
+    """How alike two defect regions are: their cells' best matches (mean over layers) and their words'
+    cosine, mixed by ``WORDS_WEIGHT``; at most 1."""
+    cells = float(np.mean([_best_matches(q, e) for q, e in zip(query.cells, exemplar.cells, strict=True)]))
+    return (1.0 - WORDS_WEIGHT) * cells + WORDS_WEIGHT * float(query.words @ exemplar.words)
+
+
 @dataclass(frozen=True)
 class ImageFeatures:
     """The backbone's feature maps of one image (``size``: its width and height in pixels)."""
@@ -61,20 +104,66 @@ class ImageFeatures:
         """(D,) global embedding: per-layer channel means and standard deviations, unit length."""
         return _global(self.maps)[0]
 
-    def region_vector(self, box: tuple[int, int, int, int]) -> np.ndarray:
-        """(D',) embedding of the pixel box ``(x0, y0, x1, y1)``: per-layer channel means inside it."""
+    def _cells(self, feature_map: torch.Tensor, box: tuple[int, int, int, int]) -> tuple[slice, slice]:
+        """The rows and columns of ``feature_map``'s grid that the pixel box covers (at least one cell)."""
         width, height = self.size
         x0, y0, x1, y1 = box
+        rows, cols = feature_map.shape[-2:]
+        c0 = min(x0 * cols // width, cols - 1)
+        r0 = min(y0 * rows // height, rows - 1)
+        c1 = min(max(c0 + 1, -(-x1 * cols // width)), cols)
+        r1 = min(max(r0 + 1, -(-y1 * rows // height)), rows)
+        return slice(r0, r1), slice(c0, c1)
+
+    def region_vector(self, box: tuple[int, int, int, int]) -> np.ndarray:
+        """(D',) embedding of the pixel box ``(x0, y0, x1, y1)``: per-layer channel means inside it."""
         pooled: list[torch.Tensor] = []
         for feature_map in self.maps:
-            rows, cols = feature_map.shape[-2:]
-            c0 = min(x0 * cols // width, cols - 1)
-            r0 = min(y0 * rows // height, rows - 1)
-            c1 = min(max(c0 + 1, -(-x1 * cols // width)), cols)
-            r1 = min(max(r0 + 1, -(-y1 * rows // height)), rows)
-            inside = feature_map[0, :, r0:r1, c0:c1].float().flatten(1)
+            rows, cols = self._cells(feature_map, box)
+            inside = feature_map[0, :, rows, cols].float().flatten(1)
             pooled.append(inside.mean(dim=1, keepdim=True).T)
         return _blocks(pooled)[0]
+
+    def region_cells(
+        self, box: tuple[int, int, int, int], weights: np.ndarray | None = None, share: float = MAP_SHARE
+    ) -> list[np.ndarray]:
+        """Per layer of ``CELL_LAYERS``, the (n, C) unit feature vectors of the defect's cells in ``box``.
+
+        ``weights`` (the image's height x width: a mask or an anomaly map) pooled onto each grid pick
+        the cells at ``share`` of the box's highest or more; without weights, every cell of the box.
+        At most ``MAX_CELLS`` per layer, the heaviest first.
+        """
+        inside = None
+        if weights is not None:  # only the box's pixels weigh: a cell on its edge is judged by its share inside
+            x0, y0, x1, y1 = box
+            inside = np.zeros(np.shape(weights), dtype=np.float32)
+            inside[y0:y1, x0:x1] = np.asarray(weights, dtype=np.float32)[y0:y1, x0:x1]
+        found: list[np.ndarray] = []
+        for index in CELL_LAYERS:
+            feature_map = self.maps[min(index, len(self.maps) - 1)]
+            rows, cols = self._cells(feature_map, box)
+            vectors = F.normalize(feature_map[0, :, rows, cols].float().flatten(1).T, dim=1)
+            if inside is not None:
+                grid = torch.from_numpy(inside)[None, None]
+                size = (int(feature_map.shape[-2]), int(feature_map.shape[-1]))
+                pooled = F.adaptive_avg_pool2d(grid, size)[0, 0, rows, cols].flatten()
+                peak = float(pooled.max())
+                if peak > 0:
+                    order = torch.argsort(pooled, descending=True)
+                    keep = order[pooled[order] >= share * peak][:MAX_CELLS]
+                    vectors = vectors[keep]
+            found.append(vectors[:MAX_CELLS].numpy().astype(np.float32))
+        return found
+
+    def region_signature(
+        self,
+        box: tuple[int, int, int, int],
+        words: DescribedRegion | None = None,
+        weights: np.ndarray | None = None,
+        share: float = MAP_SHARE,
+    ) -> RegionSignature:
+        """The defect region's cells (see :meth:`region_cells`) and its words."""
+        return RegionSignature(cells=self.region_cells(box, weights, share), words=words_vector(words))
 
 
 class ImageEmbedder:
@@ -89,7 +178,7 @@ class ImageEmbedder:
     @property
     def embedder_id(self) -> str:
         """Names the backbone and input size: embeddings of different ids are not comparable."""
-        return f"{self.backbone.backbone_id}@{self.image_size}+words"
+        return f"{self.backbone.backbone_id}@{self.image_size}+cells+words"
 
     def _maps(self, images: Sequence[Image.Image]) -> list[torch.Tensor]:
         return self.backbone(images_to_batch(images, self.image_size))
@@ -126,12 +215,6 @@ class ImageEmbedder:
                 self._recent.popitem(last=False)
         return found
 
-    def embed_region(
-        self, image: Image.Image, box: tuple[int, int, int, int], words: DescribedRegion | None = None
-    ) -> np.ndarray:
-        """(D' + WORDS_DIMENSION,) exemplar vector of the box ``(x0, y0, x1, y1)``: its look and its words."""
-        return fused_region_vector(self.features(image).region_vector(box), words)
-
     @property
     def dimension(self) -> int:
         """Width of a global embedding."""
@@ -148,13 +231,18 @@ class ImageEmbedder:
         return cached
 
     @property
-    def exemplar_dimension(self) -> int:
-        """Width of a defect exemplar's vector: the region embedding and the words."""
-        return self.region_dimension + WORDS_DIMENSION
+    def cell_dimensions(self) -> list[int]:
+        """Width of a cell's feature vector in each layer of ``CELL_LAYERS``."""
+        cached = getattr(self, "_cell_dimensions", None)
+        if cached is None:
+            maps = self._maps([Image.new("RGB", (64, 64))])
+            cached = [int(maps[min(index, len(maps) - 1)].shape[1]) for index in CELL_LAYERS]
+            self._cell_dimensions = cached
+        return cached
 
 
-#: Weight of the region's words (the describer's shape, contrast, size) against its look (channel means)
-#: in a defect exemplar's similarity: chosen on generated layouts (benchmarks/typing_descriptors.py).
+#: Weight of the region's words (the describer's shape, contrast, size) against its look (its cells) in a
+#: defect exemplar's similarity: chosen on generated layouts (benchmarks/typing_descriptors.py).
 WORDS_WEIGHT = 0.5
 _SHAPES = ("elongated", "compact", "spread")
 _CONTRASTS = ("darker", "brighter", "colour shift", "little contrast")
@@ -179,7 +267,8 @@ def words_vector(region: DescribedRegion | None) -> np.ndarray:
 
 
 def fused_region_vector(look: np.ndarray, words: DescribedRegion | None) -> np.ndarray:
-    """A region's look and words in one vector whose dot products mix their cosines by WORDS_WEIGHT."""
+    """A region's box-mean look (:meth:`ImageFeatures.region_vector`) and words in one vector whose dot
+    products mix their cosines by WORDS_WEIGHT: the typing before signatures, which benchmarks compare with."""
     return np.concatenate(
         [math.sqrt(1.0 - WORDS_WEIGHT) * look, math.sqrt(WORDS_WEIGHT) * words_vector(words)]
     ).astype(np.float32)

@@ -7,7 +7,9 @@ of points, told apart by ``payload.kind``:
 - ``product``: the product's record (name, linked knowledge category, pose), without a vector;
 - ``reference``: one normal reference image, with its global embedding (vector ``image``); a product
   whose pose is not ``fixed`` gets one point per quarter turn, so a turned part is still recognised;
-- ``defect``: a labelled exemplar, with the embedding of its region (vector ``region``).
+- ``defect``: a labelled exemplar, with its region's signature: the defect's cells (one multivector
+  per layer, ``cells_0`` and ``cells_1``) and its words (vector ``words``); typing compares them in
+  :func:`~riad_agent.products.embedding.signature_similarity`.
 
 Images live in :class:`~riad_agent.products.files.ProductFiles`, by content. The embedder's id is
 kept in the collection's metadata: vectors of another backbone are refused, not mixed. Writes go
@@ -33,10 +35,13 @@ from riad_agent.errors import ConfigurationError, InvalidRequestError, ProductEx
 from riad_agent.knowledge.backend import ClientSource, FixedClient, backend_errors
 from riad_agent.products.embedding import (
     FREE_POSE_ROTATIONS,
+    MASK_SHARE,
     ImageEmbedder,
     ImageFeatures,
+    RegionSignature,
     describe_box,
-    fused_region_vector,
+    signature_similarity,
+    words_vector,
 )
 from riad_agent.products.files import PreparedImage, ProductFiles
 from riad_agent.products.models import (
@@ -55,13 +60,18 @@ from riad_agent.protocols import Expert
 from riad_agent.schemas import DescribedRegion
 
 IMAGE = "image"
-REGION = "region"
+WORDS = "words"
 META_KEY = "riad_products"
 #: Cosine similarity at or above which the nearest product is accepted (benchmarks/recognition.py).
 DEFAULT_THRESHOLD = 0.93
 _NAMESPACE = uuid.UUID("5d7b8f0e-5a57-4f5e-9c53-0e0b7f3c2a11")
 _SCROLL = 512
 _NEIGHBOURS = 64
+
+
+def _cells_vector(layer: int) -> str:
+    """The named multivector of a defect's cells in the ``layer``-th of ``CELL_LAYERS``."""
+    return f"cells_{layer}"
 
 
 def collection_name(knowledge_collection: str) -> str:
@@ -122,9 +132,17 @@ class ProductRegistry:
                 self.collection,
                 vectors_config={
                     IMAGE: models.VectorParams(size=self.embedder.dimension, distance=models.Distance.COSINE),
-                    REGION: models.VectorParams(
-                        size=self.embedder.exemplar_dimension, distance=models.Distance.COSINE
-                    ),
+                    WORDS: models.VectorParams(size=len(words_vector(None)), distance=models.Distance.DOT),
+                    **{
+                        _cells_vector(layer): models.VectorParams(
+                            size=size,
+                            distance=models.Distance.DOT,
+                            multivector_config=models.MultiVectorConfig(
+                                comparator=models.MultiVectorComparator.MAX_SIM
+                            ),
+                        )
+                        for layer, size in enumerate(self.embedder.cell_dimensions)
+                    },
                 },
                 metadata={META_KEY: json.dumps({"embedder": self.embedder.embedder_id})},
             )
@@ -353,10 +371,12 @@ class ProductRegistry:
         prepared = self.files.prepare(image)
         stored = prepared.image
         mask_key = None
+        features = self.embedder.features(stored)
         if mask is not None:
             box, scaled = mask_box(mask, image.size, stored.size)
             source: RegionSource = "mask"
             words = describe_box(stored, scaled, box, refine=False)
+            signature = features.region_signature(box, words, scaled, MASK_SHARE)
         else:
             if expert is None:
                 raise InvalidRequestError("give a mask of the defect, or an expert to find its region")
@@ -365,7 +385,7 @@ class ProductRegistry:
             box = strongest_box(anomaly)
             source, scaled = "expert", None
             words = describe_box(stored, anomaly.pixel_scores, box, refine=True)
-        vector = self.embedder.embed_region(stored, box, words)
+            signature = features.region_signature(box, words, anomaly.prior_map())
         with self.writing() as client:
             self._get(client, name)
             key = self.files.put(prepared)
@@ -386,7 +406,7 @@ class ProductRegistry:
             payload = {"kind": "defect", "product": name, **exemplar.model_dump(mode="json", exclude={"id"})}
             self._upsert(
                 client,
-                [models.PointStruct(id=exemplar_id, vector={REGION: vector.tolist()}, payload=payload)],
+                [models.PointStruct(id=exemplar_id, vector=_signature_vectors(signature), payload=payload)],
             )
         return exemplar
 
@@ -472,30 +492,65 @@ class ProductRegistry:
         box: tuple[int, int, int, int],
         k: int = 3,
         words: DescribedRegion | None = None,
+        weights: np.ndarray | None = None,
     ) -> builtins.list[DefectMatch]:
         """The defect types of ``name`` whose exemplars are nearest to the region ``box`` of ``image``.
 
         ``words``: the region described (the expert's findings have it); without, only its look counts.
+        ``weights``: the anomaly map (image-sized) that says which cells of the box are the defect;
+        without, every cell of the box. Every exemplar of the product is compared
+        (:func:`~riad_agent.products.embedding.signature_similarity`); a type's similarity is its
+        best exemplar's.
         """
         name = product_name(name)
         client = self._reader()
         if client is None:
             raise self._unknown(name, None)
-        vector = fused_region_vector(self._features(image).region_vector(box), words)
-        with backend_errors("searching the defect exemplars"):
-            hits = client.query_points(
-                self.collection,
-                query=vector.tolist(),
-                using=REGION,
-                query_filter=_match(kind="defect", product=name),
-                limit=_NEIGHBOURS,
-                with_payload=["defect_type"],
-            ).points
+        query = self._features(image).region_signature(box, words, weights)
         best: dict[str, DefectMatch] = {}
-        for hit in hits:
-            kind = str((hit.payload or {}).get("defect_type"))
-            if kind not in best:
-                best[kind] = DefectMatch(
-                    defect_type=kind, similarity=round(float(hit.score), 4), exemplar=str(hit.id)
+        for point_id, defect_type, signature in self._exemplar_signatures(client, name):
+            similarity = round(signature_similarity(query, signature), 4)
+            if defect_type not in best or similarity > best[defect_type].similarity:
+                best[defect_type] = DefectMatch(
+                    defect_type=defect_type, similarity=similarity, exemplar=point_id
                 )
         return sorted(best.values(), key=lambda m: -m.similarity)[:k]
+
+    def _exemplar_signatures(
+        self, client: QdrantClient, name: str
+    ) -> Iterator[tuple[str, str, RegionSignature]]:
+        """(exemplar id, defect type, signature) of every labelled exemplar of ``name``."""
+        layers = [_cells_vector(layer) for layer in range(len(self.embedder.cell_dimensions))]
+        offset: Any = None
+        with backend_errors("reading the defect exemplars"):
+            while True:
+                points, offset = client.scroll(
+                    self.collection,
+                    scroll_filter=_match(kind="defect", product=name),
+                    limit=_SCROLL,
+                    offset=offset,
+                    with_payload=["defect_type"],
+                    with_vectors=[WORDS, *layers],
+                )
+                for point in points:
+                    vectors = point.vector if isinstance(point.vector, dict) else {}
+                    cells = [np.asarray(vectors.get(layer) or [], dtype=np.float32) for layer in layers]
+                    signature = RegionSignature(
+                        cells=[
+                            c.reshape(-1, size)
+                            for c, size in zip(cells, self.embedder.cell_dimensions, strict=True)
+                        ],
+                        words=np.asarray(vectors.get(WORDS), dtype=np.float32),
+                    )
+                    yield str(point.id), str((point.payload or {}).get("defect_type")), signature
+                if offset is None:
+                    return
+
+
+def _signature_vectors(signature: RegionSignature) -> dict[str, Any]:
+    """A signature as the exemplar point's named vectors (a layer with no cell is left out)."""
+    vectors: dict[str, Any] = {WORDS: signature.words.tolist()}
+    for layer, cells in enumerate(signature.cells):
+        if len(cells):
+            vectors[_cells_vector(layer)] = cells.tolist()
+    return vectors
