@@ -22,7 +22,9 @@ from __future__ import annotations
 import builtins
 import contextlib
 import json
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -67,6 +69,7 @@ DEFAULT_THRESHOLD = 0.93
 _NAMESPACE = uuid.UUID("5d7b8f0e-5a57-4f5e-9c53-0e0b7f3c2a11")
 _SCROLL = 512
 _NEIGHBOURS = 64
+_SIGNATURE_CACHE = 8  # products whose exemplar signatures a registry keeps
 
 
 def _cells_vector(layer: int) -> str:
@@ -109,6 +112,12 @@ class ProductRegistry:
         self.embedder = embedder
         self.collection = collection
         self.threshold = threshold
+        # exemplar signatures read from a store version that says when it changed (the embedded
+        # store's generation): a stream of inspections of one product reads them once
+        self._signatures: OrderedDict[tuple[str, str], builtins.list[tuple[str, str, RegionSignature]]] = (
+            OrderedDict()
+        )
+        self._signatures_lock = threading.Lock()
 
     # ------------------------------------------------------------ storage
 
@@ -508,13 +517,32 @@ class ProductRegistry:
             raise self._unknown(name, None)
         query = self._features(image).region_signature(box, words, weights)
         best: dict[str, DefectMatch] = {}
-        for point_id, defect_type, signature in self._exemplar_signatures(client, name):
+        for point_id, defect_type, signature in self._cached_signatures(client, name):
             similarity = round(signature_similarity(query, signature), 4)
             if defect_type not in best or similarity > best[defect_type].similarity:
                 best[defect_type] = DefectMatch(
                     defect_type=defect_type, similarity=similarity, exemplar=point_id
                 )
         return sorted(best.values(), key=lambda m: -m.similarity)[:k]
+
+    def _cached_signatures(
+        self, client: QdrantClient, name: str
+    ) -> builtins.list[tuple[str, str, RegionSignature]]:
+        """:meth:`_exemplar_signatures`, kept while the store's version token stays the same (a server
+        gives no token: read every time)."""
+        token = self.source.current()[1]
+        if not token:
+            return builtins.list(self._exemplar_signatures(client, name))
+        key = (token, name)
+        with self._signatures_lock:
+            kept = self._signatures.get(key)
+        if kept is None:
+            kept = builtins.list(self._exemplar_signatures(client, name))
+            with self._signatures_lock:
+                self._signatures[key] = kept
+                while len(self._signatures) > _SIGNATURE_CACHE:
+                    self._signatures.popitem(last=False)
+        return kept
 
     def _exemplar_signatures(
         self, client: QdrantClient, name: str

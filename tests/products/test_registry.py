@@ -134,6 +134,17 @@ def test_nearest_defects_types_a_region_by_its_exemplars(registry: ProductRegist
     assert query.bbox is not None
     matches = registry.nearest_defects("washer", query.image, query.bbox)
     assert matches[0].defect_type == "stain"
+    # the exemplars' signatures are kept between calls, and a new exemplar is seen at once
+    assert {m.defect_type for m in registry.nearest_defects("washer", query.image, query.bbox)} == {
+        "scratch",
+        "stain",
+    }
+    hole = generate_sample("washer", "hole", 12, SIZE)
+    registry.add_defect("washer", "hole", hole.image, mask=hole.mask)
+    kinds = {m.defect_type for m in registry.nearest_defects("washer", query.image, query.bbox)}
+    assert kinds == {"scratch", "stain", "hole"}
+    registry.remove("washer", "hole")
+    assert "hole" not in {m.defect_type for m in registry.nearest_defects("washer", query.image, query.bbox)}
 
 
 def test_vectors_of_another_backbone_are_refused(tmp_path: Path, registry: ProductRegistry) -> None:
