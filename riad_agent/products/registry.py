@@ -163,10 +163,18 @@ class ProductRegistry:
         blob = (client.get_collection(self.collection).config.metadata or {}).get(META_KEY)
         stored = json.loads(blob).get("embedder") if isinstance(blob, str) else None
         if stored != self.embedder.embedder_id:
+            again = "remove every product (riad product remove NAME, or the forget_product tool) and add them again"
+            backbone = self.embedder.embedder_id.split("+")[0]
+            if (
+                isinstance(stored, str) and stored.split("+")[0] == backbone
+            ):  # same backbone, older signatures
+                raise ConfigurationError(
+                    f"the products in {self.collection} were stored by an earlier riad-agent ({stored}); this "
+                    f"one types defects by their cells ({self.embedder.embedder_id}): {again}"
+                )
             raise ConfigurationError(
                 f"the products in {self.collection} were embedded with {stored}, not "
-                f"{self.embedder.embedder_id}; set the backbone they used (RIAD_EXPERT_BACKBONE), or remove "
-                "every product (riad product remove NAME, or the forget_product tool) and add them again"
+                f"{self.embedder.embedder_id}; set the backbone they used (RIAD_EXPERT_BACKBONE), or {again}"
             )
 
     def _reader(self) -> QdrantClient | None:

@@ -147,6 +147,30 @@ def test_nearest_defects_types_a_region_by_its_exemplars(registry: ProductRegist
     assert "hole" not in {m.defect_type for m in registry.nearest_defects("washer", query.image, query.bbox)}
 
 
+def test_products_stored_by_an_earlier_version_are_refused_with_the_way_out(
+    tmp_path: Path, registry: ProductRegistry
+) -> None:
+    class EarlierEmbedder(ImageEmbedder):  # the same backbone, the box-mean signatures of before
+        @property
+        def embedder_id(self) -> str:
+            return f"{self.backbone.backbone_id}@{self.image_size}+words"
+
+    earlier = EarlierEmbedder(registry.embedder.backbone)
+    old = ProductRegistry(
+        LocalStore(tmp_path / "old" / "qdrant"), ProductFiles(tmp_path / "old" / "products"), earlier
+    )
+    old.add("washer", normals("washer", range(1)))
+    now = ProductRegistry(
+        LocalStore(tmp_path / "old" / "qdrant"),
+        ProductFiles(tmp_path / "old" / "products"),
+        registry.embedder,
+    )
+    with pytest.raises(
+        ConfigurationError, match="stored by an earlier riad-agent .*types defects by their cells"
+    ):
+        now.list()
+
+
 def test_vectors_of_another_backbone_are_refused(tmp_path: Path, registry: ProductRegistry) -> None:
     registry.add("washer", normals("washer", range(1)))
     other = ImageEmbedder(registry.embedder.backbone, image_size=160)
