@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from riad_agent.backbones import FeatureBackbone, images_to_batch, load_backbone
+from riad_agent.errors import InvalidRequestError
 from riad_agent.expert.describe import describe_regions
 from riad_agent.schemas import DescribedRegion, Region
 
@@ -135,6 +136,11 @@ class ImageFeatures:
         """
         inside = None
         if weights is not None:  # only the box's pixels weigh: a cell on its edge is judged by its share inside
+            if np.shape(weights) != (self.size[1], self.size[0]):
+                raise InvalidRequestError(
+                    f"the region's weights are {np.shape(weights)} but the image is {self.size[1]} x "
+                    f"{self.size[0]} px (height x width): give the map or mask of this image"
+                )
             x0, y0, x1, y1 = box
             inside = np.zeros(np.shape(weights), dtype=np.float32)
             inside[y0:y1, x0:x1] = np.asarray(weights, dtype=np.float32)[y0:y1, x0:x1]

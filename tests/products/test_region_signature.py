@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy import ndimage
 
 from riad_agent.data.synthetic import generate_sample
+from riad_agent.errors import InvalidRequestError
 from riad_agent.products import ImageEmbedder
 from riad_agent.products.embedding import MASK_SHARE, describe_box, signature_similarity
 
@@ -42,6 +44,9 @@ def test_a_mask_picks_the_defects_cells_of_its_box_and_weights_outside_the_box_d
         far = np.flip(far)
     again = features.region_cells(sample.bbox, elsewhere + far, MASK_SHARE)
     assert all(np.array_equal(a, b) for a, b in zip(picked, again, strict=True))
+    # a map of another image's size is refused, not sliced wrong
+    with pytest.raises(InvalidRequestError, match="height x width"):
+        features.region_cells(sample.bbox, np.zeros((SIZE, SIZE // 2), dtype=np.float32))
 
 
 def test_a_region_is_most_like_itself_and_more_like_its_own_type_than_another(embedder: ImageEmbedder) -> None:
