@@ -71,6 +71,22 @@ MAP_SHARE = 0.5
 MASK_SHARE = 0.05
 
 
+def _at_image_size(weights: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A mask or map of the image as float32 at its ``size`` (width, height).
+
+    The expert's prior map is square at the expert's input side (it squeezes every image to a square),
+    so a map of another shape is stretched back over the whole image.
+    """
+    values = np.asarray(weights, dtype=np.float32)
+    if values.ndim != 2:
+        raise InvalidRequestError(f"a region's weights must be a 2-D map of the image (got shape {values.shape})")
+    if values.shape != (size[1], size[0]):
+        values = np.asarray(
+            Image.fromarray(values, mode="F").resize(size, Image.Resampling.BILINEAR), dtype=np.float32
+        )
+    return values
+
+
 @dataclass(frozen=True)
 class RegionSignature:
     """What types a defect region: its cells' unit feature vectors per layer, and its words' vector."""
@@ -136,14 +152,10 @@ class ImageFeatures:
         """
         inside = None
         if weights is not None:  # only the box's pixels weigh: a cell on its edge is judged by its share inside
-            if np.shape(weights) != (self.size[1], self.size[0]):
-                raise InvalidRequestError(
-                    f"the region's weights are {np.shape(weights)} but the image is {self.size[1]} x "
-                    f"{self.size[0]} px (height x width): give the map or mask of this image"
-                )
+            values = _at_image_size(weights, self.size)
             x0, y0, x1, y1 = box
-            inside = np.zeros(np.shape(weights), dtype=np.float32)
-            inside[y0:y1, x0:x1] = np.asarray(weights, dtype=np.float32)[y0:y1, x0:x1]
+            inside = np.zeros_like(values)
+            inside[y0:y1, x0:x1] = values[y0:y1, x0:x1]
         found: list[np.ndarray] = []
         for index in CELL_LAYERS:
             feature_map = self.maps[min(index, len(self.maps) - 1)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 from scipy import ndimage
 
 from riad_agent.data.synthetic import generate_sample
@@ -44,9 +45,15 @@ def test_a_mask_picks_the_defects_cells_of_its_box_and_weights_outside_the_box_d
         far = np.flip(far)
     again = features.region_cells(sample.bbox, elsewhere + far, MASK_SHARE)
     assert all(np.array_equal(a, b) for a, b in zip(picked, again, strict=True))
-    # a map of another image's size is refused, not sliced wrong
-    with pytest.raises(InvalidRequestError, match="height x width"):
-        features.region_cells(sample.bbox, np.zeros((SIZE, SIZE // 2), dtype=np.float32))
+    # the expert's prior map is square at its own side: it is stretched over the image, not sliced
+    small = np.asarray(
+        Image.fromarray(sample.mask.astype(np.float32), mode="F").resize((64, 64), Image.Resampling.BILINEAR)
+    )
+    coarse = features.region_cells(sample.bbox, small, MASK_SHARE)
+    assert all(0 < len(c) <= len(a) for c, a in zip(coarse, every, strict=True))
+    assert abs(len(coarse[1]) - len(picked[1])) <= 2  # about the same s16 cells from a 64 px map
+    with pytest.raises(InvalidRequestError, match="2-D"):
+        features.region_cells(sample.bbox, np.zeros((SIZE, SIZE, 3), dtype=np.float32))
 
 
 def test_a_region_is_most_like_itself_and_more_like_its_own_type_than_another(embedder: ImageEmbedder) -> None:
