@@ -164,10 +164,8 @@ class ProductRegistry:
         stored = json.loads(blob).get("embedder") if isinstance(blob, str) else None
         if stored != self.embedder.embedder_id:
             again = "remove every product (riad product remove NAME, or the forget_product tool) and add them again"
-            backbone = self.embedder.embedder_id.split("+")[0]
-            if (
-                isinstance(stored, str) and stored.split("+")[0] == backbone
-            ):  # same backbone, older signatures
+            same_backbone = str(stored).split("+")[0] == self.embedder.embedder_id.split("+")[0]
+            if same_backbone:  # an earlier version's signatures of the same backbone
                 raise ConfigurationError(
                     f"the products in {self.collection} were stored by an earlier riad-agent ({stored}); this "
                     f"one types defects by their cells ({self.embedder.embedder_id}): {again}"
