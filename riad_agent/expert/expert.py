@@ -21,7 +21,8 @@ part is a defect) or ``free``; the knowledge entry says which, or it is inferred
 references' orientation spread (one reference: ``single_reference_pose``, free by default). Free:
 the bank holds each reference turned ``rotations`` times (fewer when there are many references),
 no position features, and only the inscribed disc is scored. Fixed: position features, whole-cell
-alignment, and a few jittered copies of each reference (``fixed_views``).
+alignment, a few jittered copies of each reference (``fixed_views``), and the outermost
+``fixed_margin_cells`` of the grid are not scored (the frame's edge, not the part).
 
 Calibration with few references (``calibration="relative"``): the image score is the peak patch
 distance; 2+ references: threshold = ``relative_factor`` x the median leave-one-out score; one
@@ -159,6 +160,15 @@ class ExpertConfig(BaseModel):
     free_disc: bool = Field(
         default=True,
         description="Free pose: score only the inscribed disc (what a turn keeps in view; corners are fill).",
+    )
+    fixed_margin_cells: int = Field(
+        default=2,
+        ge=0,
+        description=(
+            "Fixed pose with position features: the outermost cells of the patch grid are not scored "
+            "(the alignment shifts them out of view and the frame's edge varies most between normal "
+            "parts; chosen on MVTec train splits and generated parts: benchmarks/few_shot/structural_probe.py)."
+        ),
     )
     rotation_images: int = Field(
         default=32, ge=1, description="Free pose: rotate references until the bank holds ~this many images."
@@ -478,8 +488,12 @@ class PatchCoreExpert:
         exclude = None if exclude_owner is None else bank.owners
         distances = nearest_distances(flat, bank.features, exclude=exclude, exclude_owner=exclude_owner)
         grid = distances.reshape(bank.grid).numpy()
+        inside = None
         if self.config.free_disc and bank.calibration.get("free", 0.0) > 0:
             inside = _disc(bank.grid)
+        elif weight > 0 and self.config.fixed_margin_cells > 0:
+            inside = _inner(bank.grid, self.config.fixed_margin_cells)
+        if inside is not None:
             grid = np.where(inside, grid, np.median(grid[inside])).astype(grid.dtype)
         return grid
 
@@ -691,6 +705,17 @@ def _disc(grid: tuple[int, int]) -> np.ndarray:
     xs = (np.arange(cols) + 0.5) / cols - 0.5
     radius = 0.5 - 0.5 / max(rows, cols)
     return np.hypot(ys[:, None], xs[None, :]) <= radius
+
+
+def _inner(grid: tuple[int, int], margin: int) -> np.ndarray:
+    """Cells of a (rows, cols) grid at least ``margin`` cells from its edge (all of it if too small)."""
+    rows, cols = grid
+    inside = np.zeros(grid, dtype=bool)
+    if rows > 2 * margin and cols > 2 * margin:
+        inside[margin : rows - margin, margin : cols - margin] = True
+    else:
+        inside[:] = True
+    return inside
 
 
 def _scale_position(features: torch.Tensor, scale: float, weight: float) -> torch.Tensor:

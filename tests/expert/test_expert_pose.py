@@ -76,6 +76,29 @@ def test_fixed_pose_flags_a_misplaced_part(expert: PatchCoreExpert) -> None:
     assert moved.score > 0.5 and moved.regions
 
 
+def test_fixed_pose_scores_the_part_not_the_frame_edge(expert: PatchCoreExpert) -> None:
+    bank = expert.fit(_refs("synthetic/bracket", 4))
+    assert bank.meta["pose"].startswith("fixed")
+    clean = generate_sample("synthetic/bracket", None, 900, SIZE).image
+    pixels = np.asarray(clean).copy()
+    pixels[:8, -8:] = (20, 200, 20)  # a green blotch in the frame's corner, inside the outer 2 cells
+    cornered = expert.analyse_with_bank(Image.fromarray(pixels), bank)
+    assert cornered.score < 0.5
+    grid = cornered.patch_scores
+    assert np.ptp(grid[:2]) == 0 and np.ptp(grid[:, -2:]) == 0  # the outer cells carry the median
+    unmargined = PatchCoreExpert(
+        ExpertConfig(features={"image_size": SIZE}, heatmap=False, fixed_margin_cells=0)
+    )
+    assert (
+        unmargined.analyse_with_bank(
+            Image.fromarray(pixels), unmargined.fit(_refs("synthetic/bracket", 4))
+        ).score
+        > 0.5
+    )
+    stained = expert.analyse_with_bank(generate_sample("synthetic/bracket", "stain", 950, SIZE).image, bank)
+    assert stained.score > 0.5 and stained.regions
+
+
 def test_knowledge_pose_overrides_the_inference(expert: PatchCoreExpert) -> None:
     refs = _refs("synthetic/bracket", 3)
     assert expert.fit(refs, pose="free").meta["pose"] == "free (knowledge)"

@@ -1,0 +1,179 @@
+"""Fixed-pose parts: does a per-cell allowance for the position penalty help? (train splits only)
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/few_shot/structural_probe.py --draws 4 --shots 4
+
+Structural defects are made from MVTec *train/good* images and generated fixed-pose products (no
+test image is read): the part turned (10-30 degrees), shifted (10-20 % of the side), a piece of the
+lower centre displaced sideways ("bent"), a piece of the centre painted over with the background
+colour ("cut"); plus the painted surface defects of ``fewshot.py``. For each query the probe keeps
+two nearest-distance grids against the fixed-pose bank: with the position features (``d_pos``, what
+ships) and without (``d_free``). Per bank, the leave-one-out references give each cell's normal
+position penalty (``d_pos - d_free``); the candidate score charges a query only the penalty beyond
+that allowance: ``d_free + max(0, d_pos - d_free - allowance)``. Both scores are thresholded the
+shipped way (``relative_factor`` x the median leave-one-out score) and compared by image AUROC and
+verdict balanced accuracy at the shipped band.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy import ndimage
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fewshot import MVTEC, painted_train_defect
+
+from riad_agent.data import synthetic as syn
+from riad_agent.eval.expert_metrics import image_auroc
+from riad_agent.expert import ExpertConfig, PatchCoreExpert
+from riad_agent.expert.bank import nearest_distances
+from riad_agent.expert.expert import _scale_position
+from riad_agent.expert.pose import border_fill
+
+SIDE = 256
+
+
+def structural(image: Image.Image, kind: str, rng: np.random.Generator) -> Image.Image:
+    base = image.convert("RGB").resize((SIDE, SIDE), Image.Resampling.BICUBIC)
+    fill = border_fill(base)
+    if kind == "turned":
+        angle = float(rng.uniform(10, 30)) * (1 if rng.random() < 0.5 else -1)
+        return base.rotate(angle, Image.Resampling.BICUBIC, fillcolor=fill)
+    if kind == "shifted":
+        dx, dy = (int(v) for v in rng.uniform(0.10, 0.20, size=2) * SIDE * rng.choice([-1, 1], size=2))
+        if rng.random() < 0.5:
+            dy = 0
+        return Image.fromarray(np.roll(np.asarray(base), (dy, dx), axis=(0, 1)))
+    pixels = np.asarray(base).copy()
+    if kind == "bent":
+        x0 = int(rng.uniform(0.35, 0.6) * SIDE)
+        w = int(rng.uniform(0.06, 0.1) * SIDE)
+        y0, y1 = int(0.55 * SIDE), int(rng.uniform(0.75, 0.9) * SIDE)
+        shift = int(rng.uniform(0.04, 0.07) * SIDE) * (1 if rng.random() < 0.5 else -1)
+        strip = pixels[y0:y1, x0 : x0 + w].copy()
+        pixels[y0:y1, x0 + shift : x0 + shift + w] = strip
+        return Image.fromarray(pixels)
+    if kind == "cut":
+        side = int(rng.uniform(0.07, 0.11) * SIDE)
+        cx, cy = int(rng.uniform(0.38, 0.62) * SIDE), int(rng.uniform(0.45, 0.75) * SIDE)
+        pixels[cy - side // 2 : cy + side // 2, cx - side // 2 : cx + side // 2] = fill
+        out = ndimage.gaussian_filter(pixels.astype(np.float32), (1, 1, 0))
+        return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
+    raise ValueError(kind)
+
+
+KINDS = ("turned", "shifted", "bent", "cut")
+
+
+def datasets(shots: int, draws: int, only: list[str]):
+    for cat in ("transistor", "hazelnut"):
+        if only and cat not in only:
+            continue
+        paths = sorted(str(p) for p in (MVTEC / cat / "train/good").glob("*.png"))
+        for draw in range(draws):
+            rng = np.random.default_rng(1000 + draw)
+            order = rng.permutation(len(paths))
+            refs = [Image.open(paths[i]).convert("RGB") for i in order[:shots]]
+            rest = order[shots:]
+            queries = [(Image.open(paths[i]).convert("RGB"), "normal") for i in rest[:12]]
+            for j, i in enumerate(rest[12:20]):
+                image, _ = painted_train_defect(Image.open(paths[i]).convert("RGB"), 31 * draw + j)
+                queries.append((image, "painted"))
+            for j, i in enumerate(rest[20:32]):
+                kind = KINDS[j % len(KINDS)]
+                queries.append(
+                    (structural(Image.open(paths[i]), kind, np.random.default_rng([draw, j])), kind)
+                )
+            yield f"train/{cat}", draw, refs, queries
+    if not only or "bracket" in only:
+        for draw in range(draws):
+            refs = [
+                syn.generate_sample("synthetic/bracket", None, 100 * draw + s).image for s in range(shots)
+            ]
+            queries = [
+                (syn.generate_sample("synthetic/bracket", None, 5000 + 50 * draw + i).image, "normal")
+                for i in range(12)
+            ]
+            for i, d in enumerate(syn.POSE_DEFECTS * 2):
+                queries.append((syn.generate_sample("synthetic/bracket", d, 6000 + 50 * draw + i).image, d))
+            yield "gen/bracket", draw, refs, queries
+
+
+def grids(expert: PatchCoreExpert, bank, image: Image.Image, exclude: int | None = None):
+    feats = expert.extractor([image])
+    feats = _scale_position(
+        feats, bank.calibration.get("position", 1.0), expert.config.features.position_weight
+    )[0]
+    d_pos = expert._aligned_distances(feats, bank, exclude_owner=exclude)
+    flat = feats.reshape(-1, feats.shape[-1])[:, :-2]
+    excl = None if exclude is None else bank.owners
+    d_free = nearest_distances(flat, bank.features[:, :-2], exclude=excl, exclude_owner=exclude)
+    return d_pos, d_free.reshape(bank.grid).numpy()
+
+
+def bacc(scores: np.ndarray, labels: np.ndarray, threshold: float, band: float = 0.05, rel=0.08) -> float:
+    s = 1 / (1 + np.exp(-(scores / threshold - 1) / rel))
+    tnr = np.mean(s[~labels] <= 0.5 - band)
+    tpr = np.mean(s[labels] >= 0.5 + band)
+    return 0.5 * (tnr + tpr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shots", type=int, default=4)
+    parser.add_argument("--draws", type=int, default=4)
+    parser.add_argument("--only", nargs="*", default=[])
+    parser.add_argument("--factor", type=float, default=1.15)
+    parser.add_argument("--grow", type=int, nargs="*", default=[0, 1, 2])
+    parser.add_argument("--config", default="{}", help="ExpertConfig fields as JSON")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    expert = PatchCoreExpert(
+        ExpertConfig(heatmap=False, pose="fixed", **{"fixed_margin_cells": 0, **json.loads(args.config)})
+    )
+    summary: dict[str, list] = {}
+    for name, draw, refs, queries in datasets(args.shots, args.draws, args.only):
+        bank = expert.fit(refs)
+        held = [grids(expert, bank, ref, exclude=i) for i, ref in enumerate(refs)]
+        penalty = np.stack([p - f for p, f in held])  # (refs, rows, cols)
+        allowance_raw = penalty.max(axis=0)
+        qs = [(grids(expert, bank, image), kind) for image, kind in queries]
+        labels = np.array([kind != "normal" for _, kind in qs])
+        kinds = [kind for _, kind in qs]
+        rows = {}
+        variants = {"shipped": lambda p, f, a: p, "free": lambda p, f, a: f}
+        for grow in args.grow:
+            allow = ndimage.maximum_filter(allowance_raw, size=2 * grow + 1) if grow else allowance_raw
+            variants[f"allow{grow}"] = (lambda al: lambda p, f, a: f + np.maximum(0, p - f - al))(allow)
+        for ring in (1, 2, 3):
+            inner = np.zeros(bank.grid, dtype=bool)
+            inner[ring:-ring, ring:-ring] = True
+            variants[f"ring{ring}"] = (lambda m: lambda p, f, a: np.where(m, p, np.median(p)))(inner)
+        for vname, fn in variants.items():
+            level = np.median([fn(p, f, None).max() for p, f in held])
+            scores = np.array([fn(p, f, None).max() for (p, f), _ in qs])
+            thr = args.factor * level
+            per_kind = {
+                k: float(np.mean(scores[[i for i, kk in enumerate(kinds) if kk == k]] >= thr * 1.0))
+                for k in sorted(set(kinds))
+            }
+            rows[vname] = (image_auroc(labels, scores), bacc(scores, labels, thr), per_kind)
+            summary.setdefault(f"{name}|{vname}", []).append(rows[vname][:2])
+        print(f"{name} draw {draw}")
+        for vname, (auc, ba, per_kind) in rows.items():
+            kinds_text = " ".join(f"{k}={v:.2f}" for k, v in per_kind.items())
+            print(f"   {vname:8s} AUROC {auc:.3f} bal.acc {ba:.3f}  over-threshold: {kinds_text}", flush=True)
+    print("\nmean over draws (AUROC, balanced accuracy):")
+    for key, values in summary.items():
+        arr = np.array(values)
+        print(f"  {key:28s} {arr[:, 0].mean():.3f} {arr[:, 1].mean():.3f}")
+
+
+if __name__ == "__main__":
+    main()
