@@ -56,6 +56,14 @@ def painted_train_defect(image: Image.Image, seed: int) -> tuple[Image.Image, np
     return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8)), mask
 
 
+def train_draw(cat: str, draw: int, shots: int) -> tuple[list[Image.Image], list[str]]:
+    """A seeded draw of ``shots`` MVTec train/good references of ``cat`` and the other images' paths."""
+    paths = sorted(str(p) for p in (MVTEC / cat / "train/good").glob("*.png"))
+    order = np.random.default_rng(1000 + draw).permutation(len(paths))
+    refs = [Image.open(paths[i]).convert("RGB") for i in order[:shots]]
+    return refs, [paths[i] for i in order[shots:]]
+
+
 def datasets(shots: int, draws: int):
     """Yield (name, draw, references, queries[(image, label, mask)])."""
     for cat in GEN:
@@ -67,32 +75,45 @@ def datasets(shots: int, draws: int):
                 s = syn.generate_sample(cat, None, 5000 + 50 * draw + i)
                 queries.append((s.image, False, s.mask))
             for i in range(8):
-                d = defects[(i + draw) % len(defects)] if cat == "synthetic/bracket" and i % 3 else defects[i % 7]
+                d = (
+                    defects[(i + draw) % len(defects)]
+                    if cat == "synthetic/bracket" and i % 3
+                    else defects[i % 7]
+                )
                 if cat == "synthetic/bracket" and i in (0, 4):
                     d = "misplaced"
                 s = syn.generate_sample(cat, d, 6000 + 50 * draw + i)
                 queries.append((s.image, True, s.mask))
             yield f"gen/{cat.split('/')[1]}", draw, refs, queries
     for cat in ("hazelnut", "transistor"):
-        paths = sorted(str(p) for p in (MVTEC / cat / "train/good").glob("*.png"))
         for draw in range(draws):
-            rng = np.random.default_rng(1000 + draw)
-            order = rng.permutation(len(paths))
-            refs = [Image.open(paths[i]).convert("RGB") for i in order[:shots]]
-            rest = order[shots:]
-            queries = [(Image.open(paths[i]).convert("RGB"), False, None) for i in rest[:12]]
-            for j, i in enumerate(rest[12:24]):
-                image, mask = painted_train_defect(Image.open(paths[i]).convert("RGB"), 31 * draw + j)
+            refs, rest = train_draw(cat, draw, shots)
+            queries = [(Image.open(path).convert("RGB"), False, None) for path in rest[:12]]
+            for j, path in enumerate(rest[12:24]):
+                image, mask = painted_train_defect(Image.open(path).convert("RGB"), 31 * draw + j)
                 queries.append((image, True, mask))
             yield f"train/{cat}", draw, refs, queries
             if cat == "hazelnut":
                 turned = []
                 for j, (image, label, mask) in enumerate(queries):
                     angle = float(np.random.default_rng([draw, j]).uniform(20, 340))
-                    m = None if mask is None else np.asarray(Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).rotate(angle)) > 127
-                    turned.append((image.rotate(angle, resample=Image.Resampling.BILINEAR,
-                                                fillcolor=tuple(int(v) for v in np.median(np.asarray(image)[0], axis=0))),
-                                   label, m))
+                    m = (
+                        None
+                        if mask is None
+                        else np.asarray(Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).rotate(angle))
+                        > 127
+                    )
+                    turned.append(
+                        (
+                            image.rotate(
+                                angle,
+                                resample=Image.Resampling.BILINEAR,
+                                fillcolor=tuple(int(v) for v in np.median(np.asarray(image)[0], axis=0)),
+                            ),
+                            label,
+                            m,
+                        )
+                    )
                 yield "trainrot/hazelnut", draw, refs, turned
 
 
@@ -114,27 +135,54 @@ def collect(args) -> None:
                 for i, ref in enumerate(refs):
                     g = expert.extractor([ref])
                     from riad_agent.expert.expert import _scale_position
-                    g = _scale_position(g, bank.calibration.get("position", 1.0), config.features.position_weight)[0]
+
+                    g = _scale_position(
+                        g, bank.calibration.get("position", 1.0), config.features.position_weight
+                    )[0]
                     held.append(expert._aligned_distances(g, bank, exclude_owner=i))
             times, qs = [], []
             for image, label, mask in queries:
                 t = time.perf_counter()
                 result = expert.analyse_with_bank(image, bank)
                 times.append(time.perf_counter() - t)
-                qs.append({"label": label, "grid": result.patch_scores, "score": result.score,
-                           "raw": result.raw_score,
-                           "pixel": None if mask is None and label else np.asarray(
-                               Image.fromarray(result.pixel_scores).resize((64, 64))),
-                           "mask": None if mask is None else np.asarray(
-                               Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).resize((64, 64))) > 127})
-            rows.append({"name": name, "draw": draw, "shots": shots, "cal": dict(bank.calibration),
-                         "meta": dict(bank.meta), "held": held, "queries": qs, "fit_s": fit_s,
-                         "ms": 1000 * float(np.median(times))})
+                qs.append(
+                    {
+                        "label": label,
+                        "grid": result.patch_scores,
+                        "score": result.score,
+                        "raw": result.raw_score,
+                        "pixel": None
+                        if mask is None and label
+                        else np.asarray(Image.fromarray(result.pixel_scores).resize((64, 64))),
+                        "mask": None
+                        if mask is None
+                        else np.asarray(
+                            Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).resize((64, 64))
+                        )
+                        > 127,
+                    }
+                )
+            rows.append(
+                {
+                    "name": name,
+                    "draw": draw,
+                    "shots": shots,
+                    "cal": dict(bank.calibration),
+                    "meta": dict(bank.meta),
+                    "held": held,
+                    "queries": qs,
+                    "fit_s": fit_s,
+                    "ms": 1000 * float(np.median(times)),
+                }
+            )
             sc = np.array([q["score"] for q in qs])
             lb = np.array([q["label"] for q in qs])
-            print(f"{name:20s} k={shots} d={draw} pose={bank.meta.get('pose')} AUROC={image_auroc(lb, sc):.3f} "
-                  f"normal<.45={np.mean(sc[~lb] <= 0.45):.2f} anom>=.55={np.mean(sc[lb] >= 0.55):.2f} "
-                  f"fit={fit_s:.1f}s ms={rows[-1]['ms']:.0f}", flush=True)
+            print(
+                f"{name:20s} k={shots} d={draw} pose={bank.meta.get('pose')} AUROC={image_auroc(lb, sc):.3f} "
+                f"normal<.45={np.mean(sc[~lb] <= 0.45):.2f} anom>=.55={np.mean(sc[lb] >= 0.55):.2f} "
+                f"fit={fit_s:.1f}s ms={rows[-1]['ms']:.0f}",
+                flush=True,
+            )
     with open(CACHE / f"fewshot-{args.tag}.pkl", "wb") as handle:
         pickle.dump(rows, handle)
 
@@ -211,11 +259,17 @@ def analyse(args) -> None:
         print(f"\n=== top-k {k}: best factor (2+ refs) {best[1]:.2f} mean bacc {best[0]:.3f}")
         for key, v in sorted(t.items()):
             if key[1] >= 2:
-                print(f"  {key[0]:20s} k={key[1]} AUROC {v['auroc']:.3f} bacc {v['bacc']:.3f} (tnr {v['tnr']:.2f} tpr {v['tpr']:.2f})")
+                print(
+                    f"  {key[0]:20s} k={key[1]} AUROC {v['auroc']:.3f} bacc {v['bacc']:.3f} (tnr {v['tnr']:.2f} tpr {v['tpr']:.2f})"
+                )
         for fa in args.factors:
             t, _ = evaluate(rows, k, 1.0, fa)
-            print(f"  factor {fa:.2f}: " + " ".join(
-                f"{kk[0].split('/')[-1][:8]}:{v['bacc']:.2f}" for kk, v in sorted(t.items()) if kk[1] >= 2))
+            print(
+                f"  factor {fa:.2f}: "
+                + " ".join(
+                    f"{kk[0].split('/')[-1][:8]}:{v['bacc']:.2f}" for kk, v in sorted(t.items()) if kk[1] >= 2
+                )
+            )
         ones = [r for r in rows if r["shots"] == 1]
         if ones:
             best1 = None
@@ -225,9 +279,13 @@ def analyse(args) -> None:
                 if best1 is None or m > best1[0]:
                     best1 = (m, f)
             t, _ = evaluate(ones, k, best1[1], 1.0)
-            print(f"  1 ref (top-k of shipped config only for the level): best factor {best1[1]:.2f} mean bacc {best1[0]:.3f}")
+            print(
+                f"  1 ref (top-k of shipped config only for the level): best factor {best1[1]:.2f} mean bacc {best1[0]:.3f}"
+            )
             for key, v in sorted(t.items()):
-                print(f"  {key[0]:20s} k=1 AUROC {v['auroc']:.3f} bacc {v['bacc']:.3f} (tnr {v['tnr']:.2f} tpr {v['tpr']:.2f})")
+                print(
+                    f"  {key[0]:20s} k=1 AUROC {v['auroc']:.3f} bacc {v['bacc']:.3f} (tnr {v['tnr']:.2f} tpr {v['tpr']:.2f})"
+                )
 
 
 if __name__ == "__main__":

@@ -1,17 +1,19 @@
-"""Fixed-pose parts: does a per-cell allowance for the position penalty help? (train splits only)
+"""Fixed-pose parts: which image score holds on structural defects? (train splits only)
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/few_shot/structural_probe.py --draws 4 --shots 4
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/few_shot/structural_probe.py --draws 8 \
+        --only transistor bracket [--factor 1.15] [--grow 0 2] [--config '{...}']
 
 Structural defects are made from MVTec *train/good* images and generated fixed-pose products (no
 test image is read): the part turned (10-30 degrees), shifted (10-20 % of the side), a piece of the
 lower centre displaced sideways ("bent"), a piece of the centre painted over with the background
 colour ("cut"); plus the painted surface defects of ``fewshot.py``. For each query the probe keeps
-two nearest-distance grids against the fixed-pose bank: with the position features (``d_pos``, what
-ships) and without (``d_free``). Per bank, the leave-one-out references give each cell's normal
-position penalty (``d_pos - d_free``); the candidate score charges a query only the penalty beyond
-that allowance: ``d_free + max(0, d_pos - d_free - allowance)``. Both scores are thresholded the
-shipped way (``relative_factor`` x the median leave-one-out score) and compared by image AUROC and
-verdict balanced accuracy at the shipped band.
+two nearest-distance grids against a fixed-pose bank built with ``fixed_margin_cells=0``: with the
+position features (``d_pos``) and without (``d_free``). Variants of the image score (the grid's
+peak): ``margin0`` (d_pos, every cell), ``free`` (d_free), ``allowN`` (a per-cell allowance for the
+position penalty learned from the leave-one-out references, grown N cells: ``d_free + max(0, d_pos -
+d_free - allowance)``), ``ringN`` (the outer N cells not scored: ``fixed_margin_cells = N`` ships
+with N = 2). Each is thresholded the shipped way (``--factor`` x the median leave-one-out score) and
+compared by image AUROC and verdict balanced accuracy at the shipped band.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from PIL import Image
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fewshot import MVTEC, painted_train_defect
+from fewshot import painted_train_defect, train_draw
 
 from riad_agent.data import synthetic as syn
 from riad_agent.eval.expert_metrics import image_auroc
@@ -75,21 +77,15 @@ def datasets(shots: int, draws: int, only: list[str]):
     for cat in ("transistor", "hazelnut"):
         if only and cat not in only:
             continue
-        paths = sorted(str(p) for p in (MVTEC / cat / "train/good").glob("*.png"))
         for draw in range(draws):
-            rng = np.random.default_rng(1000 + draw)
-            order = rng.permutation(len(paths))
-            refs = [Image.open(paths[i]).convert("RGB") for i in order[:shots]]
-            rest = order[shots:]
-            queries = [(Image.open(paths[i]).convert("RGB"), "normal") for i in rest[:12]]
-            for j, i in enumerate(rest[12:20]):
-                image, _ = painted_train_defect(Image.open(paths[i]).convert("RGB"), 31 * draw + j)
+            refs, rest = train_draw(cat, draw, shots)
+            queries = [(Image.open(path).convert("RGB"), "normal") for path in rest[:12]]
+            for j, path in enumerate(rest[12:20]):
+                image, _ = painted_train_defect(Image.open(path).convert("RGB"), 31 * draw + j)
                 queries.append((image, "painted"))
-            for j, i in enumerate(rest[20:32]):
+            for j, path in enumerate(rest[20:32]):
                 kind = KINDS[j % len(KINDS)]
-                queries.append(
-                    (structural(Image.open(paths[i]), kind, np.random.default_rng([draw, j])), kind)
-                )
+                queries.append((structural(Image.open(path), kind, np.random.default_rng([draw, j])), kind))
             yield f"train/{cat}", draw, refs, queries
     if not only or "bracket" in only:
         for draw in range(draws):
@@ -147,7 +143,7 @@ def main() -> None:
         labels = np.array([kind != "normal" for _, kind in qs])
         kinds = [kind for _, kind in qs]
         rows = {}
-        variants = {"shipped": lambda p, f, a: p, "free": lambda p, f, a: f}
+        variants = {"margin0": lambda p, f, a: p, "free": lambda p, f, a: f}
         for grow in args.grow:
             allow = ndimage.maximum_filter(allowance_raw, size=2 * grow + 1) if grow else allowance_raw
             variants[f"allow{grow}"] = (lambda al: lambda p, f, a: f + np.maximum(0, p - f - al))(allow)
