@@ -250,7 +250,8 @@ def explanation_text(
                 )
             else:
                 sentences.append(
-                    f"The largest deviation from the normal references is {place}, near the edge."
+                    f"The largest deviation from the normal references is {place}; the image's score is "
+                    f"within {UNCERTAIN_BAND:.2f} of the edge of normal, too close to call either way."
                 )
             if description is not None and described:
                 sentences.append(description.sentence())

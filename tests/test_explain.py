@@ -76,6 +76,14 @@ def test_a_score_in_the_band_is_uncertain(score: float) -> None:
     assert _report(_findings(score)).verdict == "uncertain"
 
 
+def test_an_uncertain_verdict_says_where_to_look_and_why_it_is_not_called() -> None:
+    box = Region(x0=1, y0=2, x1=9, y1=12, score=0.3, area=40)
+    report = _report(_findings(0.47, regions=[box]))
+    assert report.verdict == "uncertain" and report.regions
+    assert "x 1-9, y 2-12" in report.explanation
+    assert f"within {UNCERTAIN_BAND:.2f} of the edge of normal, too close to call" in report.explanation
+
+
 def test_clear_scores_give_firm_verdicts_and_the_pose() -> None:
     box = Region(x0=1, y0=2, x1=9, y1=12, score=0.9, area=40)
     anomalous = _report(_findings(0.9, regions=[box]))
@@ -339,7 +347,10 @@ def test_the_explanation_names_an_int8_model_and_the_trace_keeps_the_precision()
     question = MultipleChoiceQuestion(text="Is there any defect?", options={"A": "Yes.", "B": "No."})
     request = InspectionRequest(image="query.png", question=question)
     box = Region(x0=1, y0=2, x1=9, y1=12, score=0.9, area=40)
-    for precision, words in (("int8", "Latent reasoning (fake, int8) answered A."), ("float32", "Latent reasoning (fake) answered A.")):
+    for precision, words in (
+        ("int8", "Latent reasoning (fake, int8) answered A."),
+        ("float32", "Latent reasoning (fake) answered A."),
+    ):
         reasoning = ReasoningResult(answer="A", text="A", trace=_trace(precision=precision))
         report = _flagged(request, _findings(0.9, regions=[box]), reasoning)
         assert words in report.explanation

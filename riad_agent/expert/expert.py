@@ -13,8 +13,8 @@ Input policy (decided here, tested in ``tests/expert``):
 - a query whose aspect ratio differs from the references' by more than ``max_query_aspect_spread``
   is not judged: score 0.5 (verdict ``uncertain``), no regions, and the reason in
   ``AnomalyMap.notes``;
-- an image over its threshold always has at least one region (the strongest blob when no pixel
-  passes the pixel threshold).
+- an image over (or within the uncertain band under) its threshold always has at least one region
+  (the strongest blob when no pixel passes the pixel threshold): the place to look.
 
 Pose (see :mod:`riad_agent.expert.pose`): a product's normal pose is ``fixed`` (a turned or shifted
 part is a defect) or ``free``; the knowledge entry says which, or it is inferred from the
@@ -212,12 +212,24 @@ class ExpertConfig(BaseModel):
         description="A region wider than this share of the image is cut again at half-way to its peak "
         "(chosen on generated products: benchmarks/region_boxes.py).",
     )
+    show_peak_above: float = Field(
+        default=0.45,
+        ge=0,
+        le=0.5,
+        description=(
+            "From this calibrated image score up (0.45: the lower edge of the uncertain band), an image "
+            "whose pixels all stay under the pixel threshold still gets its strongest place as a region "
+            "and on the heatmap, so an anomalous or uncertain verdict always says where to look."
+        ),
+    )
     memory_banks: int = Field(default=8, ge=0, description="Banks kept in memory (LRU).")
     heatmap: bool = True
 
     def key(self) -> str:
         """Stable hash of every setting that changes the bank or its calibration."""
-        payload = self.model_dump(exclude={"memory_banks", "heatmap", "min_region_area", "max_region_share"})
+        payload = self.model_dump(
+            exclude={"memory_banks", "heatmap", "min_region_area", "max_region_share", "show_peak_above"}
+        )
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -583,7 +595,7 @@ class PatchCoreExpert:
 
         A query smaller than ``min_query_side`` raises :class:`InvalidImageError`; one the references
         cannot judge (see :meth:`unfit_reasons`) gets score 0.5 (the verdict ``uncertain``), no regions,
-        and the reasons in ``AnomalyMap.notes``. A score over 0.5 always comes with a region.
+        and the reasons in ``AnomalyMap.notes``. A score over ``show_peak_above`` (0.45) always comes with a region.
         """
         query = self._check_query(image)
         notes = self.unfit_reasons(query, bank)
@@ -616,8 +628,8 @@ class PatchCoreExpert:
         score = float(image_cal(image_raw))
         if notes:
             score, regions = 0.5, []
-        elif score > 0.5 and not regions:
-            # over the image threshold: show where, even when no pixel passes the pixel threshold
+        elif score > self.config.show_peak_above and not regions:
+            # over (or near) the image threshold: show where, even when no pixel passes the pixel one
             regions = [strongest_region(pixel_map, pixel_cal)]
         render = None
         if self.config.heatmap:
@@ -625,9 +637,9 @@ class PatchCoreExpert:
             def render() -> bytes:
                 heat = pixel_cal.array(pixel_map)
                 peak = float(pixel_map.max())
-                if score > 0.5 and float(heat.max()) < score and peak > 0:
-                    # over the image threshold with no pixel over the pixel one: the map still shows
-                    # where, its peak drawn at the image's score
+                if score > self.config.show_peak_above and float(heat.max()) < score and peak > 0:
+                    # over (or near) the image threshold with no pixel over the pixel one: the map
+                    # still shows where, its peak drawn at the image's score
                     heat = np.maximum(heat, score * np.clip(pixel_map / peak, 0.0, 1.0))
                 return heatmap_overlay(query, heat)
 

@@ -124,6 +124,17 @@ def test_a_query_of_another_shape_is_uncertain_with_a_note(
     assert result.notes and "aspect ratio" in result.notes[0]
 
 
+def test_a_score_near_the_threshold_gets_its_strongest_place_as_a_region(expert: PatchCoreExpert) -> None:
+    bank = expert.fit(_refs("synthetic/washer", 3))
+    bank.calibration["pixel_threshold"] = 1e6  # no pixel passes: only the fallback can give a region
+    image = generate_sample("synthetic/washer", None, 990, SIZE).image
+    plain = expert.analyse_with_bank(image, bank)
+    assert plain.score < 0.45 and not plain.regions
+    everywhere = PatchCoreExpert(expert.config.model_copy(update={"show_peak_above": 0.0}))
+    shown = everywhere.analyse_with_bank(image, bank)
+    assert shown.score == plain.score and len(shown.regions) == 1
+
+
 def test_an_anomalous_score_always_comes_with_a_region_that_the_heatmap_shows() -> None:
     # a pixel threshold far above every pixel: only the strongest-blob fallback can give a region
     config = ExpertConfig(features={"image_size": SIZE}, heatmap=True)
