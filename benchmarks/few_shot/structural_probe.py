@@ -12,7 +12,9 @@ position features (``d_pos``) and without (``d_free``). Variants of the image sc
 peak): ``margin0`` (d_pos, every cell), ``free`` (d_free), ``allowN`` (a per-cell allowance for the
 position penalty learned from the leave-one-out references, grown N cells: ``d_free + max(0, d_pos -
 d_free - allowance)``), ``ringN`` (the outer N cells not scored: ``fixed_margin_cells = N`` ships
-with N = 2). Each is thresholded the shipped way (``--factor`` x the median leave-one-out score) and
+with N = 2). ``--backward`` adds the reverse direction: each reference patch's nearest query patch,
+per cell the closest reference's (a piece every reference has there and the query lacks), alone
+(``B-bwd``) and with the forward score as their maximum or mean of threshold ratios. Each is thresholded the shipped way (``--factor`` x the median leave-one-out score) and
 compared by image AUROC and verdict balanced accuracy at the shipped band.
 """
 
@@ -34,6 +36,7 @@ from fewshot import painted_train_defect, train_draw
 from riad_agent.data import synthetic as syn
 from riad_agent.eval.expert_metrics import image_auroc
 from riad_agent.expert import ExpertConfig, PatchCoreExpert
+from riad_agent.expert.alignment import best_shift, cell_steps, shift_positions
 from riad_agent.expert.bank import nearest_distances
 from riad_agent.expert.expert import _scale_position
 from riad_agent.expert.pose import border_fill
@@ -113,6 +116,37 @@ def grids(expert: PatchCoreExpert, bank, image: Image.Image, exclude: int | None
     return d_pos, d_free.reshape(bank.grid).numpy()
 
 
+def backward(expert: PatchCoreExpert, bank, image: Image.Image, exclude: int | None = None) -> np.ndarray:
+    """Per cell: how far the nearest query patch is from the closest reference patch of that cell.
+
+    The references' patches (all views, the excluded reference left out) look for their nearest
+    query patch (position features included, the query aligned as in scoring); a cell's value is the
+    smallest such distance among the bank rows at that cell: large where every reference has
+    something the query lacks there (a missing or moved piece)."""
+    weight = expert.config.features.position_weight * bank.calibration.get("position", 1.0)
+    feats = expert.extractor([image])
+    feats = _scale_position(
+        feats, bank.calibration.get("position", 1.0), expert.config.features.position_weight
+    )[0]
+    skip = None if exclude is None else bank.owners == exclude
+    if weight > 0 and expert.config.align_reach > 0:
+        shift = best_shift(
+            feats, bank.features, cell_steps(bank.grid, weight), expert.config.align_reach, skip=skip
+        )
+        if shift != (0.0, 0.0):
+            feats = shift_positions(feats, shift)
+    rows_, cols_ = bank.grid
+    keep = torch.ones(len(bank), dtype=torch.bool) if skip is None else ~skip
+    rows = bank.features[keep]
+    far = nearest_distances(rows, feats.reshape(-1, feats.shape[-1])).numpy()
+    ys = np.clip(np.rint(rows[:, -2].numpy() / weight * (rows_ - 1)), 0, rows_ - 1).astype(int)
+    xs = np.clip(np.rint(rows[:, -1].numpy() / weight * (cols_ - 1)), 0, cols_ - 1).astype(int)
+    grid = np.full(bank.grid, np.inf)
+    np.minimum.at(grid, (ys, xs), far)
+    grid[~np.isfinite(grid)] = np.median(grid[np.isfinite(grid)])
+    return grid
+
+
 def bacc(scores: np.ndarray, labels: np.ndarray, threshold: float, band: float = 0.05, rel=0.08) -> float:
     s = 1 / (1 + np.exp(-(scores / threshold - 1) / rel))
     tnr = np.mean(s[~labels] <= 0.5 - band)
@@ -128,6 +162,7 @@ def main() -> None:
     parser.add_argument("--factor", type=float, default=1.15)
     parser.add_argument("--grow", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--config", default="{}", help="ExpertConfig fields as JSON")
+    parser.add_argument("--backward", action="store_true", help="also the reference-to-query (absence) score")
     args = parser.parse_args()
     torch.set_num_threads(2)
     expert = PatchCoreExpert(
@@ -140,6 +175,31 @@ def main() -> None:
         penalty = np.stack([p - f for p, f in held])  # (refs, rows, cols)
         allowance_raw = penalty.max(axis=0)
         qs = [(grids(expert, bank, image), kind) for image, kind in queries]
+        if args.backward:
+            inner2 = np.zeros(bank.grid, dtype=bool)
+            inner2[2:-2, 2:-2] = True
+            held_b = [backward(expert, bank, ref, exclude=i)[inner2].max() for i, ref in enumerate(refs)]
+            q_b = np.array([backward(expert, bank, image)[inner2].max() for image, _ in queries])
+            level_f = np.median([np.where(inner2, p, 0).max() for p, f in held])
+            q_f = np.array([np.where(inner2, p, 0).max() for (p, f), _ in qs])
+            lab = np.array([kind != "normal" for _, kind in queries])
+            thr_b, thr_f = args.factor * np.median(held_b), args.factor * level_f
+            for bname, sc in (
+                ("fwd", q_f / thr_f),
+                ("bwd", q_b / thr_b),
+                ("max", np.maximum(q_f / thr_f, q_b / thr_b)),
+                ("mean", 0.5 * (q_f / thr_f + q_b / thr_b)),
+            ):
+                kinds_b = [kind for _, kind in queries]
+                per = {
+                    k: float(np.mean(sc[[i for i, kk in enumerate(kinds_b) if kk == k]] >= 1.0))
+                    for k in sorted(set(kinds_b))
+                }
+                summary.setdefault(f"{name}|B-{bname}", []).append((image_auroc(lab, sc), bacc(sc, lab, 1.0)))
+                print(
+                    f"   B-{bname:6s} AUROC {image_auroc(lab, sc):.3f} bal.acc {bacc(sc, lab, 1.0):.3f} "
+                    + " ".join(f"{k}={v:.2f}" for k, v in per.items())
+                )
         labels = np.array([kind != "normal" for _, kind in qs])
         kinds = [kind for _, kind in qs]
         rows = {}
