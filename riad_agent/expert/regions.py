@@ -88,7 +88,8 @@ def find_regions(
     pixels are dropped as speckle. A component that covers more than ``max_share`` of the image
     (the whole surface of a texture runs a little above a threshold learned on few references) is
     cut again at half-way from the threshold to its own peak, once, so the box shows the defect's
-    core rather than the whole image.
+    core rather than the whole image. Components whose boxes overlap or touch are given as one box
+    (:func:`merge_overlapping`).
     """
     above = pixel_scores > threshold
     labels, count = ndimage.label(above)
@@ -129,8 +130,41 @@ def find_regions(
                 area=area,
             )
         )
+    regions = merge_overlapping(regions, gap=1)
     regions.sort(key=lambda r: r.score, reverse=True)
     return regions[:max_regions]
+
+
+def merge_overlapping(regions: list[Region], gap: int = 0) -> list[Region]:
+    """Regions whose boxes overlap, or lie less than ``gap`` pixels apart, become one box around them
+    (the stronger score, the areas summed).
+
+    Pieces of one defect (a thin line the threshold breaks, a diagonal shape, an edge cut into
+    slivers) otherwise come back as boxes inside, across or on top of each other, which reads as
+    several findings.
+    """
+    merged = list(regions)
+    changed = True
+    while changed:
+        changed = False
+        for i in range(len(merged)):
+            for j in range(i + 1, len(merged)):
+                a, b = merged[i], merged[j]
+                if a.x0 < b.x1 + gap and b.x0 < a.x1 + gap and a.y0 < b.y1 + gap and b.y0 < a.y1 + gap:
+                    merged[i] = Region(
+                        x0=min(a.x0, b.x0),
+                        y0=min(a.y0, b.y0),
+                        x1=max(a.x1, b.x1),
+                        y1=max(a.y1, b.y1),
+                        score=max(a.score, b.score),
+                        area=a.area + b.area,
+                    )
+                    del merged[j]
+                    changed = True
+                    break
+            if changed:
+                break
+    return merged
 
 
 def strongest_region(pixel_scores: np.ndarray, calibrate: Callable[[float], float]) -> Region:
