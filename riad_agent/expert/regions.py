@@ -143,28 +143,31 @@ def merge_overlapping(regions: list[Region], gap: int = 0) -> list[Region]:
     slivers) otherwise come back as boxes inside, across or on top of each other, which reads as
     several findings.
     """
-    merged = list(regions)
-    changed = True
-    while changed:
-        changed = False
-        for i in range(len(merged)):
-            for j in range(i + 1, len(merged)):
-                a, b = merged[i], merged[j]
-                if a.x0 < b.x1 + gap and b.x0 < a.x1 + gap and a.y0 < b.y1 + gap and b.y0 < a.y1 + gap:
-                    merged[i] = Region(
-                        x0=min(a.x0, b.x0),
-                        y0=min(a.y0, b.y0),
-                        x1=max(a.x1, b.x1),
-                        y1=max(a.y1, b.y1),
-                        score=max(a.score, b.score),
-                        area=a.area + b.area,
-                    )
-                    del merged[j]
-                    changed = True
-                    break
-            if changed:
-                break
+    merged: list[Region] = []
+    pending = list(regions)
+    while pending:
+        box = pending.pop()
+        near = next((i for i, other in enumerate(merged) if _within(box, other, gap)), None)
+        if near is None:
+            merged.append(box)
+            continue
+        other = merged.pop(near)  # their union may now reach a box merged before: look again
+        pending.append(
+            Region(
+                x0=min(box.x0, other.x0),
+                y0=min(box.y0, other.y0),
+                x1=max(box.x1, other.x1),
+                y1=max(box.y1, other.y1),
+                score=max(box.score, other.score),
+                area=box.area + other.area,
+            )
+        )
     return merged
+
+
+def _within(a: Region, b: Region, gap: int) -> bool:
+    """True when the boxes of ``a`` and ``b`` overlap or lie less than ``gap`` pixels apart."""
+    return a.x0 < b.x1 + gap and b.x0 < a.x1 + gap and a.y0 < b.y1 + gap and b.y0 < a.y1 + gap
 
 
 def strongest_region(pixel_scores: np.ndarray, calibrate: Callable[[float], float]) -> Region:
