@@ -189,7 +189,12 @@ class Region(_Strict):
     y0: int = Field(ge=0)
     x1: int = Field(ge=0)
     y1: int = Field(ge=0)
-    score: float = Field(ge=0.0, le=1.0, description="Calibrated score of the region's peak.")
+    score: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="Calibrated score of the region's peak; the image's score for the strongest place "
+        "shown when no pixel passes the pixel threshold.",
+    )
     area: int = Field(ge=0, description="Pixels above threshold inside the box.")
 
     @model_validator(mode="after")

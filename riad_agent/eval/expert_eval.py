@@ -278,6 +278,7 @@ def evaluate_elpv(
         all_labels = labels + [True] * len(extra)
         all_scores = scores + [scored[i] for i, _ in extra]
         normal_ok, anomalous_ok = _halves(labels, scores)
+        balanced, uncertain = verdict_balanced_accuracy(labels, scores)
         results.append(
             CategoryResult(
                 category=f"elpv/{kind}",
@@ -288,6 +289,9 @@ def evaluate_elpv(
                 image_auroc_all=image_auroc(all_labels, all_scores),
                 normal_below_half=normal_ok,
                 anomalous_above_half=anomalous_ok,
+                verdict_balanced_accuracy=balanced,
+                uncertain_fraction=uncertain,
+                pose=bank.meta.get("pose"),
                 ms_per_image=1000.0 * elapsed / max(1, len(test) + len(extra)),
                 fit_seconds=fit_seconds,
             )
