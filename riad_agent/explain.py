@@ -197,6 +197,10 @@ def _where(region: Region, size: tuple[int, int]) -> str:
     return "centre" if (vertical, horizontal) == ("middle", "centre") else f"{vertical} {horizontal}"
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 def explanation_text(
     verdict: Verdict,
     score: float,
@@ -221,7 +225,12 @@ def explanation_text(
     ``leaned``: the defect type the reasoner's answer names, when its lead was too small to state it;
     ``candidates``: the knowledge's candidate types to name when nothing states a type.
     """
-    sentences = [f"Verdict: {verdict} (calibrated anomaly score {score:.2f}; 0.50 is the edge of normal)."]
+    if anomaly is None:  # the score is the reasoner's own probability, or 0.5: nothing calibrated it
+        sentences = [f"Verdict: {verdict} (uncalibrated anomaly score {score:.2f}, not the expert's)."]
+    else:
+        sentences = [
+            f"Verdict: {verdict} (calibrated anomaly score {score:.2f}; 0.50 is the edge of normal)."
+        ]
     if anomaly is None:
         sentences.append(
             "No normal reference images were given, so no calibrated comparison was possible: "
@@ -239,9 +248,10 @@ def explanation_text(
             # with a description, its words say where on the part; else the image's thirds
             place = f"at {box}" if described else f"in the {_where(top, size)} ({box})"
             if verdict == "anomalous":
+                found = _count(len(regions), "region", "regions")
+                strongest = "it is" if len(regions) == 1 else "the strongest is"
                 sentences.append(
-                    f"The vision expert found {len(regions)} region(s) unlike the normal references; "
-                    f"the strongest is {place}."
+                    f"The vision expert found {found} unlike the normal references; {strongest} {place}."
                 )
             elif verdict == "normal":
                 sentences.append(
@@ -307,9 +317,11 @@ def explanation_text(
                 sentences.append(f"Latent reasoning ({model}) answered {reasoning.answer}. {ended}".rstrip())
         trace = reasoning.trace
         why = {"threshold": " (the reward reached its threshold)", "plateau": " (the reward stopped rising)"}
+        iterations = _count(len(trace.iterations), "latent iteration", "latent iterations")
+        patches = _count(len(trace.kept), "visual patch", "visual patches")
         sentences.append(
-            f"Reward {trace.initial_reward:.3f} -> {trace.final_reward:.3f} over {len(trace.iterations)} "
-            f"latent iteration(s){why.get(trace.stopped, '')}, {len(trace.kept)} visual patch(es) kept."
+            f"Reward {trace.initial_reward:.3f} -> {trace.final_reward:.3f} over {iterations}"
+            f"{why.get(trace.stopped, '')}, {patches} kept."
         )
     if degraded:
         sentences.append(f"Parts skipped: {', '.join(degraded)}.")

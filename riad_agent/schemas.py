@@ -357,7 +357,9 @@ class CandidateType(_Strict):
     title: str
     defect_type: str
     cue_match: float = Field(
-        ge=-0.5, le=1.0, description="Agreement of the entry's cues with the region: 1 all named agree, 0 silent."
+        ge=-0.5,
+        le=1.0,
+        description="Agreement of the entry's cues with the region: 1 all named agree, 0 silent.",
     )
     agreed: list[str] = Field(default_factory=list, description="The region's attributes the entry names.")
     clashed: list[str] = Field(
@@ -484,7 +486,11 @@ class InspectionReport(_Strict):
     )
     answer: str | None = Field(default=None, description="Answer letter when a question was asked.")
     answer_text: str | None = None
-    defect_type: str | None = None
+    defect_type: str | None = Field(
+        default=None,
+        description="What the defect is, when the evidence is clear; never on a normal verdict, and on an "
+        "uncertain one what the strongest place looks like if it is a defect.",
+    )
     defect_description: str | None = None
     regions: list[Region] = Field(default_factory=list)
     heatmap_png: bytes | None = Field(default=None, description="Heatmap overlay (base64 in JSON).")
@@ -525,7 +531,9 @@ class InspectionReport(_Strict):
                 )
                 guessed = f" (guessed{similarity})"
             parts.insert(0, f"[{self.category}{guessed}]")
-        if self.defect_type:
+        if self.defect_type and self.verdict == "uncertain":
+            parts.append(f"if defective, it looks like: {self.defect_type}")  # not a finding
+        elif self.defect_type:
             parts.append(f"defect: {self.defect_type}")
         if self.regions:
             top = max(self.regions, key=lambda r: r.score)

@@ -159,6 +159,9 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         where, problem = first_problem(exc, "settings")
-        raise ConfigurationError(f"invalid setting {where}: {problem}") from exc
+        variable = f"RIAD_{where.split('.')[0].upper()}"
+        if "valid list" in problem:
+            problem += f" (in the environment, {variable} is JSON, e.g. {variable}='[\"/data/parts\"]')"
+        raise ConfigurationError(f"invalid setting {where} ({variable}): {problem}") from exc
     except (OSError, ValueError) as exc:  # malformed TOML
         raise ConfigurationError(f"cannot read configuration: {exc}") from exc

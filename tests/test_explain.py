@@ -96,6 +96,9 @@ def test_without_references_the_verdict_is_uncertain() -> None:
     report = _report(None)
     assert report.verdict == "uncertain"
     assert "No normal reference images were given" in report.explanation
+    # its score is not the expert's calibrated one, and the first sentence says so
+    assert "uncalibrated anomaly score" in report.explanation
+    assert "calibrated anomaly score" not in report.explanation.replace("uncalibrated", "")
 
 
 def test_an_image_the_expert_could_not_judge_is_uncertain_with_its_reason() -> None:
@@ -327,11 +330,11 @@ def test_the_explanation_says_when_the_latent_loop_stopped_early() -> None:
     ):
         reasoning = ReasoningResult(answer=None, text="", trace=_trace(stopped=stopped))
         report = _flagged(request, _findings(0.9, regions=[box]), reasoning)
-        assert f"over 0 latent iteration(s) {words}" in report.explanation
+        assert f"over 0 latent iterations {words}" in report.explanation
     plain = _flagged(
         request, _findings(0.9, regions=[box]), ReasoningResult(answer=None, text="", trace=_trace())
     )
-    assert "over 0 latent iteration(s), " in plain.explanation
+    assert "over 0 latent iterations, " in plain.explanation
 
 
 def test_an_option_without_a_full_stop_still_ends_its_sentence() -> None:

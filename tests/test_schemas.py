@@ -75,6 +75,16 @@ def test_report_round_trips_json_with_base64_heatmap() -> None:
     assert "x=1-10" in report.summary()
 
 
+def test_the_summary_states_a_type_as_a_finding_only_on_an_anomalous_verdict() -> None:
+    anomalous = InspectionReport(
+        verdict="anomalous", anomaly_score=0.9, defect_type="crack", image_size=(8, 8)
+    )
+    assert "defect: crack" in anomalous.summary()
+    uncertain = anomalous.model_copy(update={"verdict": "uncertain", "anomaly_score": 0.48})
+    assert "defect: crack" not in uncertain.summary()
+    assert "if defective, it looks like: crack" in uncertain.summary()
+
+
 def test_report_score_and_answer_bounds() -> None:
     with pytest.raises(ValidationError):
         InspectionReport(verdict="normal", anomaly_score=1.2, image_size=(1, 1))

@@ -56,7 +56,7 @@ def test_riad_toml_in_working_directory_is_read(tmp_path: Path) -> None:
     [
         ('device = "tpu"\n', "device"),
         ("expert_image_size = 10\n", "expert_image_size"),
-        ('unknown_key = 1\n', "unknown_key"),
+        ("unknown_key = 1\n", "unknown_key"),
         ("device = \n", "cannot read configuration"),
     ],
 )
@@ -73,4 +73,12 @@ def test_bad_configuration_is_a_typed_error(
 def test_missing_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("RIAD_CONFIG", str(tmp_path / "nope.toml"))
     with pytest.raises(ConfigurationError, match="does not exist"):
+        load_settings()
+
+
+def test_a_list_setting_written_plainly_in_the_environment_says_it_is_json(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RIAD_ALLOWED_ROOTS", "/data/parts")
+    with pytest.raises(ConfigurationError, match=r"RIAD_ALLOWED_ROOTS is JSON, e\.g\."):
         load_settings()

@@ -230,7 +230,7 @@ class ProductTools:
         return (
             f"stored a {defect_type} exemplar of {name}: region x {x0}-{x1}, y {y0}-{y1} of the "
             f"{exemplar.width}x{exemplar.height} stored image ({source}); "
-            f"{name} now has {count} {defect_type} exemplar(s)"
+            f"{name} now has {count} {defect_type} exemplar{'' if count == 1 else 's'}"
         )
 
     def list(self) -> str:
