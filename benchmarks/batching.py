@@ -61,10 +61,14 @@ def load_reasoner(model: str) -> LatentReasoner:
         from riad_agent.models.loading import open_vlm
 
         vlm = open_vlm(model, device="cpu")
-    return LatentReasoner(vlm, config_for(vlm, reward_threshold=1.0, plateau_patience=0))  # no early stop: fixed work
+    return LatentReasoner(
+        vlm, config_for(vlm, reward_threshold=1.0, plateau_patience=0)
+    )  # no early stop: fixed work
 
 
-def run_once(reasoner: LatentReasoner, requests: list[ReasoningInput], max_batch: int) -> tuple[float, list[ReasoningResult]]:
+def run_once(
+    reasoner: LatentReasoner, requests: list[ReasoningInput], max_batch: int
+) -> tuple[float, list[ReasoningResult]]:
     """Seconds to answer all ``requests`` queued at once, and the results."""
     worker = ModelWorker(reasoner, max_queue=len(requests), max_batch=max_batch)
     worker.start()
@@ -116,7 +120,9 @@ def bench_model(model: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", nargs="+", default=["tiny"], help="'tiny', 'builtin' or a model id/path.")
     parser.add_argument("--requests", type=int, default=8)
     parser.add_argument("--steps", type=int, default=4)

@@ -44,7 +44,9 @@ def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
     return name, overrides
 
 
-def evaluate(overrides: dict[str, Any], category: str, normal: int, defective: int, references: int) -> dict[str, float]:
+def evaluate(
+    overrides: dict[str, Any], category: str, normal: int, defective: int, references: int
+) -> dict[str, float]:
     config = ExpertConfig(features=FeatureConfig(image_size=256), heatmap=False, **overrides)
     expert = PatchCoreExpert(config)
     bank = expert.fit([generate_sample(category, None, 10_000 + s).image for s in range(references)])
@@ -74,7 +76,9 @@ def main() -> None:
     report: dict[str, Any] = {"benchmark": "expert_settings", "categories": list(CATEGORIES), "settings": {}}
     for name, overrides in settings.items():
         rows = {c: evaluate(overrides, c, args.normal, args.defective, args.references) for c in CATEGORIES}
-        mean = {key: float(np.mean([row[key] for row in rows.values()])) for key in ("image_auroc", "pixel_auroc")}
+        mean = {
+            key: float(np.mean([row[key] for row in rows.values()])) for key in ("image_auroc", "pixel_auroc")
+        }
         report["settings"][name] = {"overrides": overrides, "per_category": rows, "mean": mean}
         print(f"{name}: image {mean['image_auroc']:.4f} pixel {mean['pixel_auroc']:.4f}", flush=True)
     print(json.dumps(report, indent=1))

@@ -37,7 +37,8 @@ from riad_agent.settings import Settings
 
 DETECT = MultipleChoiceQuestion(text="Is there any defect in the object?", options={"A": "Yes.", "B": "No."})
 TYPE = MultipleChoiceQuestion(
-    text="What type of defect is shown?", options={"A": "Crack.", "B": "Scratch.", "C": "Hole.", "D": "Stain."}
+    text="What type of defect is shown?",
+    options={"A": "Crack.", "B": "Scratch.", "C": "Hole.", "D": "Stain."},
 )
 VARIANTS: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "shipped": ("float32", SKIP),
@@ -65,7 +66,9 @@ def activation_outliers(vlm: Any, request: ReasoningInput, steps: int) -> dict[s
 
         return record
 
-    handles = [m.register_forward_pre_hook(hook(n)) for n, m in vlm.model.named_modules() if isinstance(m, nn.Linear)]
+    handles = [
+        m.register_forward_pre_hook(hook(n)) for n, m in vlm.model.named_modules() if isinstance(m, nn.Linear)
+    ]
     LatentReasoner(vlm, config_for(vlm, steps=steps, rationale_tokens=1, plateau_patience=0)).reason(request)
     for handle in handles:
         handle.remove()
@@ -88,7 +91,9 @@ def main() -> None:
     for defect, seed in [(None, 81), ("scratch", 82), ("hole", 83), ("crack", 84), ("stain", 85), (None, 86)]:
         image = generate_sample("synthetic/washer", defect, seed=seed).image
         prior = expert.analyse(image, references).prior_map()
-        cases += [ReasoningInput(image=image, question=q, patch_prior=prior, seed=seed) for q in (DETECT, TYPE)]
+        cases += [
+            ReasoningInput(image=image, question=q, patch_prior=prior, seed=seed) for q in (DETECT, TYPE)
+        ]
     config = {"steps": args.steps, "rationale_tokens": 1, "reward_threshold": 1.0, "plateau_patience": 0}
 
     def answer(vlm: Any) -> tuple[list[Any], float]:
@@ -103,7 +108,10 @@ def main() -> None:
     for name in args.variants:
         results, seconds = answer(load(*VARIANTS[name]))
         diffs = [
-            max(abs(a.trace.option_probabilities[k] - b.trace.option_probabilities[k]) for k in a.trace.option_probabilities)
+            max(
+                abs(a.trace.option_probabilities[k] - b.trace.option_probabilities[k])
+                for k in a.trace.option_probabilities
+            )
             for a, b in zip(reference, results, strict=True)
         ]
         row = {
@@ -113,7 +121,11 @@ def main() -> None:
             "max_probability_difference": round(max(diffs), 3),
             "mean_probability_difference": round(sum(diffs) / len(diffs), 3),
             "max_reward_difference": round(
-                max(abs(a.trace.final_reward - b.trace.final_reward) for a, b in zip(reference, results, strict=True)), 3
+                max(
+                    abs(a.trace.final_reward - b.trace.final_reward)
+                    for a, b in zip(reference, results, strict=True)
+                ),
+                3,
             ),
             "seconds": round(seconds, 1),
         }

@@ -34,7 +34,9 @@ from riad_agent.products.embedding import describe_box, fused_region_vector
 VARIANTS = ("box", "masked", "contrast", "masked-contrast")
 
 
-def _cells(box: tuple[int, int, int, int], size: tuple[int, int], rows: int, cols: int) -> tuple[int, int, int, int]:
+def _cells(
+    box: tuple[int, int, int, int], size: tuple[int, int], rows: int, cols: int
+) -> tuple[int, int, int, int]:
     width, height = size
     x0, y0, x1, y1 = box
     c0 = min(x0 * cols // width, cols - 1)
@@ -44,7 +46,9 @@ def _cells(box: tuple[int, int, int, int], size: tuple[int, int], rows: int, col
     return r0, r1, c0, c1
 
 
-def looks(maps: list[torch.Tensor], size: tuple[int, int], box: tuple[int, int, int, int], mask: np.ndarray) -> dict[str, np.ndarray]:
+def looks(
+    maps: list[torch.Tensor], size: tuple[int, int], box: tuple[int, int, int, int], mask: np.ndarray
+) -> dict[str, np.ndarray]:
     """Every variant's look vector of one region."""
     out: dict[str, list[torch.Tensor]] = {v: [] for v in VARIANTS}
     for feature_map in maps:
@@ -53,7 +57,10 @@ def looks(maps: list[torch.Tensor], size: tuple[int, int], box: tuple[int, int, 
         fmap = feature_map[0].float()
         inside = fmap[:, r0:r1, c0:c1].flatten(1)
         weights = torch.from_numpy(
-            np.asarray(Image.fromarray((mask * 255).astype(np.uint8)).resize((cols, rows), Image.BILINEAR), dtype=np.float32)
+            np.asarray(
+                Image.fromarray((mask * 255).astype(np.uint8)).resize((cols, rows), Image.BILINEAR),
+                dtype=np.float32,
+            )
             / 255.0
         )[r0:r1, c0:c1].flatten()
         weights = weights + 1e-3
@@ -65,7 +72,12 @@ def looks(maps: list[torch.Tensor], size: tuple[int, int], box: tuple[int, int, 
         ring_mask[r0 - R0 : r1 - R0, c0 - C0 : c1 - C0] = False
         outer = fmap[:, R0:R1, C0:C1][:, ring_mask]
         ring = outer.mean(1) if outer.shape[1] else fmap.flatten(1).mean(1)
-        for name, value in (("box", plain), ("masked", masked), ("contrast", plain - ring), ("masked-contrast", masked - ring)):
+        for name, value in (
+            ("box", plain),
+            ("masked", masked),
+            ("contrast", plain - ring),
+            ("masked-contrast", masked - ring),
+        ):
             out[name].append(F.normalize(value[None], dim=1))
     return {name: F.normalize(torch.cat(parts, dim=1), dim=1)[0].numpy() for name, parts in out.items()}
 
@@ -92,8 +104,10 @@ def main() -> None:
                 maps = embedder.features(image).maps
                 words = describe_box(image, mask, box, refine=False)
                 found = looks(maps, image.size, box, mask)
-                vectors[item.path] = {**{f"{k} look": v for k, v in found.items()},
-                                      **{f"{k} +words": fused_region_vector(v, words) for k, v in found.items()}}
+                vectors[item.path] = {
+                    **{f"{k} look": v for k, v in found.items()},
+                    **{f"{k} +words": fused_region_vector(v, words) for k, v in found.items()},
+                }
             for k in args.exemplars:
                 for draw in range(args.draws):
                     rng = np.random.default_rng(draw)
@@ -101,12 +115,17 @@ def main() -> None:
                     for item in items:
                         for kind in types:
                             pool = [o for o in items if o.defect_type == kind and o.path != item.path]
-                            picks[(item.path, kind)] = [pool[i] for i in rng.permutation(len(pool))[:k]] if pool else []
+                            picks[(item.path, kind)] = (
+                                [pool[i] for i in rng.permutation(len(pool))[:k]] if pool else []
+                            )
                     for variant in vectors[items[0].path]:
                         right = 0
                         for item in items:
                             scores = {
-                                kind: max(float(vectors[item.path][variant] @ vectors[o.path][variant]) for o in chosen)
+                                kind: max(
+                                    float(vectors[item.path][variant] @ vectors[o.path][variant])
+                                    for o in chosen
+                                )
                                 for kind in types
                                 if (chosen := picks[(item.path, kind)])
                             }
@@ -120,8 +139,15 @@ def main() -> None:
         for variant, value in row.items():
             means.setdefault(k, {}).setdefault(variant, 0.0)
             means[k][variant] += value / sum(1 for other in report if other.endswith(k))
-    print(json.dumps({"per_category": {k: {v: round(x, 3) for v, x in r.items()} for k, r in report.items()},
-                      "mean": {k: {v: round(x, 3) for v, x in r.items()} for k, r in means.items()}}, indent=1))
+    print(
+        json.dumps(
+            {
+                "per_category": {k: {v: round(x, 3) for v, x in r.items()} for k, r in report.items()},
+                "mean": {k: {v: round(x, 3) for v, x in r.items()} for k, r in means.items()},
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

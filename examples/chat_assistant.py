@@ -38,7 +38,9 @@ def build_assistant(model: BaseChatModel, inspector: Inspector | None = None) ->
 async def ask(assistant: Any, question: str) -> tuple[str, list[Any]]:
     """The assistant's final answer and the inspection reports it obtained."""
     result = await assistant.ainvoke({"messages": [HumanMessage(question)]})
-    reports = [m.artifact for m in result["messages"] if isinstance(m, ToolMessage) and m.artifact is not None]
+    reports = [
+        m.artifact for m in result["messages"] if isinstance(m, ToolMessage) and m.artifact is not None
+    ]
     return str(result["messages"][-1].content), reports
 
 

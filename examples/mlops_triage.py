@@ -24,7 +24,9 @@ async def triage_folder(
 ) -> tuple[TriageSummary, list[dict[str, object]]]:
     """Run the triage and return the summary and the anomalous records, worst first."""
     graph = build_triage_graph(components=components or build_components(load_settings()))
-    summary = await run_triage(TriageJob(images=images, out=out, references=references, category=category), graph)
+    summary = await run_triage(
+        TriageJob(images=images, out=out, references=references, category=category), graph
+    )
     records = [json.loads(line) for line in out.read_text().splitlines()]
     anomalies = [r for r in records if r.get("verdict") == "anomalous"]
     anomalies.sort(key=lambda r: -float(r["score"]))

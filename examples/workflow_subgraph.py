@@ -28,7 +28,9 @@ class LineState(TypedDict, total=False):
 
 def build_line_workflow(components: Components | None = None) -> Any:
     """The parent workflow; invoke with ``{"part_id", "image", "references"}``."""
-    inspection = build_inspection_graph(components=components or build_components(load_settings()), checkpointer=False)
+    inspection = build_inspection_graph(
+        components=components or build_components(load_settings()), checkpointer=False
+    )
 
     async def inspect_part(state: LineState) -> dict[str, Any]:
         request = InspectionRequest(image=state["image"], references=list(state.get("references", [])))
@@ -67,4 +69,8 @@ if __name__ == "__main__":
     import sys
 
     workflow = build_line_workflow()
-    print(asyncio.run(workflow.ainvoke({"part_id": "P-1", "image": sys.argv[1], "references": sys.argv[2:]}))["decision"])
+    print(
+        asyncio.run(workflow.ainvoke({"part_id": "P-1", "image": sys.argv[1], "references": sys.argv[2:]}))[
+            "decision"
+        ]
+    )

@@ -139,7 +139,9 @@ class MiniLMEmbedder:
         computed here at once.
         """
         loaded = self._model()
-        encoder = _onnx_encoder(str(self.model_dir), str(self.onnx_cache)) if self.onnx_cache is not None else None
+        encoder = (
+            _onnx_encoder(str(self.model_dir), str(self.onnx_cache)) if self.onnx_cache is not None else None
+        )
         if encoder is None:
             vector = self._embed_torch(loaded, [text])[0]
             return lambda: vector
@@ -184,7 +186,9 @@ def _onnx_encoder(folder: str, cache: str) -> Any:
 
 
 def _embed_onnx(tokenizer: Any, encoder: Any, texts: Sequence[str], max_length: int) -> np.ndarray:
-    encoded = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="np")
+    encoded = tokenizer(
+        list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="np"
+    )
     return _mean_pool(encoder(encoded["input_ids"], encoded["attention_mask"]), encoded["attention_mask"])
 
 

@@ -32,7 +32,9 @@ class HelperThread:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._jobs = queue.SimpleQueue()
-                self._thread = threading.Thread(target=self._loop, args=(self._jobs,), name=self.name, daemon=True)
+                self._thread = threading.Thread(
+                    target=self._loop, args=(self._jobs,), name=self.name, daemon=True
+                )
                 self._thread.start()
 
     @staticmethod

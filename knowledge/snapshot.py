@@ -102,7 +102,9 @@ def _dump_collection(
     return description, arrays
 
 
-def _dump_multivector(records: list[models.Record], vector: str, size: int, key: str) -> dict[str, np.ndarray]:
+def _dump_multivector(
+    records: list[models.Record], vector: str, size: int, key: str
+) -> dict[str, np.ndarray]:
     """One multivector of every point: all rows stacked, each point's row offsets, which points have it."""
     blocks, indptr = [], [0]
     mask = np.zeros(len(records), dtype=bool)

@@ -59,7 +59,9 @@ class BlobStore:
                 handle.write(data)
             Path(handle.name).replace(target)
         except OSError as exc:
-            raise OutputWriteError(f"cannot write blob {key[:12]} under {self.root}: {exc.strerror or exc}") from exc
+            raise OutputWriteError(
+                f"cannot write blob {key[:12]} under {self.root}: {exc.strerror or exc}"
+            ) from exc
         self._grew(len(data), keep=target)
         return key
 

@@ -22,7 +22,9 @@ app = typer.Typer(
 )
 eval_app = typer.Typer(help="Evaluate components on labelled data.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks: costs measured side by side, reported as ratios.")
-serve_app = typer.Typer(help="Serve riad-agent to other programs: MCP, the reasoner service.", no_args_is_help=True)
+serve_app = typer.Typer(
+    help="Serve riad-agent to other programs: MCP, the reasoner service.", no_args_is_help=True
+)
 app.add_typer(eval_app, name="eval")
 app.add_typer(bench_app, name="bench")
 app.add_typer(serve_app, name="serve")

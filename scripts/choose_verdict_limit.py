@@ -58,7 +58,10 @@ def main() -> None:
                 per_source[source] = round(balanced(labels, calls), 4)
             mean = round(float(np.mean(list(per_source.values()))), 4)
             table.append({"rule": f"{kind} >= {limit}", "mean": mean, **per_source})
-            print(f"{kind} >= {limit:<5} mean {mean:.3f}  " + "  ".join(f"{k} {v:.3f}" for k, v in per_source.items()))
+            print(
+                f"{kind} >= {limit:<5} mean {mean:.3f}  "
+                + "  ".join(f"{k} {v:.3f}" for k, v in per_source.items())
+            )
     print(json.dumps({"images": {k: len(v) for k, v in rows.items()}, "rules": table}))
 
 

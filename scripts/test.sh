@@ -7,6 +7,7 @@ VENV="${VENV:-.venv}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONHASHSEED=0
 echo "== ruff"
 "$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
 echo "== mypy"
 "$VENV/bin/mypy" riad_agent graphs tools knowledge
 echo "== pytest"

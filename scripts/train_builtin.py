@@ -20,13 +20,25 @@ from riad_agent.training import TrainConfig, train
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=WEIGHTS_PATH)
-    parser.add_argument("--mvtec", default=None, help="MVTec AD-layout folder (its train/good images are used)")
-    parser.add_argument("--config", default="{}", help="JSON overrides of TrainConfig, e.g. '{\"steps\": 10}'")
-    parser.add_argument("--examples-cache", type=Path, default=None, help="folder keeping prepared evidence and cells")
+    parser.add_argument(
+        "--mvtec", default=None, help="MVTec AD-layout folder (its train/good images are used)"
+    )
+    parser.add_argument(
+        "--config", default="{}", help="JSON overrides of TrainConfig, e.g. '{\"steps\": 10}'"
+    )
+    parser.add_argument(
+        "--examples-cache", type=Path, default=None, help="folder keeping prepared evidence and cells"
+    )
     args = parser.parse_args()
     overrides = json.loads(args.config)
     config = TrainConfig(mvtec_root=args.mvtec, **overrides)
-    record = train(config, args.out, load_settings().model_cache_dir, log=lambda m: print(m, flush=True), examples_cache=args.examples_cache)
+    record = train(
+        config,
+        args.out,
+        load_settings().model_cache_dir,
+        log=lambda m: print(m, flush=True),
+        examples_cache=args.examples_cache,
+    )
     print(json.dumps(record, indent=1))
 
 

@@ -63,7 +63,18 @@ def test_installed_package_maps_the_top_level_folders() -> None:
 def test_wheel_installs_and_imports_mapped_packages(tmp_path: Path) -> None:
     wheel_dir = tmp_path / "wheel"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheel_dir),
+            str(ROOT),
+        ],
         check=True,
         cwd=tmp_path,
     )
@@ -82,20 +93,34 @@ def test_wheel_installs_and_imports_mapped_packages(tmp_path: Path) -> None:
     env_python = env_dir / "bin" / "python"
     purelib = subprocess.run(
         [str(env_python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     # The dependencies come from the test environment's site-packages, added as a plain path:
     # .pth files inside it (the editable finder) are not processed, so riad_agent comes from the wheel.
     Path(purelib, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(env_python), "install", "--no-deps", "-q", str(wheels[0])],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(env_python),
+            "install",
+            "--no-deps",
+            "-q",
+            str(wheels[0]),
+        ],
         check=True,
     )
     probe = (
         "import riad_agent, riad_agent.graphs, riad_agent.tools, riad_agent.knowledge, riad_agent.schemas;"
         "print(riad_agent.__file__); print(riad_agent.graphs.__file__)"
     )
-    result = subprocess.run([str(env_python), "-c", probe], check=True, capture_output=True, text=True, cwd=tmp_path)
+    result = subprocess.run(
+        [str(env_python), "-c", probe], check=True, capture_output=True, text=True, cwd=tmp_path
+    )
     first, second = result.stdout.split()
     assert first.startswith(purelib) and second.startswith(purelib)
     assert second.endswith("riad_agent/graphs/__init__.py")

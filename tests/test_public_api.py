@@ -19,13 +19,20 @@ def test_every_exported_name_exists() -> None:
 
 def test_every_error_class_is_exported() -> None:
     classes = {
-        name for name, value in vars(errors).items() if inspect.isclass(value) and issubclass(value, errors.RiadError)
+        name
+        for name, value in vars(errors).items()
+        if inspect.isclass(value) and issubclass(value, errors.RiadError)
     }
     assert classes <= set(riad_agent.__all__)
 
 
 def test_service_errors_share_one_base() -> None:
-    for error in (errors.QueueFullError, errors.UnauthorizedError, errors.NotReadyError, errors.BodyTooLargeError):
+    for error in (
+        errors.QueueFullError,
+        errors.UnauthorizedError,
+        errors.NotReadyError,
+        errors.BodyTooLargeError,
+    ):
         assert issubclass(error, errors.ServiceError) and issubclass(error, errors.RiadError)
 
 

@@ -1,5 +1,6 @@
 """Offline probe on collected grids: does a self-normalised image score (peak / a quantile of the same
 grid) transfer across categories better than the raw peak? Usage: contrast_probe.py TAG [TAG...]"""
+
 import pickle
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ def stat(grid, kind):
         return float(g.max())
     q = float(kind[1:]) / 100
     return float(g.max() / (np.quantile(g, q) + 1e-9))
+
 
 for tag in sys.argv[1:]:
     rows = pickle.load((CACHE / f"fewshot-{tag}.pkl").open("rb"))

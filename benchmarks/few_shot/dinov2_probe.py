@@ -67,18 +67,24 @@ class Dino:
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
     def __call__(self, image: Image.Image, size: int) -> dict[str, torch.Tensor]:
-        pixels = np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32)
+        pixels = np.asarray(
+            image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32
+        )
         x = ((pixels / 255.0 - MEAN) / STD).transpose(2, 0, 1)[None].astype(np.float32)
         outs = self.session.run(list(OUTS.values()), {"input_image": x})
-        feats = {name: torch.from_numpy(np.ascontiguousarray(o[0, 1:])) for name, o in zip(OUTS, outs, strict=False)}
+        feats = {
+            name: torch.from_numpy(np.ascontiguousarray(o[0, 1:]))
+            for name, o in zip(OUTS, outs, strict=False)
+        }
         return feats
 
 
 def rotations(image: Image.Image, n: int = 8) -> list[Image.Image]:
     a = np.asarray(image.convert("RGB"))
     fill = tuple(int(v) for v in np.median(np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]]), axis=0))
-    return [image] + [image.rotate(360.0 * i / n, resample=Image.Resampling.BILINEAR, fillcolor=fill)
-                      for i in range(1, n)]
+    return [image] + [
+        image.rotate(360.0 * i / n, resample=Image.Resampling.BILINEAR, fillcolor=fill) for i in range(1, n)
+    ]
 
 
 def prep(f: torch.Tensor, norm: str) -> torch.Tensor:
@@ -89,7 +95,7 @@ def nn_max(query: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor) -> fl
     """Max over query patches of the Euclidean distance to the nearest bank patch."""
     best = 0.0
     for start in range(0, query.shape[0], 512):
-        q = query[start:start + 512]
+        q = query[start : start + 512]
         d2 = (q * q).sum(1, keepdim=True) + bank_sq[None] - 2 * q @ bank.T
         best = max(best, float(d2.min(1).values.clamp_min(0).max().sqrt()))
     return best
@@ -147,7 +153,9 @@ def run(args) -> None:
             rot_feats = None
             if any(v[3] for v in vs):
                 if (size, True) not in ref_cache:
-                    ref_cache[(size, True)] = [dino(v, size) for r in refs for v in rotations(r)[1:]] + ref_feats
+                    ref_cache[(size, True)] = [
+                        dino(v, size) for r in refs for v in rotations(r)[1:]
+                    ] + ref_feats
                 rot_feats = ref_cache[(size, True)]
             for _, layer, norm, rot in vs:
                 source = rot_feats if rot else ref_feats
@@ -226,11 +234,14 @@ def table(args) -> None:
     for row in rows:
         for method, scores in row["scores"].items():
             auc.setdefault(method, {}).setdefault(row["name"], {})[row["draw"]] = image_auroc(
-                np.array(row["labels"]), np.array(scores))
+                np.array(row["labels"]), np.array(scores)
+            )
             ms.setdefault(method, []).append(row["ms"][method])
     names = sorted({r["name"] for r in rows}, key=lambda n: (n.startswith("train"), n))
     short = [n.replace("synthetic", "gen").replace("bracket-loose", "br-loose")[:15] for n in names]
-    print(f"{'method':24s} " + " ".join(f"{s:>15s}" for s in short) + f" {'mean':>6s} {'mean*':>6s} {'ms':>6s}")
+    print(
+        f"{'method':24s} " + " ".join(f"{s:>15s}" for s in short) + f" {'mean':>6s} {'mean*':>6s} {'ms':>6s}"
+    )
     for method in sorted(auc, key=lambda m: (m != "expert", m)):
         vals = []
         cells = []
@@ -239,16 +250,22 @@ def table(args) -> None:
             if d is None:
                 # +rot variants exist only for free-pose sets: fall back to the plain variant elsewhere
                 d = auc.get(method.replace("+rot", ""), {}).get(n)
-                cells.append(f"{'(' + format(np.mean(list(d.values())), '.3f') + ')':>15s}" if d else f"{'-':>15s}")
+                cells.append(
+                    f"{'(' + format(np.mean(list(d.values())), '.3f') + ')':>15s}" if d else f"{'-':>15s}"
+                )
             else:
                 cells.append(f"{np.mean(list(d.values())):15.3f}")
             vals.append(np.mean(list(d.values())) if d else np.nan)
         nd = {len(v) for v in auc[method].values()}
         strict = [np.mean(list(auc[method][n].values())) for n in names if n in auc[method]]
-        print(f"{method:24s} " + " ".join(cells) + f" {np.nanmean(vals):6.3f} {np.mean(strict):6.3f}"
-              f" {np.median(ms[method]):6.0f}  draws={sorted(nd)}")
-    print("mean = over all datasets (+rot rows use the plain variant where no +rot exists, in brackets); "
-          "mean* = over the datasets the method ran on; ms = median per query over rows (ext+score)")
+        print(
+            f"{method:24s} " + " ".join(cells) + f" {np.nanmean(vals):6.3f} {np.mean(strict):6.3f}"
+            f" {np.median(ms[method]):6.0f}  draws={sorted(nd)}"
+        )
+    print(
+        "mean = over all datasets (+rot rows use the plain variant where no +rot exists, in brackets); "
+        "mean* = over the datasets the method ran on; ms = median per query over rows (ext+score)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Per-image scores on an MVTec-layout folder (generated data or train only!), to see which defects fail.
 usage: per_defect.py ROOT SHOTS [CONFIG_JSON] [POSE]"""
+
 import json
 import sys
 from pathlib import Path

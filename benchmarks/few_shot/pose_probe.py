@@ -19,19 +19,39 @@ def orient(image, side=128, sigma=1.5):
     v = z.sum() / (np.abs(z).sum() + 1e-9)
     return v
 
+
 def resultant(images):
     vs = np.array([orient(i) for i in images])
     u = vs / (np.abs(vs) + 1e-12)
     return float(np.abs(u.mean())), float(np.abs(vs).mean())
 
+
 rng = np.random.default_rng(0)
 for cat in ["hazelnut", "transistor"]:
     ps = sorted(str(p) for p in Path(f"../shared/data/mvtec_subset/{cat}/train/good").glob("*.png"))
     for n in (2, 3, 4, 8):
-        rs = [resultant([Image.open(ps[i]) for i in rng.choice(len(ps), n, replace=False)]) for _ in range(40)]
+        rs = [
+            resultant([Image.open(ps[i]) for i in rng.choice(len(ps), n, replace=False)]) for _ in range(40)
+        ]
         r = np.array(rs)
-        print(cat, n, f"R mean {r[:, 0].mean():.2f} min {r[:, 0].min():.2f} max {r[:, 0].max():.2f} | coherence {r[:, 1].mean():.2f}")
-for cat in ["synthetic/washer", "synthetic/bracket", "synthetic/bracket-loose", "synthetic/tile", "synthetic/fabric"]:
+        print(
+            cat,
+            n,
+            f"R mean {r[:, 0].mean():.2f} min {r[:, 0].min():.2f} max {r[:, 0].max():.2f} | coherence {r[:, 1].mean():.2f}",
+        )
+for cat in [
+    "synthetic/washer",
+    "synthetic/bracket",
+    "synthetic/bracket-loose",
+    "synthetic/tile",
+    "synthetic/fabric",
+]:
     for n in (2, 4):
-        rs = np.array([resultant([generate_sample(cat, None, 100 * d + s).image for s in range(n)]) for d in range(6)])
-        print(cat, n, f"R mean {rs[:, 0].mean():.2f} min {rs[:, 0].min():.2f} max {rs[:, 0].max():.2f} | coherence {rs[:, 1].mean():.2f}")
+        rs = np.array(
+            [resultant([generate_sample(cat, None, 100 * d + s).image for s in range(n)]) for d in range(6)]
+        )
+        print(
+            cat,
+            n,
+            f"R mean {rs[:, 0].mean():.2f} min {rs[:, 0].min():.2f} max {rs[:, 0].max():.2f} | coherence {rs[:, 1].mean():.2f}",
+        )

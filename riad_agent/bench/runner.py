@@ -190,7 +190,8 @@ def run_bench(config: BenchConfig, progress: BenchProgress | None = None) -> Ben
             say(f"loading the VLM ({config.effective_vlm()})")
             vlm = _open_vlm(config, settings)
             reasoner = LatentReasoner(
-                vlm, config_for(vlm, steps=steps, reward_threshold=1.0, plateau_patience=0, rationale_tokens=8)
+                vlm,
+                config_for(vlm, steps=steps, reward_threshold=1.0, plateau_patience=0, rationale_tokens=8),
             )
             components = build_components(settings, knowledge=knowledge, expert=expert, reasoner=reasoner)
             graph = build_inspection_graph(components=components, checkpointer=False)

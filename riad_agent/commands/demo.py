@@ -58,10 +58,15 @@ def demo(
             if report.heatmap_png is not None:
                 write_bytes(folder / f"heatmap_{name}.png", report.heatmap_png)
             write_bytes(
-                folder / f"report_{name}.json", report.model_dump_json(indent=2, exclude={"heatmap_png"}).encode()
+                folder / f"report_{name}.json",
+                report.model_dump_json(indent=2, exclude={"heatmap_png"}).encode(),
             )
             if json_out:
-                record = {"case": name, "truth": defect or "normal", **report.model_dump(mode="json", exclude={"heatmap_png"})}
+                record = {
+                    "case": name,
+                    "truth": defect or "normal",
+                    **report.model_dump(mode="json", exclude={"heatmap_png"}),
+                }
                 print(json.dumps(record))
             else:
                 stdout.rule(f"{image_path.name}  (generated: {defect or 'no defect'})")

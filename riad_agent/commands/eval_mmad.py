@@ -99,7 +99,9 @@ def eval_mmad(
         Path | None, typer.Option(help="Data dir of the embedded knowledge store.")
     ] = None,
     device: Annotated[str, typer.Option(help="'auto', 'cpu', 'cuda'.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="'auto', 'float32', 'bfloat16', 'float16' or 'int8' (builtin, CPU).")] = "auto",
+    dtype: Annotated[
+        str, typer.Option(help="'auto', 'float32', 'bfloat16', 'float16' or 'int8' (builtin, CPU).")
+    ] = "auto",
     out: Annotated[Path, typer.Option(help="Results folder (JSONL answers + accuracy CSV).")] = Path(
         "results/mmad"
     ),

@@ -119,7 +119,9 @@ def eval_qa(
                 )
             chosen = [s for s in chosen if s.slug in wanted]
             if mvtec is None and any(s.config.exemplars for s in chosen):
-                raise InvalidRequestError("the 'exemplars' row needs --mvtec (its labelled defects are the exemplars)")
+                raise InvalidRequestError(
+                    "the 'exemplars' row needs --mvtec (its labelled defects are the exemplars)"
+                )
         with console.status(f"loading {model}, the knowledge base and the expert"):
             vlm = open_vlm(
                 model,
@@ -155,7 +157,9 @@ def eval_qa(
                     progress,
                     reverse_options=reverse_options,
                     beside_shots=shot_counts[1:],
-                    exemplars=LeaveOneOutExemplars({MVTEC_KEY: mvtec}, exemplars, seed=seed) if mvtec else None,
+                    exemplars=LeaveOneOutExemplars({MVTEC_KEY: mvtec}, exemplars, seed=seed)
+                    if mvtec
+                    else None,
                 )
             finally:
                 close = getattr(knowledge, "close", None)

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 def serve_reasoner(
     model: Annotated[str, typer.Option(help="'tiny' (random test model), a hub id or a local model path.")],
     device: Annotated[str, typer.Option(help="'auto', 'cuda' or 'cpu'.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="'auto', 'float32', 'bfloat16', 'float16' or 'int8' (builtin, CPU).")] = "auto",
+    dtype: Annotated[
+        str, typer.Option(help="'auto', 'float32', 'bfloat16', 'float16' or 'int8' (builtin, CPU).")
+    ] = "auto",
     host: Annotated[
         str, typer.Option(help="Bind address; anything but loopback needs --token.")
     ] = "127.0.0.1",

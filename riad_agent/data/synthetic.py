@@ -165,9 +165,7 @@ def _render_tile(rng: np.random.Generator, size: int) -> _Scene:
     return _Scene(pixels, np.ones((size, size), dtype=bool), backdrop, anchor, anchor)
 
 
-def _support_anchor(
-    support: np.ndarray, erode: int
-) -> Callable[[np.random.Generator], tuple[float, float]]:
+def _support_anchor(support: np.ndarray, erode: int) -> Callable[[np.random.Generator], tuple[float, float]]:
     """A random pixel centre inside ``support`` eroded by ``erode`` pixels (the support if that empties)."""
     inner = ndimage.binary_erosion(support, iterations=max(1, erode)) if erode > 0 else support
     rows, cols = np.nonzero(inner if inner.any() else support)
@@ -495,7 +493,9 @@ def write_mvtec_layout(
                     sample = generate_sample(
                         name,
                         defect,
-                        _child_seed(seed, (*CATEGORIES, *POSE_CATEGORIES).index(name), cat_index, split_index, i),
+                        _child_seed(
+                            seed, (*CATEGORIES, *POSE_CATEGORIES).index(name), cat_index, split_index, i
+                        ),
                         size,
                     )
                     sample.image.save(target / f"{i:03d}.png", format="PNG")

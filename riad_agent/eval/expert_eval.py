@@ -143,7 +143,9 @@ def verdict_balanced_accuracy(
 def _rotate_query(image: Image.Image, mask: np.ndarray, seed: int) -> tuple[Image.Image, np.ndarray]:
     """The image (and its mask) turned by a seeded random angle in [20, 340] degrees, corners filled."""
     angle = float(np.random.default_rng(seed).uniform(20.0, 340.0))
-    turned_mask = Image.fromarray(mask.astype(np.uint8) * 255).rotate(angle, resample=Image.Resampling.NEAREST)
+    turned_mask = Image.fromarray(mask.astype(np.uint8) * 255).rotate(
+        angle, resample=Image.Resampling.NEAREST
+    )
     return rotated(image, angle), np.asarray(turned_mask) > 127
 
 
@@ -187,7 +189,9 @@ def evaluate_mvtec(
             image = _open(path)
             size = image.size[::-1]
             mask = (
-                np.zeros(size, dtype=bool) if defect == "good" else _load_mask(folder, defect, path.stem, size)
+                np.zeros(size, dtype=bool)
+                if defect == "good"
+                else _load_mask(folder, defect, path.stem, size)
             )
             if rotate:
                 image, mask = _rotate_query(image, mask, seed * 1000 + index)

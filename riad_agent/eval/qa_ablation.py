@@ -205,9 +205,7 @@ def run_ablation(
                 update={"config": step.config.model_copy(update={"reverse_options": True})}
             )
             path = out / "reversed" / f"{step.slug}.jsonl"
-            _run_step(
-                data_root, vlm, flipped, path, knowledge, expert, progress, " (reversed)", exemplars
-            )
+            _run_step(data_root, vlm, flipped, path, knowledge, expert, progress, " (reversed)", exemplars)
             row.reversed_bias = option_bias(_selected(str(path), flipped.config, data_root))
         for shots in beside_shots:
             config = step.config.model_copy(
@@ -235,7 +233,9 @@ def _run_step(
     exemplars: LeaveOneOutExemplars | None = None,
 ) -> MmadRunResult:
     if step.config.exemplars and exemplars is None:
-        raise InvalidRequestError(f"row {step.slug!r} asks with exemplars: it needs the labelled source folder")
+        raise InvalidRequestError(
+            f"row {step.slug!r} asks with exemplars: it needs the labelled source folder"
+        )
     reasoner = build_mmad_reasoner(vlm, step.config)
     report: Callable[[int, int], None] | None = None
     if progress is not None:

@@ -46,7 +46,9 @@ class LeaveOneOutExemplars:
     get no exemplars.
     """
 
-    def __init__(self, sources: dict[str, Path], k: int = 1, embedder: ImageEmbedder | None = None, seed: int = 0):
+    def __init__(
+        self, sources: dict[str, Path], k: int = 1, embedder: ImageEmbedder | None = None, seed: int = 0
+    ):
         if k < 1:
             raise ValueError("k must be at least 1")
         self.sources = sources

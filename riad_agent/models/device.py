@@ -40,7 +40,9 @@ def resolve_dtype(dtype: str, device: torch.device, cpu_bfloat16: bool = False) 
             return torch.bfloat16
         return torch.float32
     if dtype == "int8":
-        raise ConfigurationError("dtype 'int8' is for the builtin model on a CPU; use auto, float32 or bfloat16")
+        raise ConfigurationError(
+            "dtype 'int8' is for the builtin model on a CPU; use auto, float32 or bfloat16"
+        )
     if dtype not in _DTYPES:
         raise ConfigurationError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
     return _DTYPES[dtype]
@@ -56,5 +58,7 @@ def builtin_uses_int8(dtype: str, device: torch.device) -> bool:
     if dtype != "int8":
         return False
     if device.type != "cpu" or not int8_matmul_available():
-        raise ConfigurationError("dtype 'int8' needs a CPU and PyTorch's x86 int8 kernels (fbgemm); use auto or float32")
+        raise ConfigurationError(
+            "dtype 'int8' needs a CPU and PyTorch's x86 int8 kernels (fbgemm); use auto or float32"
+        )
     return True

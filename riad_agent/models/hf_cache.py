@@ -93,7 +93,9 @@ def group_cache(template: Any, rooms: list[tuple[torch.Tensor, torch.Tensor]], f
     return fork
 
 
-def group_rooms(caches: list[Any], prefix_lengths: list[int], capacity: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def group_rooms(
+    caches: list[Any], prefix_lengths: list[int], capacity: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per layer, zero-filled (batch, kv heads, capacity, head dim) keys/values with prefix b in row b."""
     rooms = []
     for index, layer in enumerate(caches[0].layers):

@@ -73,7 +73,9 @@ class DynamicInt8Linear(nn.Module):
         self.full = linear.float().cpu()
         self.in_features = int(linear.in_features)
         self.out_features = int(linear.out_features)
-        self.min_rows = min_rows if min_rows is not None else (1 if self.out_features >= WIDE_OUTPUT else MIN_ROWS)
+        self.min_rows = (
+            min_rows if min_rows is not None else (1 if self.out_features >= WIDE_OUTPUT else MIN_ROWS)
+        )
         weight = linear.weight.detach().float().cpu()
         scales = (weight.abs().amax(dim=1) / 127.0).clamp_min(1e-12).double()
         with warnings.catch_warnings():  # PyTorch marks quantised tensor creation as deprecated

@@ -79,7 +79,9 @@ def _at_image_size(weights: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """
     values = np.asarray(weights, dtype=np.float32)
     if values.ndim != 2:
-        raise InvalidRequestError(f"a region's weights must be a 2-D map of the image (got shape {values.shape})")
+        raise InvalidRequestError(
+            f"a region's weights must be a 2-D map of the image (got shape {values.shape})"
+        )
     if values.shape != (size[1], size[0]):
         values = np.asarray(
             Image.fromarray(values, mode="F").resize(size, Image.Resampling.BILINEAR), dtype=np.float32
@@ -151,7 +153,9 @@ class ImageFeatures:
         At most ``MAX_CELLS`` per layer, the heaviest first.
         """
         inside = None
-        if weights is not None:  # only the box's pixels weigh: a cell on its edge is judged by its share inside
+        if (
+            weights is not None
+        ):  # only the box's pixels weigh: a cell on its edge is judged by its share inside
             values = _at_image_size(weights, self.size)
             x0, y0, x1, y1 = box
             inside = np.zeros_like(values)

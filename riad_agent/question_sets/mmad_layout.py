@@ -27,7 +27,10 @@ def _store(load: Callable[[], Image.Image], path: Path, side: int) -> None:
     image = load()
     if max(image.size) > side:
         scale = side / max(image.size)
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BICUBIC)
+        image = image.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+            Image.Resampling.BICUBIC,
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
 
@@ -49,7 +52,12 @@ def write_mmad_layout(data: LabelledSet, out: Path, seed: int = 0, side: int = 2
             pool = [key for key, _ in data.pools[item.pool]]
             index[item.key] = {
                 "conversation": [
-                    {"Question": q.question.text, "Options": q.question.options, "Answer": q.answer, "type": q.subtask}
+                    {
+                        "Question": q.question.text,
+                        "Options": q.question.options,
+                        "Answer": q.answer,
+                        "type": q.subtask,
+                    }
                     for q in asked
                 ],
                 "similar_templates": pool,

@@ -94,7 +94,9 @@ def place_of(mask: np.ndarray) -> str:
     return PLACES[3 * row + col]
 
 
-def _choice(text: str, right: str, wrong: list[str], rng: random.Random, count: int) -> tuple[MultipleChoiceQuestion, str]:
+def _choice(
+    text: str, right: str, wrong: list[str], rng: random.Random, count: int
+) -> tuple[MultipleChoiceQuestion, str]:
     """``right`` plus the first ``count - 1`` distinct ``wrong`` options (callers order them), shuffled."""
     seen = {right.lower()}
     distractors = []
@@ -157,7 +159,12 @@ class QuestionMaker:
         return Question(subtask=subtask, question=question, answer=answer)
 
     def _defect_question(
-        self, image: LabelledImage, spec: CategoryFile, others: list[CategoryFile], subtask: str, rng: random.Random
+        self,
+        image: LabelledImage,
+        spec: CategoryFile,
+        others: list[CategoryFile],
+        subtask: str,
+        rng: random.Random,
     ) -> tuple[MultipleChoiceQuestion, str]:
         n = self.options
         if subtask == LOCALIZATION:
@@ -169,7 +176,9 @@ class QuestionMaker:
             return _choice("There is a defect in the object. Where is the defect?", right, places, rng, n)
         defects = {d.type: d for d in spec.defects}
         if image.defect_type not in defects:
-            raise ValueError(f"{image.category} has no defect type {image.defect_type!r} in its knowledge file")
+            raise ValueError(
+                f"{image.category} has no defect type {image.defect_type!r} in its knowledge file"
+            )
         true = defects[image.defect_type]
         same = [d for d in spec.defects if d.type != true.type]
         rng.shuffle(same)

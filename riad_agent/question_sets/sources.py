@@ -96,7 +96,9 @@ def _knowledge_category(root: Path, category: str, knowledge_dataset: str) -> st
     test = root / category / "test"
     types = {p.name for p in test.iterdir() if p.is_dir() and p.name != "good"} if test.is_dir() else set()
     elsewhere = sorted(
-        key for key in files if key.split("/", 1)[1] == category and not key.startswith(f"{knowledge_dataset}/")
+        key
+        for key in files
+        if key.split("/", 1)[1] == category and not key.startswith(f"{knowledge_dataset}/")
     )
     named = [f"{knowledge_dataset}/{category}", *elsewhere]
     for key in named:
@@ -137,7 +139,9 @@ def mvtec_set(
         if split == "train":
             for path in good[cut:]:
                 label = LabelledImage(knowledge_category, anomalous=False)
-                out.images.append(SourceImage(f"{pool}/train/good/{path.name}", _file_loader(path), label, pool))
+                out.images.append(
+                    SourceImage(f"{pool}/train/good/{path.name}", _file_loader(path), label, pool)
+                )
             continue
         for folder in sorted(p for p in (root / category / "test").iterdir() if p.is_dir()):
             for path in _images(folder):
@@ -158,7 +162,9 @@ def elpv_set(split: Split, per_class: int | None = None, seed: int = 0) -> Label
     try:
         from elpv_dataset.utils import load_dataset
     except ImportError as exc:
-        raise InvalidRequestError("ELPV needs the elpv-dataset package (CC BY-NC-SA 4.0): pip install elpv-dataset") from exc
+        raise InvalidRequestError(
+            "ELPV needs the elpv-dataset package (CC BY-NC-SA 4.0): pip install elpv-dataset"
+        ) from exc
     images, probabilities, types = load_dataset()
     out = LabelledSet()
     for kind in ("mono", "poly"):
@@ -174,7 +180,9 @@ def elpv_set(split: Split, per_class: int | None = None, seed: int = 0) -> Label
         if per_class is not None:
             chosen_n, chosen_d = chosen_n[:per_class], chosen_d[:per_class]
         pool = f"ELPV/solar_cell/{kind}"
-        out.pools[pool] = [(f"{pool}/reference/good/{i:04d}.png", _array_loader(images[i])) for i in normal[:ELPV_REFERENCES]]
+        out.pools[pool] = [
+            (f"{pool}/reference/good/{i:04d}.png", _array_loader(images[i])) for i in normal[:ELPV_REFERENCES]
+        ]
         for index, anomalous in [(int(i), False) for i in chosen_n] + [(int(i), True) for i in chosen_d]:
             folder = "defective" if anomalous else "good"
             key = f"ELPV/solar_cell/{split}/{folder}/{kind}_{index:04d}.png"
@@ -197,9 +205,16 @@ def synthetic_set(per_category: int, seed: int = 0, size: int = 256) -> Labelled
         for i in range(per_category):
             defect = None if i % 2 == 0 else SYNTHETIC_DEFECTS[(i // 2) % len(SYNTHETIC_DEFECTS)]
             sample = generate_sample(category, defect, seed=seed * 1_000_003 + 100_000 * c + i, size=size)
-            label = LabelledImage(category, anomalous=defect is not None, defect_type=defect, mask=sample.mask if defect else None)
+            label = LabelledImage(
+                category,
+                anomalous=defect is not None,
+                defect_type=defect,
+                mask=sample.mask if defect else None,
+            )
             folder = defect or "good"
-            out.images.append(SourceImage(f"{pool}/train/{folder}/{i:04d}.png", _encoded(sample.image), label, pool))
+            out.images.append(
+                SourceImage(f"{pool}/train/{folder}/{i:04d}.png", _encoded(sample.image), label, pool)
+            )
     return out
 
 

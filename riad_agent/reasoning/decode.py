@@ -162,7 +162,9 @@ def debiased_probabilities(
     return mapped.mean(0), mapped[0]
 
 
-def answer_probabilities(vlm: VisionLanguageModel, setup: LoopSetup, state: State, row: torch.Tensor) -> torch.Tensor:
+def answer_probabilities(
+    vlm: VisionLanguageModel, setup: LoopSetup, state: State, row: torch.Tensor
+) -> torch.Tensor:
     """The option probabilities at the answer position of the best row (one short forward)."""
     with torch.no_grad():
         out = vlm.suffix_forward(

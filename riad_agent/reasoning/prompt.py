@@ -84,7 +84,9 @@ def exemplar_text(request: ReasoningInput) -> str:
 
     def words(kind: str) -> str:
         letter = preferred_option(request.question, kind)
-        return kind.replace("_", " ") if letter is None else request.question.options[letter].strip().rstrip(".")
+        return (
+            kind.replace("_", " ") if letter is None else request.question.options[letter].strip().rstrip(".")
+        )
 
     listed = ", ".join(f"{words(hint.defect_type)} {hint.similarity:.2f}" for hint in request.exemplars[:3])
     if request.exemplar_type is not None:

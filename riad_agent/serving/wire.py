@@ -135,7 +135,9 @@ class Health(_Wire):
     status: str
     ready: bool
     model_id: str | None = None
-    precision: str | None = Field(default=None, description="The model's precision: float32, bfloat16 or int8.")
+    precision: str | None = Field(
+        default=None, description="The model's precision: float32, bfloat16 or int8."
+    )
     replica: str = ""
     queued: int = 0
     running: int = Field(default=0, description="Requests in the model worker's running batch.")

@@ -27,7 +27,9 @@ class TrainConfig(BaseModel):
     knowledge_rate: float = 0.5
     latent_rate: float = 0.6
     inject_rate: float = 0.5
-    evidence_dropout: float = Field(default=0.1, description="Share of examples shown without expert evidence.")
+    evidence_dropout: float = Field(
+        default=0.1, description="Share of examples shown without expert evidence."
+    )
     latent_tokens: int = 4
     injected_patches: int = 4
     latent_noise: float = Field(default=0.3, description="Std of the latent perturbation, x embedding RMS.")
@@ -35,8 +37,12 @@ class TrainConfig(BaseModel):
     letter_weight: float = Field(default=0.75, description="Share of the loss on the answer letter.")
     validation_share: float = 0.05
     threads: int = 2
-    init_from: str | None = Field(default=None, description="Continue from this weights file (projector + LoRA).")
-    validate_every: int = Field(default=0, ge=0, description="Validation letter accuracy every N steps (0 = only at the ends).")
+    init_from: str | None = Field(
+        default=None, description="Continue from this weights file (projector + LoRA)."
+    )
+    validate_every: int = Field(
+        default=0, ge=0, description="Validation letter accuracy every N steps (0 = only at the ends)."
+    )
     subtask_weights: dict[str, float] = Field(
         default_factory=dict,
         description="Relative draw weight per subtask (default 1 each), among those an image allows.",

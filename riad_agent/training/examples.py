@@ -42,7 +42,9 @@ def data_hash(data: LabelledSet) -> str:
     digest = hashlib.sha256()
     for item in data.images:
         label = item.label
-        digest.update(f"{item.key}|{item.pool}|{label.category}|{label.anomalous}|{label.defect_type}".encode())
+        digest.update(
+            f"{item.key}|{item.pool}|{label.category}|{label.anomalous}|{label.defect_type}".encode()
+        )
         if label.mask is not None:
             digest.update(np.packbits(label.mask).tobytes())
     return digest.hexdigest()
@@ -65,7 +67,10 @@ def prepare_examples(
             if saved["keys"] == [item.key for item in data.images] and "scores" in saved:
                 log(f"  evidence and cells loaded from {stored}")
                 pairs = zip(saved["cells"], saved["scores"].tolist(), strict=True)
-                return [Example(item, cells, score) for item, (cells, score) in zip(data.images, pairs, strict=True)]
+                return [
+                    Example(item, cells, score)
+                    for item, (cells, score) in zip(data.images, pairs, strict=True)
+                ]
     examples = _compute_examples(data, tower, expert, log)
     if stored is not None:
         stored.parent.mkdir(parents=True, exist_ok=True)
@@ -80,7 +85,9 @@ def prepare_examples(
     return examples
 
 
-def _compute_examples(data: LabelledSet, tower: VisionTower, expert: PatchCoreExpert, log: Log) -> list[Example]:
+def _compute_examples(
+    data: LabelledSet, tower: VisionTower, expert: PatchCoreExpert, log: Log
+) -> list[Example]:
     banks = {}
     for pool, references in data.pools.items():
         banks[pool] = expert.fit([load() for _, load in references])

@@ -20,7 +20,11 @@ from riad_agent.training.trainer import Trainer
 
 
 def train(
-    config: TrainConfig, out: Path, cache_dir: Path | None, log: Log = print, examples_cache: Path | None = None
+    config: TrainConfig,
+    out: Path,
+    cache_dir: Path | None,
+    log: Log = print,
+    examples_cache: Path | None = None,
 ) -> dict[str, Any]:
     """Run the whole pipeline and write the weights to ``out``; returns the run record.
 
@@ -54,7 +58,9 @@ def train(
     losses: list[float] = []
     train_started = time.perf_counter()
     for step in range(config.steps):
-        scale = min(1.0, (step + 1) / config.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / config.steps)))
+        scale = min(1.0, (step + 1) / config.warmup) * (
+            0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / config.steps))
+        )
         for group, lr in zip(optimiser.param_groups, base_lrs, strict=True):
             group["lr"] = lr * scale
         batch = []
@@ -63,7 +69,9 @@ def train(
             allowed = trainer.maker.subtasks(example.source.label)
             weights = [config.subtask_weights.get(name, 1.0) for name in allowed]
             subtask = rng.choices(allowed, weights=weights)[0]
-            batch.append(trainer.sequence(example, trainer.maker.ask(example.source.label, subtask, rng), rng))
+            batch.append(
+                trainer.sequence(example, trainer.maker.ask(example.source.label, subtask, rng), rng)
+            )
         loss = trainer.loss(batch)
         optimiser.zero_grad()
         loss.backward()
@@ -73,7 +81,9 @@ def train(
         losses.append(float(loss.detach()))
         if (step + 1) % 25 == 0:
             elapsed = time.perf_counter() - train_started
-            log(f"step {step + 1}/{config.steps} loss {np.mean(losses[-25:]):.3f} ({elapsed / (step + 1):.2f} s/step)")
+            log(
+                f"step {step + 1}/{config.steps} loss {np.mean(losses[-25:]):.3f} ({elapsed / (step + 1):.2f} s/step)"
+            )
         if config.validate_every and (step + 1) % config.validate_every == 0 and step + 1 < config.steps:
             trainer.projector.eval()
             middle = trainer.letter_accuracy(validation, random.Random(config.seed + 1))

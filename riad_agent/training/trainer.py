@@ -32,8 +32,14 @@ def knowledge_hits(category: str, maker: QuestionMaker, rng: random.Random) -> l
     rng.shuffle(chosen)
     return [
         KnowledgeHit(
-            id=e.id, score=1.0, dataset=e.dataset, category=f"{e.dataset}/{e.category}", kind=e.kind,
-            defect_type=e.defect_type, title=e.title, text=e.text,
+            id=e.id,
+            score=1.0,
+            dataset=e.dataset,
+            category=f"{e.dataset}/{e.category}",
+            kind=e.kind,
+            defect_type=e.defect_type,
+            title=e.title,
+            text=e.text,
         )
         for e in chosen
     ]
@@ -73,7 +79,9 @@ class Trainer:
         self.log(f"continuing from {path}")
 
     # -- one example -> (embeddings, target ids, loss weights) ----------------------------------
-    def sequence(self, example: Example, question: Question, rng: random.Random) -> tuple[torch.Tensor, list[int], list[float]]:
+    def sequence(
+        self, example: Example, question: Question, rng: random.Random
+    ) -> tuple[torch.Tensor, list[int], list[float]]:
         config = self.config
         with_knowledge = rng.random() < config.knowledge_rate
         hits = knowledge_hits(example.source.label.category, self.maker, rng) if with_knowledge else []
@@ -104,14 +112,22 @@ class Trainer:
         tokens = visual.shape[0]
         parts = [text[:start], visual, text[start + tokens :]]
         if rng.random() < config.latent_rate:
-            noise = torch.randn(config.latent_tokens, text.shape[-1]) * config.latent_noise * self.embedding_rms
+            noise = (
+                torch.randn(config.latent_tokens, text.shape[-1]) * config.latent_noise * self.embedding_rms
+            )
             parts.append(self.mean_embedding + noise)
             if rng.random() < config.inject_rate:
                 evidence = cells[:, -3]  # per-cell max of the prior
                 order = torch.argsort(evidence, descending=True)
-                pick = order[: config.injected_patches] if rng.random() < 0.7 else torch.randperm(tokens)[: config.injected_patches]
+                pick = (
+                    order[: config.injected_patches]
+                    if rng.random() < 0.7
+                    else torch.randperm(tokens)[: config.injected_patches]
+                )
                 parts.append(visual[pick])
-        target_text = self.adapter._encode(f"{question.answer}. {question.answer_text}")[: 1 + config.answer_tokens]
+        target_text = self.adapter._encode(f"{question.answer}. {question.answer_text}")[
+            : 1 + config.answer_tokens
+        ]
         target = [*target_text, self.eos]
         with torch.no_grad():
             suffix = embed(torch.tensor(self.answer_start_ids + target[:-1]))
@@ -144,10 +160,14 @@ class Trainer:
         return (losses * torch.tensor(weights)).sum() / len(batch)
 
     @torch.no_grad()
-    def letter_accuracy(self, examples: list[Example], rng: random.Random, per_image: int = 2) -> dict[str, float]:
+    def letter_accuracy(
+        self, examples: list[Example], rng: random.Random, per_image: int = 2
+    ) -> dict[str, float]:
         """Accuracy of the answer letter (argmax over the option letters) per subtask, no latents."""
         saved = self.config  # validation: no latent suffix, no evidence dropout
-        self.config = saved.model_copy(update={"latent_rate": 0.0, "knowledge_rate": 0.5, "evidence_dropout": 0.0})
+        self.config = saved.model_copy(
+            update={"latent_rate": 0.0, "knowledge_rate": 0.5, "evidence_dropout": 0.0}
+        )
         tallies: dict[str, list[int]] = {}
         try:
             for example in examples:

@@ -36,7 +36,9 @@ def test_reduced_bench_writes_json_and_chart(tmp_path: Path) -> None:
         assert timing["n"] == 4 and 0 < timing["median_ms"] <= timing["p95_ms"] <= timing["max_ms"]
     assert data["default_inspection_ms"]["n"] == 4 and "default_inspection_seconds" in data["goals"]
     assert [run["workers"] for run in data["triage"]] == [1, 2, 4]
-    assert all(run["images"] == 4 and run["errors"] == 0 and run["images_per_s"] > 0 for run in data["triage"])
+    assert all(
+        run["images"] == 4 and run["errors"] == 0 and run["images_per_s"] > 0 for run in data["triage"]
+    )
     assert set(data["goals"]) >= {
         "latent_loop_speedup",
         "inspection_vs_plain",
@@ -46,7 +48,9 @@ def test_reduced_bench_writes_json_and_chart(tmp_path: Path) -> None:
     for goal in data["goals"].values():
         assert goal["ratio"] == goal["measured"] / goal["target"]
         assert goal["met"] == (
-            goal["measured"] >= goal["target"] if goal["higher_is_better"] else goal["measured"] <= goal["target"]
+            goal["measured"] >= goal["target"]
+            if goal["higher_is_better"]
+            else goal["measured"] <= goal["target"]
         )
     assert data["goals"]["expert_ms_per_image"]["measured"] == data["stages"]["expert"]["median_ms"]
     assert data["memory"]["tracemalloc_peak_bytes"] > 0 and data["memory"]["ru_maxrss_bytes"] > 0

@@ -37,9 +37,24 @@ def test_inspect_finds_the_generated_defect(tmp_path: Path) -> None:
     sample.image.save(tmp_path / "part.png")
     heatmap = tmp_path / "heat.png"
     result = subprocess.run(
-        [RIAD, "inspect", str(tmp_path / "part.png"), "--category", "washer", "--reference-dir", str(refs),
-         "--json", "--heatmap", str(heatmap), "--reasoner", "always"],
-        capture_output=True, text=True, timeout=600, env=_env(tmp_path),
+        [
+            RIAD,
+            "inspect",
+            str(tmp_path / "part.png"),
+            "--category",
+            "washer",
+            "--reference-dir",
+            str(refs),
+            "--json",
+            "--heatmap",
+            str(heatmap),
+            "--reasoner",
+            "always",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_env(tmp_path),
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -59,7 +74,10 @@ def test_inspect_finds_the_generated_defect(tmp_path: Path) -> None:
 def test_demo_runs_the_graph_on_generated_parts(tmp_path: Path) -> None:
     result = subprocess.run(
         [RIAD, "demo", "--out", str(tmp_path / "demo"), "--references", "4", "--json"],
-        capture_output=True, text=True, timeout=600, env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_env(tmp_path),
     )
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]

@@ -15,13 +15,17 @@ RIAD = str(Path(sys.executable).with_name("riad"))
 
 def _bomb(path: Path, width: int = 20000, height: int = 20000) -> None:
     def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        )
 
     row = b"\x00" * (1 + (width + 7) // 8)
     compressor = zlib.compressobj(9)
     data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    )
 
 
 def _cases(tmp: Path) -> dict[str, tuple[str, str]]:
@@ -65,7 +69,9 @@ def test_bad_option_syntax_is_typed(tmp_path: Path) -> None:
     image.write_bytes(b"")
     result = subprocess.run(
         [RIAD, "inspect", str(image), "--question", "Defect?", "--option", "Yes"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={"PATH": "/usr/bin:/bin", "RIAD_DATA_DIR": str(tmp_path / "data"), "HOME": str(tmp_path)},
     )
     assert result.returncode == 2
@@ -80,7 +86,9 @@ def test_version_and_help() -> None:
 def test_option_refused_by_a_contract_is_typed(tmp_path: Path) -> None:
     result = subprocess.run(
         [RIAD, "triage", str(tmp_path), "--concurrency", "0", "--out", str(tmp_path / "r.jsonl")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={"PATH": "/usr/bin:/bin", "RIAD_DATA_DIR": str(tmp_path / "data"), "HOME": str(tmp_path)},
     )
     assert result.returncode == 2

@@ -8,7 +8,9 @@ from riad_agent.commands.inspection import print_report
 from riad_agent.schemas import InspectionReport
 
 
-def test_bracketed_ids_in_the_report_are_not_taken_for_console_markup(capsys: pytest.CaptureFixture[str]) -> None:
+def test_bracketed_ids_in_the_report_are_not_taken_for_console_markup(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     report = InspectionReport(
         verdict="anomalous",
         anomaly_score=0.9,

@@ -28,7 +28,13 @@ KEY = "Synthetic"
 def parts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("parts")
     write_mvtec_layout(
-        root, ["synthetic/washer"], n_train=4, n_test_good=1, n_test_per_defect=2, seed=3, defects=["hole", "scratch"]
+        root,
+        ["synthetic/washer"],
+        n_train=4,
+        n_test_good=1,
+        n_test_per_defect=2,
+        seed=3,
+        defects=["hole", "scratch"],
     )
     return root
 

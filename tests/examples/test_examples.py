@@ -31,7 +31,9 @@ def _load(name: str) -> ModuleType:
 def _components(tmp_path: Path) -> Components:
     return build_components(
         Settings(data_dir=tmp_path / "data", allowed_roots=[tmp_path]),
-        knowledge=FakeKnowledge(), expert=FakeExpert(), reasoner=FakeReasoner(),
+        knowledge=FakeKnowledge(),
+        expert=FakeExpert(),
+        reasoner=FakeReasoner(),
     )
 
 
@@ -45,11 +47,15 @@ async def test_chat_assistant_answers_from_the_tool(tmp_path: Path) -> None:
     part_image(True, seed=1).save(tmp_path / "part.png")
     part_image(False, seed=2).save(tmp_path / "good.png")
     call = {
-        "name": "inspect_industrial_image", "id": "c1", "type": "tool_call",
+        "name": "inspect_industrial_image",
+        "id": "c1",
+        "type": "tool_call",
         "args": {"image": str(tmp_path / "part.png"), "references": [str(tmp_path / "good.png")]},
     }
     model = ScriptedChatModel(
-        messages=iter([AIMessage(content="", tool_calls=[call]), AIMessage(content="Defective: a scratch, top left.")])
+        messages=iter(
+            [AIMessage(content="", tool_calls=[call]), AIMessage(content="Defective: a scratch, top left.")]
+        )
     )
     assistant = module.build_assistant(model, Inspector(components=_components(tmp_path)))
     answer, reports = await module.ask(assistant, "Is part.png ok?")
@@ -65,7 +71,9 @@ async def test_mlops_triage_finds_the_defective_parts(tmp_path: Path) -> None:
         part_image(index in (1, 3), seed=index).save(images / f"p{index}.png")
     part_image(False, seed=9).save(tmp_path / "ref.png")
     out = tmp_path / "results.jsonl"
-    summary, anomalies = await module.triage_folder(images, [tmp_path / "ref.png"], out, components=_components(tmp_path))
+    summary, anomalies = await module.triage_folder(
+        images, [tmp_path / "ref.png"], out, components=_components(tmp_path)
+    )
     assert summary.total == 5 and summary.anomalous == 2
     assert sorted(Path(r["image"]).name for r in anomalies) == ["p1.png", "p3.png"]
     assert out.with_suffix(".html").is_file()
@@ -79,7 +87,11 @@ async def test_workflow_routes_on_the_verdict(tmp_path: Path) -> None:
     for name, defect in (("good", False), ("bad", True)):
         part_image(defect, seed=5).save(tmp_path / f"{name}.png")
         state = await workflow.ainvoke(
-            {"part_id": name, "image": str(tmp_path / f"{name}.png"), "references": [str(tmp_path / "ref.png")]}
+            {
+                "part_id": name,
+                "image": str(tmp_path / f"{name}.png"),
+                "references": [str(tmp_path / "ref.png")],
+            }
         )
         decisions[name] = state["decision"]
     assert decisions["good"] == "ship good"

@@ -18,7 +18,10 @@ async def test_graph_runs_the_latent_loop_with_expert_prior(tmp_path: Path, imag
     torch.set_num_threads(1)
     reasoner = LatentReasoner(build_tiny_qwen2_vl("qwen2_vl"), LatentConfig(perturbations=4, patches=2))
     components = build_components(
-        Settings(data_dir=tmp_path / "data"), knowledge=FakeKnowledge(), expert=FakeExpert(), reasoner=reasoner
+        Settings(data_dir=tmp_path / "data"),
+        knowledge=FakeKnowledge(),
+        expert=FakeExpert(),
+        reasoner=reasoner,
     )
     events: list[dict[str, object]] = []
     report = await Inspector(components=components).ainspect(

@@ -54,7 +54,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
         deadline = time.monotonic() + 120
         while True:
             if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("langgraph dev did not start:\n" + (root / "server.log").read_text(errors="replace")[-3000:])
+                pytest.fail(
+                    "langgraph dev did not start:\n"
+                    + (root / "server.log").read_text(errors="replace")[-3000:]
+                )
             try:
                 if client.get("/ok").status_code == 200:
                     break
@@ -77,7 +80,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
 def parts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("parts")
     (root / "images").mkdir()
-    paths = {"bad": root / "images" / "bad.png", "good": root / "images" / "good.png", "ref": root / "ref.png"}
+    paths = {
+        "bad": root / "images" / "bad.png",
+        "good": root / "images" / "good.png",
+        "ref": root / "ref.png",
+    }
     part_image(True, seed=2).save(paths["bad"])
     part_image(False, seed=4).save(paths["good"])
     part_image(False, seed=3).save(paths["ref"])
@@ -91,8 +98,12 @@ def _run(client: httpx.Client, graph: str, payload: dict[str, Any]) -> dict[str,
     return result
 
 
-@pytest.mark.parametrize(("graph", "inputs", "outputs"), [("inspection", "request", "report"), ("triage", "job", "summary")])
-def test_schemas_show_the_request_and_the_result(server: httpx.Client, graph: str, inputs: str, outputs: str) -> None:
+@pytest.mark.parametrize(
+    ("graph", "inputs", "outputs"), [("inspection", "request", "report"), ("triage", "job", "summary")]
+)
+def test_schemas_show_the_request_and_the_result(
+    server: httpx.Client, graph: str, inputs: str, outputs: str
+) -> None:
     assistants = server.post("/assistants/search", json={"graph_id": graph}).json()
     schemas = server.get(f"/assistants/{assistants[0]['assistant_id']}/schemas").json()
     assert schemas["input_schema"] is not None and schemas["output_schema"] is not None
@@ -118,7 +129,9 @@ def test_inspection_with_json_input(server: httpx.Client, parts: dict[str, Path]
 
 
 def test_inspection_errors_are_typed(server: httpx.Client, parts: dict[str, Path]) -> None:
-    invalid = _run(server, "inspection", {"request": {"image": str(parts["bad"]), "options": {"latent_steps": -1}}})
+    invalid = _run(
+        server, "inspection", {"request": {"image": str(parts["bad"]), "options": {"latent_steps": -1}}}
+    )
     assert invalid["__error__"]["error"] == "InvalidRequestError"
     typo = _run(server, "inspection", {"request": {"image": str(parts["bad"]), "category": "hazelnutt"}})
     assert typo["__error__"]["error"] == "UnknownCategoryError"
@@ -126,10 +139,22 @@ def test_inspection_errors_are_typed(server: httpx.Client, parts: dict[str, Path
 
 def test_triage_with_json_input(server: httpx.Client, parts: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "triage.jsonl"
-    job = {"images": str(parts["bad"].parent), "out": str(out), "references": [str(parts["ref"])], "options": {"latent_steps": 1}}
+    job = {
+        "images": str(parts["bad"].parent),
+        "out": str(out),
+        "references": [str(parts["ref"])],
+        "options": {"latent_steps": 1},
+    }
     summary = _run(server, "triage", {"job": job})["summary"]
     assert summary == {
-        "total": 2, "skipped": 0, "inspected": 2, "anomalous": 1, "normal": 1, "uncertain": 0, "errors": 0, "out": str(out)
+        "total": 2,
+        "skipped": 0,
+        "inspected": 2,
+        "anomalous": 1,
+        "normal": 1,
+        "uncertain": 0,
+        "errors": 0,
+        "out": str(out),
     }
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(Path(r["image"]).name for r in records) == ["bad.png", "good.png"]

@@ -32,7 +32,11 @@ def _setup(
     expert = FakeExpert()
     settings = Settings(data_dir=tmp_path / "data")
     components = build_components(
-        settings, knowledge=FakeKnowledge(), expert=expert, reasoner=reasoner or FakeReasoner(), products=registry
+        settings,
+        knowledge=FakeKnowledge(),
+        expert=expert,
+        reasoner=reasoner or FakeReasoner(),
+        products=registry,
     )
     return Inspector(components=components), expert
 

@@ -50,7 +50,10 @@ class _CountedForwards:
 
 
 def _reasoner() -> LatentReasoner:
-    return LatentReasoner(build_tiny_qwen2_vl(seed=3), LatentConfig(reward_threshold=1.0, plateau_patience=0, injection_rounds=0))
+    return LatentReasoner(
+        build_tiny_qwen2_vl(seed=3),
+        LatentConfig(reward_threshold=1.0, plateau_patience=0, injection_rounds=0),
+    )
 
 
 def _inspector(tmp_path: Path, reasoner: LatentReasoner, timeout_s: float) -> Inspector:

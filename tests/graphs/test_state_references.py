@@ -65,7 +65,9 @@ def test_images_are_referenced_by_path_or_blob(tmp_path: Path) -> None:
     assert np.array_equal(np.asarray(open_image(ref, policy, blobs)), np.asarray(working))
 
     inline, _ = remember_image(base64.b64encode(path.read_bytes()).decode(), policy, blobs)
-    assert inline.path is None and inline.sha256 == ref.sha256 and blobs.get(inline.sha256) == path.read_bytes()
+    assert (
+        inline.path is None and inline.sha256 == ref.sha256 and blobs.get(inline.sha256) == path.read_bytes()
+    )
     assert np.array_equal(np.asarray(open_image(inline, policy, blobs)), np.asarray(working))
 
     part_image(False, size=(2048, 1024), seed=2).save(path)  # replaced mid-inspection
@@ -75,11 +77,16 @@ def test_images_are_referenced_by_path_or_blob(tmp_path: Path) -> None:
 
 async def test_inline_images_inspect_like_paths(tmp_path: Path, images: dict[str, Path]) -> None:
     settings = Settings(data_dir=tmp_path / "data")
-    components = build_components(settings, knowledge=FakeKnowledge(), expert=FakeExpert(), reasoner=FakeReasoner())
+    components = build_components(
+        settings, knowledge=FakeKnowledge(), expert=FakeExpert(), reasoner=FakeReasoner()
+    )
     inspector = Inspector(components=components)
     by_path = await inspector.ainspect({"image": str(images["bad"]), "references": [str(images["ref0"])]})
     inline = await inspector.ainspect(
-        {"image": images["bad"].read_bytes(), "references": [base64.b64encode(images["ref0"].read_bytes()).decode()]}
+        {
+            "image": images["bad"].read_bytes(),
+            "references": [base64.b64encode(images["ref0"].read_bytes()).decode()],
+        }
     )
     assert inline.model_dump(exclude={"timings_ms"}) == by_path.model_dump(exclude={"timings_ms"})
 
@@ -107,7 +114,10 @@ class DeferredHeatmapExpert(FakeExpert):
 async def test_the_heatmap_is_encoded_only_when_asked(tmp_path: Path, images: dict[str, Path]) -> None:
     expert = DeferredHeatmapExpert()
     components = build_components(
-        Settings(data_dir=tmp_path / "data"), knowledge=FakeKnowledge(), expert=expert, reasoner=FakeReasoner()
+        Settings(data_dir=tmp_path / "data"),
+        knowledge=FakeKnowledge(),
+        expert=expert,
+        reasoner=FakeReasoner(),
     )
     inspector = Inspector(components=components)
     request = {"image": str(images["bad"]), "references": [str(images["ref0"])]}
@@ -121,22 +131,38 @@ def test_one_builder_for_the_reasoners_input(images: dict[str, Path]) -> None:
     image, reference = Image.open(images["bad"]).convert("RGB"), Image.open(images["ref0"]).convert("RGB")
     anomaly = FakeExpert().analyse(image, [reference])
     hits = FakeKnowledge().search("scratch", "synthetic/washer", 2)
-    built = reasoning_input(image, None, templates=[reference], knowledge=hits, expert=anomaly, category="x", seed=3)
+    built = reasoning_input(
+        image, None, templates=[reference], knowledge=hits, expert=anomaly, category="x", seed=3
+    )
     assert built.question == DEFAULT_QUESTION and built.templates == [reference] and built.knowledge == hits
     assert built.image_score == anomaly.score and np.array_equal(built.patch_prior, anomaly.prior_map())
     assert (built.latent_steps, built.latent_tokens, built.inject_patches, built.seed) == (10, 4, True, 3)
 
     request = InspectionRequest(
-        image=str(images["bad"]), options={"latent_steps": 2, "latent_tokens": 6, "inject_patches": False, "seed": 9}
+        image=str(images["bad"]),
+        options={"latent_steps": 2, "latent_tokens": 6, "inject_patches": False, "seed": 9},
     )
     stored = StoredPrior(anomaly.score, anomaly.prior_map())
-    from_request = request_reasoning_input(request, image, [reference, image], hits, stored, "synthetic/washer")
+    from_request = request_reasoning_input(
+        request, image, [reference, image], hits, stored, "synthetic/washer"
+    )
     assert from_request.templates == [reference]  # the first reference only
-    assert np.array_equal(from_request.patch_prior, built.patch_prior) and from_request.image_score == anomaly.score
-    assert (from_request.latent_steps, from_request.latent_tokens, from_request.inject_patches) == (2, 6, False)
+    assert (
+        np.array_equal(from_request.patch_prior, built.patch_prior)
+        and from_request.image_score == anomaly.score
+    )
+    assert (from_request.latent_steps, from_request.latent_tokens, from_request.inject_patches) == (
+        2,
+        6,
+        False,
+    )
     assert from_request.seed == 9 and from_request.category == "synthetic/washer"
     assert reasoning_input(image).patch_prior is None
 
     findings = ExpertFindings.of(anomaly, heatmap=False)
-    assert findings.score == anomaly.score and findings.regions == anomaly.regions and findings.heatmap_png is None
+    assert (
+        findings.score == anomaly.score
+        and findings.regions == anomaly.regions
+        and findings.heatmap_png is None
+    )
     assert ExpertFindings.of(anomaly, heatmap=True).heatmap_png == anomaly.heatmap_png

@@ -10,7 +10,11 @@ import pytest
 from riad_agent.knowledge import embed, onnx_encoder
 from riad_agent.knowledge.embed import MiniLMEmbedder
 
-QUERIES = ["a thin dark line across the shell", "Is there any defect in the object? hazelnut crack", "bent lead"]
+QUERIES = [
+    "a thin dark line across the shell",
+    "Is there any defect in the object? hazelnut crack",
+    "bent lead",
+]
 
 
 def test_onnx_queries_match_torch(tmp_path: Path) -> None:

@@ -19,12 +19,35 @@ QUERIES = ROOT / "knowledge" / "eval" / "queries.yaml"
 EXPECTED_COUNTS = {"mvtec": 15, "visa": 12, "mvtec_loco": 5, "elpv": 1, "synthetic": 3}
 EXPECTED_CATEGORIES = {
     "mvtec": {
-        "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw",
-        "tile", "toothbrush", "transistor", "wood", "zipper",
+        "bottle",
+        "cable",
+        "capsule",
+        "carpet",
+        "grid",
+        "hazelnut",
+        "leather",
+        "metal_nut",
+        "pill",
+        "screw",
+        "tile",
+        "toothbrush",
+        "transistor",
+        "wood",
+        "zipper",
     },
     "visa": {
-        "candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2", "pcb1", "pcb2", "pcb3",
-        "pcb4", "pipe_fryum",
+        "candle",
+        "capsules",
+        "cashew",
+        "chewinggum",
+        "fryum",
+        "macaroni1",
+        "macaroni2",
+        "pcb1",
+        "pcb2",
+        "pcb3",
+        "pcb4",
+        "pipe_fryum",
     },
     "mvtec_loco": {"breakfast_box", "juice_bottle", "pushpins", "screw_bag", "splicing_connectors"},
     "elpv": {"solar_cell"},
@@ -33,8 +56,16 @@ EXPECTED_CATEGORIES = {
 # Official MVTec AD defect folders (test/<type>), checked exactly.
 MVTEC_TYPES = {
     "bottle": {"broken_large", "broken_small", "contamination"},
-    "cable": {"bent_wire", "cable_swap", "combined", "cut_inner_insulation", "cut_outer_insulation",
-              "missing_cable", "missing_wire", "poke_insulation"},
+    "cable": {
+        "bent_wire",
+        "cable_swap",
+        "combined",
+        "cut_inner_insulation",
+        "cut_outer_insulation",
+        "missing_cable",
+        "missing_wire",
+        "poke_insulation",
+    },
     "capsule": {"crack", "faulty_imprint", "poke", "scratch", "squeeze"},
     "carpet": {"color", "cut", "hole", "metal_contamination", "thread"},
     "grid": {"bent", "broken", "glue", "metal_contamination", "thread"},
@@ -47,15 +78,29 @@ MVTEC_TYPES = {
     "toothbrush": {"defective"},
     "transistor": {"bent_lead", "cut_lead", "damaged_case", "misplaced"},
     "wood": {"color", "combined", "hole", "liquid", "scratch"},
-    "zipper": {"broken_teeth", "combined", "fabric_border", "fabric_interior", "rough", "split_teeth",
-               "squeezed_teeth"},
+    "zipper": {
+        "broken_teeth",
+        "combined",
+        "fabric_border",
+        "fabric_interior",
+        "rough",
+        "split_teeth",
+        "squeezed_teeth",
+    },
 }
 
 TOP_KEYS = {"dataset", "category", "display_name", "kind", "normal", "defects"}
 NORMAL_KEYS = {"description", "acceptable_variation"}
 DEFECT_KEYS = {
-    "type", "name", "aliases", "visual_cues", "typical_location", "distinguish_from_normal", "severity",
-    "likely_cause", "anomaly_class",
+    "type",
+    "name",
+    "aliases",
+    "visual_cues",
+    "typical_location",
+    "distinguish_from_normal",
+    "severity",
+    "likely_cause",
+    "anomaly_class",
 }
 TEXT_DEFECT_KEYS = DEFECT_KEYS - {"type", "aliases", "severity", "anomaly_class"}
 SNAKE = re.compile(r"^[a-z0-9]+(_[a-z0-9]+)*$")

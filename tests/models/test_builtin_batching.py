@@ -26,12 +26,16 @@ def builtin() -> Any:
 
 
 def test_reason_batch_matches_each_request_alone(builtin: Any) -> None:
-    reasoner = LatentReasoner(builtin, config_for(builtin, rationale_tokens=6, reward_threshold=1.0, plateau_patience=0))
+    reasoner = LatentReasoner(
+        builtin, config_for(builtin, rationale_tokens=6, reward_threshold=1.0, plateau_patience=0)
+    )
     requests = []
     for i, (category, defect) in enumerate([("washer", "scratch"), ("tile", None), ("fabric", "hole")]):
         image = generate_sample(f"synthetic/{category}", defect, seed=40 + i, size=96).image
         prior = np.random.default_rng(i).random((12, 12)).astype(np.float32) if i != 1 else None
-        requests.append(ReasoningInput(image=image, question=DETECT, patch_prior=prior, latent_steps=2, seed=i))
+        requests.append(
+            ReasoningInput(image=image, question=DETECT, patch_prior=prior, latent_steps=2, seed=i)
+        )
     alone = [reasoner.reason(request) for request in requests]
     grouped = reasoner.reason_batch(requests)
     for a, g in zip(alone, grouped, strict=True):

@@ -38,7 +38,9 @@ def builtin() -> Any:
 def test_shipped_weights_are_small_and_say_how_they_were_made() -> None:
     assert WEIGHTS_PATH.stat().st_size < 20_000_000
     record = read_weights(WEIGHTS_PATH).record
-    assert len(record["data_sha256"]) == 64 and record["config"]["seed"] == 0 and record["config"]["steps"] > 0
+    assert (
+        len(record["data_sha256"]) == 64 and record["config"]["seed"] == 0 and record["config"]["steps"] > 0
+    )
 
 
 def test_prompt_layout_and_cached_forwards_agree(builtin: Any) -> None:
@@ -58,7 +60,9 @@ def test_prompt_layout_and_cached_forwards_agree(builtin: Any) -> None:
     with torch.no_grad():
         direct = builtin.model(inputs_embeds=prompt.inputs_embeds).logits[0, -1]
     assert torch.allclose(direct, prefix.last_logits, atol=1e-4)
-    rows = [torch.randn(n, builtin.hidden_size, generator=torch.Generator().manual_seed(n)) * 0.1 for n in (3, 6)]
+    rows = [
+        torch.randn(n, builtin.hidden_size, generator=torch.Generator().manual_seed(n)) * 0.1 for n in (3, 6)
+    ]
     positions = [[0, 2], [1, 5]]
     packed = builtin.suffix_forward(prefix, rows, positions, attend_from=[[0, 1], []])
     for row, pos, logits in zip(rows, positions, packed.logits, strict=True):
@@ -108,7 +112,9 @@ def test_builtin_tells_generated_defects_from_normal_parts(builtin: Any) -> None
 
 
 @pytest.mark.parametrize(("precision", "reward_tolerance"), [("bfloat16", 0.02), ("int8", 0.05)])
-def test_builtin_in_reduced_precision_answers_as_in_fp32(builtin: Any, precision: str, reward_tolerance: float) -> None:
+def test_builtin_in_reduced_precision_answers_as_in_fp32(
+    builtin: Any, precision: str, reward_tolerance: float
+) -> None:
     # 'auto' runs the builtin in bf16 on CPUs with native bf16 products; 'int8' (opt-in) on x86 CPUs:
     # same answers, close probabilities (int8 moves rewards more: up to 0.026 here, bf16 under 0.02)
     if precision == "int8" and not int8_matmul_available():
@@ -135,7 +141,9 @@ def test_full_latent_loop_with_injection_runs_on_the_builtin(builtin: Any) -> No
     image = generate_sample("synthetic/fabric", "hole", seed=8).image
     prior = np.zeros((256, 256), dtype=np.float32)
     prior[100:140, 100:140] = 0.9
-    reasoner = LatentReasoner(builtin, config_for(builtin, patches=2, rationale_tokens=3, reward_threshold=1.0, plateau_patience=0))
+    reasoner = LatentReasoner(
+        builtin, config_for(builtin, patches=2, rationale_tokens=3, reward_threshold=1.0, plateau_patience=0)
+    )
     result = reasoner.reason(ReasoningInput(image=image, question=DETECT, patch_prior=prior, latent_steps=2))
     assert result.answer in ("A", "B") and len(result.trace.iterations) == 2
     assert result.trace.final_reward >= result.trace.initial_reward

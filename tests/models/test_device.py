@@ -12,7 +12,9 @@ from riad_agent.models.device import resolve_dtype
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_auto_on_cpu_is_bf16_only_when_asked_and_native(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+def test_auto_on_cpu_is_bf16_only_when_asked_and_native(
+    monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
     monkeypatch.setattr(device_module, "cpu_has_native_bfloat16", lambda: native)
     cpu = torch.device("cpu")
     assert resolve_dtype("auto", cpu) == torch.float32  # hub models on a CPU keep fp32

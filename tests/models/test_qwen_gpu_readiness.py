@@ -148,11 +148,15 @@ def test_a_type_question_follows_the_exemplars_clear_type(debias: str) -> None:
     followed = ask(LatentConfig(debias=debias), exemplars=hints, exemplar_type="missing_piece")
     assert followed.answer == "B" and followed.text.startswith("B")
     assert followed.trace.answer_source == "exemplars" and followed.trace.model_answer in {"A", "B", "C"}
-    own = ask(LatentConfig(debias=debias, follow_exemplars=False), exemplars=hints, exemplar_type="missing_piece")
+    own = ask(
+        LatentConfig(debias=debias, follow_exemplars=False), exemplars=hints, exemplar_type="missing_piece"
+    )
     assert own.trace.answer_source == "model" and own.trace.model_answer is None
     unclear = ask(LatentConfig(debias=debias), exemplars=hints, exemplar_type=None)
     assert unclear.trace.answer_source == "model"
-    unnamed = ask(LatentConfig(debias=debias), exemplars=[ExemplarHint("bent", 0.9, None)], exemplar_type="bent")
+    unnamed = ask(
+        LatentConfig(debias=debias), exemplars=[ExemplarHint("bent", 0.9, None)], exemplar_type="bent"
+    )
     assert unnamed.trace.answer_source == "model"  # no option names it: the model decides
 
 

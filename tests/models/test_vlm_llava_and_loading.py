@@ -57,7 +57,9 @@ def test_llava_prompt_cache_and_boxes(llava: Any) -> None:
 
 def test_llava_reasoner_end_to_end(llava: Any) -> None:
     question = MultipleChoiceQuestion(text="Is there a defect?", options={"A": "Yes.", "B": "No."})
-    reasoner = LatentReasoner(llava, LatentConfig(patches=2, rationale_tokens=4, reward_threshold=1.0, plateau_patience=0))
+    reasoner = LatentReasoner(
+        llava, LatentConfig(patches=2, rationale_tokens=4, reward_threshold=1.0, plateau_patience=0)
+    )
     result = reasoner.reason(
         ReasoningInput(
             image=noise_image(32, 32), question=question, templates=[noise_image(32, 32, 5)], latent_steps=3

@@ -154,5 +154,7 @@ def test_knowledge_link_is_resolved_and_a_typo_refused(tmp_path: Path, env: dict
     code, _, err = _run(hashing, "add", "screw", "--good", str(good), "--knowledge", "mvtec/bottle")
     assert code == 2 and err.startswith("ProductExistsError") and "--knowledge mvtec/bottle" in err
     # the short name of the same link is the same link: extending is fine
-    code, _, err = _run(hashing, "add", "screw", "--good", str(good), "--knowledge", "screw", "--no-cache-bank")
+    code, _, err = _run(
+        hashing, "add", "screw", "--good", str(good), "--knowledge", "screw", "--no-cache-bank"
+    )
     assert code == 0, err

@@ -28,7 +28,9 @@ def _mask(rows: slice, cols: slice) -> np.ndarray:
 def test_subtasks_follow_the_labels() -> None:
     maker = QuestionMaker()
     normal = LabelledImage("mvtec/hazelnut", anomalous=False)
-    typed = LabelledImage("mvtec/hazelnut", anomalous=True, defect_type="crack", mask=_mask(slice(0, 10), slice(0, 10)))
+    typed = LabelledImage(
+        "mvtec/hazelnut", anomalous=True, defect_type="crack", mask=_mask(slice(0, 10), slice(0, 10))
+    )
     untyped = LabelledImage("elpv/solar_cell", anomalous=True)
     assert maker.subtasks(normal) == [DETECTION, OBJECT_CLASSIFICATION, OBJECT_ANALYSIS]
     assert len(maker.subtasks(typed)) == 7
@@ -37,7 +39,9 @@ def test_subtasks_follow_the_labels() -> None:
 
 def test_every_question_is_well_formed_and_its_answer_is_right() -> None:
     maker = QuestionMaker()
-    image = LabelledImage("mvtec/transistor", anomalous=True, defect_type="bent_lead", mask=_mask(slice(70, 80), slice(0, 20)))
+    image = LabelledImage(
+        "mvtec/transistor", anomalous=True, defect_type="bent_lead", mask=_mask(slice(70, 80), slice(0, 20))
+    )
     questions = {q.subtask: q for q in maker.questions(image, random.Random(3))}
     assert questions[DETECTION].answer_text == "Yes." and len(questions[DETECTION].question.options) == 2
     assert questions[CLASSIFICATION].answer_text == "Bent lead"
@@ -54,7 +58,9 @@ def test_every_question_is_well_formed_and_its_answer_is_right() -> None:
 
 def test_same_seed_same_questions_and_answers_are_spread() -> None:
     maker = QuestionMaker()
-    image = LabelledImage("synthetic/tile", anomalous=True, defect_type="stain", mask=_mask(slice(40, 50), slice(40, 50)))
+    image = LabelledImage(
+        "synthetic/tile", anomalous=True, defect_type="stain", mask=_mask(slice(40, 50), slice(40, 50))
+    )
     first = [(q.question.options, q.answer) for q in maker.questions(image, random.Random(7))]
     again = [(q.question.options, q.answer) for q in maker.questions(image, random.Random(7))]
     assert first == again
@@ -64,7 +70,11 @@ def test_same_seed_same_questions_and_answers_are_spread() -> None:
 
 @pytest.mark.parametrize(
     ("rows", "cols", "place"),
-    [(slice(0, 5), slice(0, 5), "top left"), (slice(40, 50), slice(40, 50), "center"), (slice(85, 90), slice(40, 50), "bottom")],
+    [
+        (slice(0, 5), slice(0, 5), "top left"),
+        (slice(40, 50), slice(40, 50), "center"),
+        (slice(85, 90), slice(40, 50), "bottom"),
+    ],
 )
 def test_place_of_a_mask(rows: slice, cols: slice, place: str) -> None:
     assert place_of(_mask(rows, cols)) == place

@@ -17,7 +17,9 @@ from riad_agent.question_sets.sources import LabelledSet, Split, elpv_set, mvtec
 @pytest.fixture(scope="module")
 def mvtec_like(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("mvtec")
-    write_mvtec_layout(root, categories=["synthetic/washer"], n_train=6, n_test_good=2, n_test_per_defect=1, seed=5)
+    write_mvtec_layout(
+        root, categories=["synthetic/washer"], n_train=6, n_test_good=2, n_test_per_defect=1, seed=5
+    )
     return root
 
 
@@ -42,10 +44,19 @@ def test_generated_layout_finds_the_knowledge_that_describes_its_defects(
     test = mvtec_set(mvtec_like, "test")
     assert {i.label.category for i in test.images} == {"synthetic/washer"}
     # mvtec/tile exists but lacks the generated tile's defect types: synthetic/tile is chosen
-    write_mvtec_layout(tmp_path / "t", categories=["synthetic/tile"], n_train=2, n_test_good=1, n_test_per_defect=1, seed=1)
+    write_mvtec_layout(
+        tmp_path / "t", categories=["synthetic/tile"], n_train=2, n_test_good=1, n_test_per_defect=1, seed=1
+    )
     assert {i.label.category for i in mvtec_set(tmp_path / "t", "test").images} == {"synthetic/tile"}
     # no knowledge file at all: a typed error naming the category, not a KeyError deep in the questions
-    write_mvtec_layout(tmp_path / "b", categories=["synthetic/bracket"], n_train=2, n_test_good=1, n_test_per_defect=1, seed=1)
+    write_mvtec_layout(
+        tmp_path / "b",
+        categories=["synthetic/bracket"],
+        n_train=2,
+        n_test_good=1,
+        n_test_per_defect=1,
+        seed=1,
+    )
     with pytest.raises(InvalidRequestError, match="no knowledge file describes 'bracket'"):
         mvtec_set(tmp_path / "b", "test")
 

@@ -18,7 +18,9 @@ from riad_agent.reasoning.reasoner import LatentReasoner
 from riad_agent.schemas import MultipleChoiceQuestion
 
 torch.set_num_threads(1)
-QUESTION = MultipleChoiceQuestion(text="Is there any defect?", options={"A": "Yes.", "B": "No.", "C": "Unsure."})
+QUESTION = MultipleChoiceQuestion(
+    text="Is there any defect?", options={"A": "Yes.", "B": "No.", "C": "Unsure."}
+)
 TOL = 1e-4
 
 

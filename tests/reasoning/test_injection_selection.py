@@ -72,7 +72,12 @@ def _request(**kw: Any) -> ReasoningInput:
 
 def test_candidate_set_changes_between_rounds(vlm: Any) -> None:
     config = LatentConfig(
-        patches=2, injection_rounds=3, prior_weight=0.0, accept_margin=1.0, reward_threshold=1.0, plateau_patience=0
+        patches=2,
+        injection_rounds=3,
+        prior_weight=0.0,
+        accept_margin=1.0,
+        reward_threshold=1.0,
+        plateau_patience=0,
     )
     setup, _ = LatentReasoner(vlm, config).setup(_request(latent_steps=4))
     result = run_latent_loop(vlm, setup, config)

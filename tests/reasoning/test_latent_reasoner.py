@@ -83,7 +83,11 @@ def test_zero_steps_and_no_injection() -> None:
 def test_gradient_optimiser_and_option_reward() -> None:
     vlm = build_tiny_qwen2_vl("qwen2_vl", seed=7)
     config = LatentConfig(
-        optimiser="gradient", reward="option_confidence", reward_threshold=1.0, plateau_patience=0, rationale_tokens=4
+        optimiser="gradient",
+        reward="option_confidence",
+        reward_threshold=1.0,
+        plateau_patience=0,
+        rationale_tokens=4,
     )
     result = LatentReasoner(vlm, config).reason(
         ReasoningInput(image=noise_image(), question=QUESTION, latent_steps=3)

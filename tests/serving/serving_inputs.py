@@ -11,7 +11,9 @@ from PIL import Image
 from riad_agent.protocols import ReasoningInput
 from riad_agent.schemas import MultipleChoiceQuestion
 
-QUESTION = MultipleChoiceQuestion(text="Is there any defect in the object?", options={"A": "Yes.", "B": "No."})
+QUESTION = MultipleChoiceQuestion(
+    text="Is there any defect in the object?", options={"A": "Yes.", "B": "No."}
+)
 
 
 def build_input(seed: int = 0, size: int = 48, steps: int = 2, prior: bool = True) -> ReasoningInput:

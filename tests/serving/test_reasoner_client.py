@@ -40,7 +40,9 @@ def _mock(responses: list[httpx.Response]) -> tuple[httpx.MockTransport, list[fl
 
 
 def test_retries_429_and_503_honouring_retry_after() -> None:
-    busy = httpx.Response(429, headers={"Retry-After": "0.3"}, json={"error": {"code": "queue_full", "message": "full"}})
+    busy = httpx.Response(
+        429, headers={"Retry-After": "0.3"}, json={"error": {"code": "queue_full", "message": "full"}}
+    )
     transport, seen = _mock(
         [
             busy,
@@ -49,7 +51,9 @@ def test_retries_429_and_503_honouring_retry_after() -> None:
             httpx.Response(200, content=_ok_body()),
         ]
     )
-    client = HttpReasoner("http://reasoner.test", timeout_s=10, retries=1, backoff_s=0.01, transport=transport)
+    client = HttpReasoner(
+        "http://reasoner.test", timeout_s=10, retries=1, backoff_s=0.01, transport=transport
+    )
     result = client.reason(build_input())
     assert result.answer == "A" and client.model_id == "fake-reasoner" and client.last_replica == "r1"
     assert len(seen) == 4  # two 429s do not use up the single retry the 503 needed
@@ -59,7 +63,9 @@ def test_retries_429_and_503_honouring_retry_after() -> None:
 
 
 def test_busy_retries_are_bounded() -> None:
-    busy = httpx.Response(429, headers={"Retry-After": "0"}, json={"error": {"code": "queue_full", "message": "full"}})
+    busy = httpx.Response(
+        429, headers={"Retry-After": "0"}, json={"error": {"code": "queue_full", "message": "full"}}
+    )
     transport, seen = _mock([busy])
     client = HttpReasoner("http://reasoner.test", timeout_s=10, busy_retries=3, transport=transport)
     with pytest.raises(BackendUnavailableError, match="HTTP 429"):
@@ -70,7 +76,9 @@ def test_busy_retries_are_bounded() -> None:
 def test_gives_up_after_retries_then_circuit_opens_and_recovers() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"  # nothing listens here yet
-    client = HttpReasoner(url, timeout_s=10, retries=2, backoff_s=0.01, breaker_threshold=2, breaker_cooldown_s=0.5)
+    client = HttpReasoner(
+        url, timeout_s=10, retries=2, backoff_s=0.01, breaker_threshold=2, breaker_cooldown_s=0.5
+    )
     for _ in range(2):
         with pytest.raises(BackendUnavailableError, match="cannot connect"):
             client.reason(build_input())
@@ -169,8 +177,6 @@ def test_slow_beyond_client_timeout_is_reasoner_timeout() -> None:
         assert time.monotonic() - started < 2.0 and client.attempts == 1  # a timeout is not retried
 
 
-
-
 @pytest.mark.parametrize(
     "response, error, message",
     [
@@ -178,9 +184,21 @@ def test_slow_beyond_client_timeout_is_reasoner_timeout() -> None:
         (httpx.Response(200, json={"answer": "A"}), BackendUnavailableError, "invalid response"),
         (httpx.Response(200, json=[1, 2, 3]), BackendUnavailableError, "invalid response"),
         (httpx.Response(404, text="Not Found"), BackendUnavailableError, "HTTP 404"),
-        (httpx.Response(500, json={"error": {"code": "internal", "message": "boom"}}), BackendUnavailableError, "boom"),
-        (httpx.Response(504, json={"error": {"code": "reasoner_timeout", "message": "slow"}}), ReasonerTimeoutError, "slow"),
-        (httpx.Response(401, json={"error": {"code": "unauthorized", "message": "no"}}), BackendUnavailableError, "token"),
+        (
+            httpx.Response(500, json={"error": {"code": "internal", "message": "boom"}}),
+            BackendUnavailableError,
+            "boom",
+        ),
+        (
+            httpx.Response(504, json={"error": {"code": "reasoner_timeout", "message": "slow"}}),
+            ReasonerTimeoutError,
+            "slow",
+        ),
+        (
+            httpx.Response(401, json={"error": {"code": "unauthorized", "message": "no"}}),
+            BackendUnavailableError,
+            "token",
+        ),
         (
             httpx.Response(422, json={"error": {"code": "invalid_image", "message": "image is not a PNG"}}),
             InvalidImageError,
@@ -204,7 +222,9 @@ def test_model_id_comes_from_readyz_lazily() -> None:
 
     def handle(request: httpx.Request) -> httpx.Response:
         calls.append(request.url.path)
-        return httpx.Response(200, json={"status": "ready", "ready": True, "model_id": "Qwen/Qwen2-VL-2B-Instruct"})
+        return httpx.Response(
+            200, json={"status": "ready", "ready": True, "model_id": "Qwen/Qwen2-VL-2B-Instruct"}
+        )
 
     client = HttpReasoner("http://reasoner.test/", transport=httpx.MockTransport(handle))
     assert calls == []
@@ -213,8 +233,6 @@ def test_model_id_comes_from_readyz_lazily() -> None:
     down = HttpReasoner(f"http://127.0.0.1:{free_port()}", retries=0)
     with pytest.raises(BackendUnavailableError, match="cannot reach"):
         _ = down.model_id
-
-
 
 
 def test_bad_settings_are_configuration_errors() -> None:

@@ -59,7 +59,9 @@ async def test_remote_reasoner_then_service_dies(tmp_path: Path, request_dict: d
     assert after.verdict == report.verdict and after.anomaly_score == report.anomaly_score  # expert-only
 
 
-async def test_slow_service_degrades_to_reasoner_timeout(tmp_path: Path, request_dict: dict[str, object]) -> None:
+async def test_slow_service_degrades_to_reasoner_timeout(
+    tmp_path: Path, request_dict: dict[str, object]
+) -> None:
     with BackgroundServer(create_app(FakeReasoner(delay_s=3.0), ServiceConfig(timeout_s=30))) as server:
         report = await _inspector(tmp_path, server.url, timeout_s=0.5).ainspect(request_dict)
     assert report.degraded == ["reasoner_timeout"] and report.trace is None

@@ -25,8 +25,13 @@ def test_two_replicas_share_the_load() -> None:
         "tiny",
         ServiceConfig(port=free_port(), timeout_s=60, token="ray-token"),
         RayOptions(
-            replicas=2, gpus_per_replica=0, cpus_per_replica=1, device="cpu", torch_threads=1,
-            address="local", num_cpus=2,
+            replicas=2,
+            gpus_per_replica=0,
+            cpus_per_replica=1,
+            device="cpu",
+            torch_threads=1,
+            address="local",
+            num_cpus=2,
         ),
     )
     try:
@@ -35,7 +40,9 @@ def test_two_replicas_share_the_load() -> None:
             assert time.monotonic() < deadline, "no replica became ready"
             time.sleep(0.2)
         body = encode_input(build_input(steps=1)).model_dump(mode="json")
-        assert httpx.post(f"{url}/v1/reason", json=body, timeout=30).status_code == 401  # auth holds on Ray too
+        assert (
+            httpx.post(f"{url}/v1/reason", json=body, timeout=30).status_code == 401
+        )  # auth holds on Ray too
 
         def one(seed: int) -> tuple[int, str, str | None]:
             client = HttpReasoner(url, token="ray-token", timeout_s=60)

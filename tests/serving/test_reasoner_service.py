@@ -41,7 +41,9 @@ def tiny() -> LatentReasoner:
     return LatentReasoner(build_tiny_qwen2_vl(), LatentConfig())
 
 
-def _post(url: str, payload: bytes | dict[str, object], token: str | None = None, timeout: float = 30.0) -> httpx.Response:
+def _post(
+    url: str, payload: bytes | dict[str, object], token: str | None = None, timeout: float = 30.0
+) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     if isinstance(payload, bytes):
         return httpx.post(f"{url}/v1/reason", content=payload, headers=headers, timeout=timeout)
@@ -172,7 +174,9 @@ def test_refuses_non_loopback_bind_without_token() -> None:
 
     app = typer.Typer()
     app.command()(serve_reasoner)
-    result = CliRunner().invoke(app, ["--model", "tiny", "--host", "0.0.0.0"], env={"RIAD_REASONER_TOKEN": ""})
+    result = CliRunner().invoke(
+        app, ["--model", "tiny", "--host", "0.0.0.0"], env={"RIAD_REASONER_TOKEN": ""}
+    )
     assert result.exit_code == ConfigurationError.exit_code
     assert "ConfigurationError: refusing to serve the reasoner on 0.0.0.0 without a token" in result.output
     assert "Traceback" not in result.output
@@ -224,7 +228,10 @@ def test_exemplars_cross_the_wire() -> None:
     from riad_agent.serving.wire import WireRequest, decode_input
 
     request = build_input(steps=1)
-    request.exemplars = [ExemplarHint("crack", 0.91, Image.new("RGB", (12, 8), (200, 10, 10))), ExemplarHint("hole", 0.7)]
+    request.exemplars = [
+        ExemplarHint("crack", 0.91, Image.new("RGB", (12, 8), (200, 10, 10))),
+        ExemplarHint("hole", 0.7),
+    ]
     request.exemplar_type = "crack"
     body = WireRequest.model_validate_json(encode_input(request).model_dump_json())
     back = decode_input(body, WireLimits())
@@ -233,7 +240,9 @@ def test_exemplars_cross_the_wire() -> None:
     assert back.exemplars[1].crop is None and back.exemplars[0].similarity == pytest.approx(0.91)
 
 
-_CLI = "import typer; from riad_agent.commands.serve_reasoner import serve_reasoner; typer.run(serve_reasoner)"
+_CLI = (
+    "import typer; from riad_agent.commands.serve_reasoner import serve_reasoner; typer.run(serve_reasoner)"
+)
 
 
 def test_cli_serves_the_tiny_model_with_a_token() -> None:
@@ -246,7 +255,19 @@ def test_cli_serves_the_tiny_model_with_a_token() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [sys.executable, "-c", _CLI, "--model", "tiny", "--device", "cpu", "--port", str(port), "--max-queue", "2"],
+        [
+            sys.executable,
+            "-c",
+            _CLI,
+            "--model",
+            "tiny",
+            "--device",
+            "cpu",
+            "--port",
+            str(port),
+            "--max-queue",
+            "2",
+        ],
         env={**os.environ, "HF_HUB_OFFLINE": "1", "RIAD_REASONER_TOKEN": "cli-token"},
     )
     try:

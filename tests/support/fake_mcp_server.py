@@ -19,7 +19,9 @@ from support.fakes import FakeExpert, FakeKnowledge, FakeReasoner
 if __name__ == "__main__":
     root = Path(sys.argv[1])
     settings = Settings(data_dir=root / "data", allowed_roots=[root])
-    components = build_components(settings, knowledge=FakeKnowledge(), expert=FakeExpert(), reasoner=FakeReasoner())
+    components = build_components(
+        settings, knowledge=FakeKnowledge(), expert=FakeExpert(), reasoner=FakeReasoner()
+    )
     port = int(sys.argv[2]) if len(sys.argv) > 2 else None
     server = build_mcp_server(settings, Inspector(components=components), port=port or 8765)
     server.run("streamable-http" if port else "stdio")

@@ -34,9 +34,18 @@ class SlowExpert(FakeExpert):
 
 
 if __name__ == "__main__":
-    images, out, reference, delay = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4])
+    images, out, reference, delay = (
+        Path(sys.argv[1]),
+        Path(sys.argv[2]),
+        Path(sys.argv[3]),
+        float(sys.argv[4]),
+    )
     settings = Settings(data_dir=out.parent / "data")
-    components = build_components(settings, knowledge=FakeKnowledge(), expert=SlowExpert(delay), reasoner=FakeReasoner())
-    job = TriageJob(images=images, out=out, references=[reference], concurrency=2, options={"latent_steps": 1})
+    components = build_components(
+        settings, knowledge=FakeKnowledge(), expert=SlowExpert(delay), reasoner=FakeReasoner()
+    )
+    job = TriageJob(
+        images=images, out=out, references=[reference], concurrency=2, options={"latent_steps": 1}
+    )
     summary = asyncio.run(run_triage(job, build_triage_graph(components=components)))
     print(summary.model_dump_json())

@@ -77,11 +77,24 @@ class FakeExpert:
         ys, xs = np.nonzero(diff > 40.0)
         if len(xs):
             regions.append(
-                Region(x0=int(xs.min()), y0=int(ys.min()), x1=int(xs.max()) + 1, y1=int(ys.max()) + 1, score=score, area=len(xs))
+                Region(
+                    x0=int(xs.min()),
+                    y0=int(ys.min()),
+                    x1=int(xs.max()) + 1,
+                    y1=int(ys.max()) + 1,
+                    score=score,
+                    area=len(xs),
+                )
             )
         return AnomalyMap(
-            patch_scores=diff[::8, ::8], pixel_scores=diff, score=score, raw_score=raw, threshold=40.0,
-            regions=regions, backbone=self.backbone_id, heatmap_png=b"\x89PNGfake",
+            patch_scores=diff[::8, ::8],
+            pixel_scores=diff,
+            score=score,
+            raw_score=raw,
+            threshold=40.0,
+            regions=regions,
+            backbone=self.backbone_id,
+            heatmap_png=b"\x89PNGfake",
             pose=f"{pose} (knowledge)" if pose else None,
         )
 
@@ -105,16 +118,26 @@ class FakeReasoner:
             if progress is not None:
                 progress({"iteration": step, "reward": 0.5 + 0.01 * step})
             iterations.append(
-                IterationTrace(step=step, reward=0.5 + 0.01 * step, entropy=0.5, sigma=0.1, accepted=True, elapsed_ms=1.0)
+                IterationTrace(
+                    step=step, reward=0.5 + 0.01 * step, entropy=0.5, sigma=0.1, accepted=True, elapsed_ms=1.0
+                )
             )
         letters = list(request.question.options)
-        probabilities = {letter: (0.8 if letter == self.answer else 0.2 / (len(letters) - 1)) for letter in letters}
+        probabilities = {
+            letter: (0.8 if letter == self.answer else 0.2 / (len(letters) - 1)) for letter in letters
+        }
         trace = ReasoningTrace(
-            model_id=self.model_id, reward_kind="topk_entropy", latent_tokens=request.latent_tokens,
-            initial_reward=0.5, final_reward=0.5 + 0.01 * max(request.latent_steps - 1, 0),
-            iterations=iterations, option_probabilities=probabilities,
+            model_id=self.model_id,
+            reward_kind="topk_entropy",
+            latent_tokens=request.latent_tokens,
+            initial_reward=0.5,
+            final_reward=0.5 + 0.01 * max(request.latent_steps - 1, 0),
+            iterations=iterations,
+            option_probabilities=probabilities,
         )
-        return ReasoningResult(answer=self.answer, text=f"{self.answer}.", trace=trace, timings_ms={"loop": 1.0})
+        return ReasoningResult(
+            answer=self.answer, text=f"{self.answer}.", trace=trace, timings_ms={"loop": 1.0}
+        )
 
 
 def part_image(defect: bool, size: tuple[int, int] = (128, 128), seed: int = 0) -> Image.Image:

@@ -76,7 +76,10 @@ def _normal_questions() -> list[dict[str, object]]:
 def build_mmad_fixture(root: Path, size: int = 64) -> Path:
     """Write images and ``mmad.json`` for MVTec-AD/washer and VisA/fabric (2 normal + 2 anomalous each)."""
     index: dict[str, object] = {}
-    plan = [("MVTec-AD", "synthetic/washer", ("scratch", "hole")), ("VisA", "synthetic/fabric", ("stain", "crack"))]
+    plan = [
+        ("MVTec-AD", "synthetic/washer", ("scratch", "hole")),
+        ("VisA", "synthetic/fabric", ("stain", "crack")),
+    ]
     for d, (dataset, category, defects) in enumerate(plan):
         product = category.split("/")[1]
         templates = []
@@ -96,7 +99,9 @@ def build_mmad_fixture(root: Path, size: int = 64) -> Path:
     return root
 
 
-def _entry(conversation: list[dict[str, object]], templates: list[str], mask: str | None) -> dict[str, object]:
+def _entry(
+    conversation: list[dict[str, object]], templates: list[str], mask: str | None
+) -> dict[str, object]:
     return {
         "conversation": conversation,
         "similar_templates": templates,

