@@ -86,6 +86,8 @@ def _defect(row: TriageRow) -> str:
         if row.type_confidence is None
         else f' <span class="muted" title="type confidence">({row.type_confidence:.2f})</span>'
     )
+    if row.outcome == "uncertain":  # not called defective: what it would be, not a finding
+        return f'<span title="if it is a defect">looks like {_e(row.defect_type)}</span>' + confidence
     return _e(row.defect_type) + confidence
 
 

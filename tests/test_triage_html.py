@@ -180,6 +180,8 @@ def results(tmp_path: Path) -> Path:
             verdict="uncertain",
             score=0.52,
             reason="the score is close to 0.5",
+            defect_type="stain",
+            type_confidence=0.44,
         ),
         _new(
             unknown,
@@ -224,6 +226,10 @@ def test_new_lines_show_relative_paths_verdict_score_type_and_product(results: P
     assert scratch["verdict"]["v"] == "anomalous" and scratch["score"]["text"] == "0.93"
     assert scratch["type"]["v"] == "scratch" and "0.81" in scratch["type"]["text"]
     assert scratch["product"]["v"] == "washer"
+    # an uncertain image is not called defective: its type is what it would be
+    borderline = by_path["fabric/b.png"]
+    assert "looks like stain" in borderline["type"]["text"] and "0.44" in borderline["type"]["text"]
+    assert not scratch["type"]["text"].startswith("looks like")
     assert (
         by_path["other/u.png"]["product"]["v"] == "-"
         and by_path["washer/gone.png"]["verdict"]["v"] == "error"
@@ -263,8 +269,9 @@ def test_counts_histograms_and_errors(results: Path) -> None:
     assert "2 uncertain, 4 anomalous, 1 error, 1 normal" in text
     # per type, over anomalous and uncertain images
     assert re.search(r"scratch\s*1", "".join(page.text)) and re.search(
-        r"no type stated\s*3", "".join(page.text)
+        r"no type stated\s*2", "".join(page.text)
     )
+    assert re.search(r"stain\s*1", "".join(page.text))  # the uncertain image's look-alike type
     # one histogram per product (washer, fabric, unknown), the threshold 0.5 marked at mid-axis
     assert page.svgs == 3 and len(page.thresholds) == 3
     assert len(set(page.thresholds)) == 1

@@ -154,6 +154,36 @@ def bacc(scores: np.ndarray, labels: np.ndarray, threshold: float, band: float =
     return 0.5 * (tnr + tpr)
 
 
+def ring2_variants(grid: tuple[int, int], held: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """Variants on the shipped ring2 score (session of 2026-12-01 night; none kept): the grid smoothed
+    (sigma 0.5 / 1 cell), the position-free grid, the mean of the top 3 cells, and the position-aware
+    and position-free peaks each over its own leave-one-out level, mixed (w of the free one) or maxed."""
+    inner = np.zeros(grid, dtype=bool)
+    inner[2:-2, 2:-2] = True
+
+    def ring2(g: np.ndarray) -> np.ndarray:
+        return np.where(inner, g, np.median(g))
+
+    level_p = float(np.median([ring2(p).max() for p, _ in held]))
+    level_f = float(np.median([ring2(f).max() for _, f in held]))
+
+    def smoothed(sigma: float):
+        return lambda p, f, a: ndimage.gaussian_filter(ring2(p), sigma, mode="nearest")
+
+    def mixed(w: float):
+        return lambda p, f, a: np.array([(1 - w) * ring2(p).max() / level_p + w * ring2(f).max() / level_f])
+
+    return {
+        "ring2s0.5": smoothed(0.5),
+        "ring2s1.0": smoothed(1.0),
+        "ring2free": lambda p, f, a: ring2(f),
+        "ring2top3": lambda p, f, a: np.sort(ring2(p).ravel())[-3:].mean() * np.ones(1),
+        "ring2mix0.25": mixed(0.25),
+        "ring2mix0.5": mixed(0.5),
+        "ring2maxr": lambda p, f, a: np.array([max(ring2(p).max() / level_p, ring2(f).max() / level_f)]),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shots", type=int, default=4)
@@ -211,6 +241,7 @@ def main() -> None:
             inner = np.zeros(bank.grid, dtype=bool)
             inner[ring:-ring, ring:-ring] = True
             variants[f"ring{ring}"] = (lambda m: lambda p, f, a: np.where(m, p, np.median(p)))(inner)
+        variants.update(ring2_variants(bank.grid, held))
         for vname, fn in variants.items():
             level = np.median([fn(p, f, None).max() for p, f in held])
             scores = np.array([fn(p, f, None).max() for (p, f), _ in qs])

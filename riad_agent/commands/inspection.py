@@ -78,7 +78,9 @@ def print_report(report: Any) -> None:
         table.add_row("category", report.category + guessed)
     if report.answer:
         table.add_row("answer", f"{report.answer}. {report.answer_text or ''}")
-    if report.defect_type:
+    if report.defect_type and report.verdict == "uncertain":  # not called defective: what it would be
+        table.add_row("if defective", f"it looks like {report.defect_type}")
+    elif report.defect_type:
         table.add_row("defect type", report.defect_type)
     elif report.candidate_types:  # a lean, not a type: said so in the row's name
         leans = ", ".join(f"{c.defect_type} ({c.cue_match:.2f})" for c in report.candidate_types)
