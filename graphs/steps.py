@@ -60,16 +60,25 @@ class ProductChoice:
     unknown: bool = False
 
 
+def _spelling(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
 def choose_product(
     registered: Collection[str], category: str | None, recognise: Callable[[], Recognition]
 ) -> ProductChoice:
     """The graph's ``recall_product`` rule: a named registered product, else (no name) the recognised one.
 
-    A name that is not registered is a knowledge category or a new product (no choice, not unknown).
-    ``recognise`` is called only when no name was given and something is registered.
+    A name that is not registered is a knowledge category or a new product (no choice, not unknown);
+    one that differs from a registered name only by ``_`` for ``-`` (``solar_cell`` for a registered
+    ``solar-cell``) is that product. ``recognise`` is called only when no name was given and
+    something is registered.
     """
     if category is not None:
-        return ProductChoice(category if category in registered else None)
+        if category in registered:
+            return ProductChoice(category)
+        spelled = {_spelling(name): name for name in registered}
+        return ProductChoice(spelled.get(_spelling(category)))
     if not registered:
         return ProductChoice(None, unknown=True)
     recognition = recognise()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from support.fakes import FakeExpert, FakeKnowledge, FakeReasoner
 
 from riad_agent.components import build_components
 from riad_agent.data.synthetic import generate_sample
+from riad_agent.graphs.steps import choose_product
 from riad_agent.inspector import Inspector
 from riad_agent.knowledge.local_store import LocalStore
 from riad_agent.products import ImageEmbedder, ProductFiles, ProductRegistry
@@ -149,3 +151,14 @@ def test_exemplar_typing_states_a_type_only_with_a_clear_lead() -> None:
     close = ExemplarTyping.of("washer", [("crack", 0.80), ("hole", 0.80 + TYPING_MARGIN / 2)])
     assert close.defect_type is None and "do not tell its type apart" in close.sentence()
     assert ExemplarTyping.of("washer", [("crack", 0.5)]).defect_type == "crack"
+
+
+def test_a_registered_name_spelled_with_underscores_is_that_product() -> None:
+    def never() -> NoReturn:
+        raise AssertionError("a named product is not recognised from the image")
+
+    registered = {"solar-cell", "washer"}
+    assert choose_product(registered, "solar_cell", never).name == "solar-cell"
+    assert choose_product(registered, "solar-cell", never).name == "solar-cell"
+    # a name no registered product spells is a knowledge category or a new product: no choice
+    assert choose_product(registered, "solar_cells", never).name is None
