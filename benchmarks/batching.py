@@ -61,9 +61,8 @@ def load_reasoner(model: str) -> LatentReasoner:
         from riad_agent.models.loading import open_vlm
 
         vlm = open_vlm(model, device="cpu")
-    return LatentReasoner(
-        vlm, config_for(vlm, reward_threshold=1.0, plateau_patience=0)
-    )  # no early stop: fixed work
+    # no early stop: fixed work
+    return LatentReasoner(vlm, config_for(vlm, reward_threshold=1.0, plateau_patience=0))
 
 
 def run_once(

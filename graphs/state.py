@@ -60,9 +60,8 @@ class InspectionState(TypedDict, total=False):
     pose: Pose | None  # the category's pose from its knowledge entry, None: the expert infers it
     search_knowledge: bool
     knowledge: list[KnowledgeHit]
-    candidates: list[
-        CandidateType
-    ]  # the category's defect entries, best cue match to the strongest region first
+    # the category's defect entries, best cue match to the strongest region first
+    candidates: list[CandidateType]
     anomaly: ExpertFindings | None
     typing: ExemplarTyping | None  # the registered product's labelled exemplars against the strongest region
     prior: str | None  # blob key of the reasoner's prior map (AnomalyMap.prior_map), None without one

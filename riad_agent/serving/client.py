@@ -140,9 +140,8 @@ class HttpReasoner:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self.retries = max(0, retries)
-        self.busy_retries = (
-            None if busy_retries is None else max(0, busy_retries)
-        )  # None: bounded by the deadline
+        # None: bounded by the deadline
+        self.busy_retries = None if busy_retries is None else max(0, busy_retries)
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.connect_timeout_s = connect_timeout_s
         self.breaker = CircuitBreaker(breaker_threshold, breaker_cooldown_s)

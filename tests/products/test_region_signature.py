@@ -26,9 +26,8 @@ def _box_cells(shape: tuple[int, int], box: tuple[int, int, int, int], size: int
 def test_a_mask_picks_the_defects_cells_of_its_box_and_weights_outside_the_box_do_not_count(
     embedder: ImageEmbedder,
 ) -> None:
-    sample = generate_sample(
-        "washer", "scratch", 5, SIZE
-    )  # a thin, curved line: its box is mostly not scratch
+    # a thin, curved line: its box is mostly not scratch
+    sample = generate_sample("washer", "scratch", 5, SIZE)
     assert sample.bbox is not None
     features = embedder.features(sample.image)
     every = features.region_cells(sample.bbox)
@@ -65,9 +64,8 @@ def test_a_region_is_most_like_itself_and_more_like_its_own_type_than_another(
         sample = generate_sample("tile", kind, seed, SIZE)
         assert sample.bbox is not None
         words = describe_box(sample.image, sample.mask, sample.bbox, refine=False)
-        weights = ndimage.gaussian_filter(
-            sample.mask.astype(np.float32), 2
-        )  # a soft map, as the expert gives
+        # a soft map, as the expert gives
+        weights = ndimage.gaussian_filter(sample.mask.astype(np.float32), 2)
         return embedder.features(sample.image).region_signature(sample.bbox, words, weights)
 
     crack, other_crack, hole = signature("crack", 1), signature("crack", 2), signature("hole", 3)

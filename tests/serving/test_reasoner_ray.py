@@ -40,9 +40,8 @@ def test_two_replicas_share_the_load() -> None:
             assert time.monotonic() < deadline, "no replica became ready"
             time.sleep(0.2)
         body = encode_input(build_input(steps=1)).model_dump(mode="json")
-        assert (
-            httpx.post(f"{url}/v1/reason", json=body, timeout=30).status_code == 401
-        )  # auth holds on Ray too
+        # auth holds on Ray too
+        assert httpx.post(f"{url}/v1/reason", json=body, timeout=30).status_code == 401
 
         def one(seed: int) -> tuple[int, str, str | None]:
             client = HttpReasoner(url, token="ray-token", timeout_s=60)
