@@ -161,7 +161,12 @@ def inspect(
             },
         }
         if question is not None:
-            request_data["question"] = {"text": question, "options": parse_options(option or [])}
+            options = parse_options(option or [])
+            if len(options) < 2:
+                raise InvalidRequestError(
+                    "--question needs its options, at least two: --option 'A=Crack' --option 'B=Scratch'"
+                )
+            request_data["question"] = {"text": question, "options": options}
         elif option:
             raise InvalidRequestError("--option needs --question")
         request = parse_request(request_data)

@@ -201,7 +201,7 @@ def list_products(
             table.add_row(
                 product.name,
                 product.knowledge or "-",
-                product.pose or "-",
+                product.pose or "inferred",
                 str(len(product.references)),
                 defects,
             )

@@ -78,6 +78,23 @@ def test_bad_option_syntax_is_typed(tmp_path: Path) -> None:
     assert result.stderr.strip().startswith("InvalidRequestError: --option must look like A=text")
 
 
+def test_a_question_without_its_options_says_how_to_give_them(tmp_path: Path) -> None:
+    image = tmp_path / "a.png"
+    image.write_bytes(b"")
+    result = subprocess.run(
+        [RIAD, "inspect", str(image), "--question", "What is wrong?"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "RIAD_DATA_DIR": str(tmp_path / "data"), "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "InvalidRequestError: --question needs its options, at least two: "
+        "--option 'A=Crack' --option 'B=Scratch'"
+    )
+
+
 def test_version_and_help() -> None:
     result = subprocess.run([RIAD, "--version"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.startswith("riad-agent ")
