@@ -26,13 +26,19 @@ from PIL import Image
 from scipy import ndimage
 
 from riad_agent.eval.expert_metrics import image_auroc
-from riad_agent.eval.typing_eval import _mask, labelled_defects, mask_box
+from riad_agent.eval.typing_eval import (
+    expert_signature,
+    labelled_defects,
+    mask_signature,
+    read_mask,
+    strongest_of,
+)
 from riad_agent.expert import ExpertConfig, PatchCoreExpert
 from riad_agent.expert.bank import MemoryBank
 from riad_agent.expert.expert import _scale_position
 from riad_agent.expert.pose import rotated
 from riad_agent.products import ImageEmbedder
-from riad_agent.products.embedding import MASK_SHARE, describe_box, signature_similarity
+from riad_agent.products.embedding import signature_similarity
 
 
 def partial_rows(
@@ -72,15 +78,6 @@ def with_rows(bank: MemoryBank, rows: torch.Tensor) -> MemoryBank:
     )
 
 
-def strongest(result) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]:
-    if result.regions:
-        top = max(result.regions, key=lambda r: r.score)
-        return (top.x0, top.y0, top.x1, top.y1), result.pixel_scores, result.prior_map()
-    y, x = np.unravel_index(int(np.argmax(result.pixel_scores)), result.pixel_scores.shape)
-    half = max(result.pixel_scores.shape) // 16
-    return (max(0, x - half), max(0, y - half), x + half, y + half), result.pixel_scores, result.prior_map()
-
-
 def category(
     folder: Path, expert: PatchCoreExpert, embedder: ImageEmbedder, refs: int, seed: int, views: int
 ) -> dict:
@@ -92,19 +89,18 @@ def category(
     types = sorted({item.defect_type for item in items})
     goods = [Image.open(p).convert("RGB") for p in sorted((folder / "test" / "good").glob("*.png"))]
     images = {item.path: Image.open(item.path).convert("RGB") for item in items}
-    masks = {item.path: _mask(item.mask) > 0.5 for item in items}
-    exemplar_sig = {}
-    for item in items:
-        box = mask_box(item.mask)
-        marked = _mask(item.mask)
-        exemplar_sig[item.path] = embedder.features(images[item.path]).region_signature(
-            box, describe_box(images[item.path], marked, box, refine=False), marked, MASK_SHARE
-        )
+    masks = {item.path: read_mask(item.mask) > 0.5 for item in items}
+    features = {item.path: embedder.features(images[item.path]) for item in items}
+    exemplar_sig = {
+        item.path: mask_signature(features[item.path], images[item.path], item.mask) for item in items
+    }
     rows_of = {
         item.path: partial_rows(expert, bank, images[item.path], masks[item.path], views) for item in items
     }
     rng = np.random.default_rng(seed)
     stats = {side: {"bad": [], "good": [], "touch": 0, "typed": 0} for side in ("refs", "refs+exemplars")}
+    # a normal test image against the references alone: the same bank for every query
+    stats["refs"]["good"] = [expert.analyse_with_bank(good, bank).score for good in goods[:1]]
     for item in items:
         chosen = {}
         for kind in types:
@@ -114,19 +110,14 @@ def category(
         for side, used in (("refs", bank), ("refs+exemplars", extra)):
             result = expert.analyse_with_bank(images[item.path], used)
             stats[side]["bad"].append(result.score)
-            box, values, prior = strongest(result)
+            box, values, prior = strongest_of(result, images[item.path].size)
             x0, y0, x1, y1 = box
             stats[side]["touch"] += bool(masks[item.path][y0:y1, x0:x1].any())
-            features = embedder.features(images[item.path])
-            query = features.region_signature(
-                box, describe_box(images[item.path], values, box, refine=True), prior
-            )
+            query = expert_signature(features[item.path], images[item.path], box, values, prior)
             best = max(types, key=lambda k: signature_similarity(query, exemplar_sig[chosen[k].path]))
             stats[side]["typed"] += best == item.defect_type
-        # a normal test image against the same banks
-        for good in goods[:1]:
-            stats["refs"]["good"].append(expert.analyse_with_bank(good, bank).score)
-            stats["refs+exemplars"]["good"].append(expert.analyse_with_bank(good, extra).score)
+        # and against this query's bank with the exemplars
+        stats["refs+exemplars"]["good"] += [expert.analyse_with_bank(good, extra).score for good in goods[:1]]
     out = {}
     for side, s in stats.items():
         bad, good = np.array(s["bad"]), np.array(s["good"])

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from riad_agent.eval.typing_eval import _mask, labelled_defects, mask_box, strongest_box
+from riad_agent.eval.typing_eval import expert_signature, labelled_defects, mask_signature, strongest_box
 from riad_agent.expert import ExpertConfig, PatchCoreExpert
 from riad_agent.products import ImageEmbedder
-from riad_agent.products.embedding import MASK_SHARE, describe_box, signature_similarity
+from riad_agent.products.embedding import signature_similarity
 
 SIDES = ("mask", "expert", "both")
 
@@ -36,15 +36,8 @@ def category_accuracy(folder: Path, embedder: ImageEmbedder, expert: PatchCoreEx
     for item in items:
         image = Image.open(item.path).convert("RGB")
         features = embedder.features(image)
-        marked = _mask(item.mask)
-        box = mask_box(item.mask)
-        by_mask[item.path] = features.region_signature(
-            box, describe_box(image, marked, box, refine=False), marked, MASK_SHARE
-        )
-        query_box, values, prior = box_of(image)
-        by_expert[item.path] = features.region_signature(
-            query_box, describe_box(image, values, query_box, refine=True), prior
-        )
+        by_mask[item.path] = mask_signature(features, image, item.mask)
+        by_expert[item.path] = expert_signature(features, image, *box_of(image))
     out = {}
     for k in ks:
         rng = np.random.default_rng(0)

@@ -225,17 +225,14 @@ def explanation_text(
     ``leaned``: the defect type the reasoner's answer names, when its lead was too small to state it;
     ``candidates``: the knowledge's candidate types to name when nothing states a type.
     """
+    calibrated = f"Verdict: {verdict} (calibrated anomaly score {score:.2f}; 0.50 is the edge of normal)."
+    sentences = [calibrated]
     if anomaly is None:  # the score is the reasoner's own probability, or 0.5: nothing calibrated it
-        sentences = [f"Verdict: {verdict} (uncalibrated anomaly score {score:.2f}, not the expert's)."]
-    else:
         sentences = [
-            f"Verdict: {verdict} (calibrated anomaly score {score:.2f}; 0.50 is the edge of normal)."
-        ]
-    if anomaly is None:
-        sentences.append(
+            f"Verdict: {verdict} (uncalibrated anomaly score {score:.2f}, not the expert's).",
             "No normal reference images were given, so no calibrated comparison was possible: "
-            "the verdict stays uncertain whatever the reasoner's answer."
-        )
+            "the verdict stays uncertain whatever the reasoner's answer.",
+        ]
     elif anomaly.notes:
         sentences.append("The vision expert could not judge this image: " + "; ".join(anomaly.notes) + ".")
     else:

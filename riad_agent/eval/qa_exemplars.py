@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from riad_agent.eval.typing_eval import labelled_defects, mask_box
+from riad_agent.eval.typing_eval import expert_signature, labelled_defects, mask_box, mask_signature
 from riad_agent.evidence import ExemplarTyping
 from riad_agent.explain import UNCERTAIN_BAND
 from riad_agent.products import ImageEmbedder
-from riad_agent.products.embedding import MASK_SHARE, RegionSignature, describe_box, signature_similarity
+from riad_agent.products.embedding import RegionSignature, signature_similarity
 from riad_agent.protocols import AnomalyMap, ExemplarHint
 
 
@@ -71,9 +71,7 @@ class LeaveOneOutExemplars:
             for item in labelled_defects(root) if (root / "test").is_dir() else []:
                 image = Image.open(item.path).convert("RGB")
                 box = mask_box(item.mask)
-                marked = (np.asarray(Image.open(item.mask).convert("L")) > 127).astype(np.float32)
-                words = describe_box(image, marked, box, refine=False)
-                signature = self.embedder.features(image).region_signature(box, words, marked, MASK_SHARE)
+                signature = mask_signature(self.embedder.features(image), image, item.mask)
                 key = f"{dataset}/{category}/test/{item.defect_type}/{item.path.name}"
                 found.append(_Exemplar(key, item.defect_type, signature, item.path, box))
             self._categories[(dataset, category)] = found
@@ -94,8 +92,9 @@ class LeaveOneOutExemplars:
             return None
         top = max(anomaly.regions, key=lambda region: region.score)
         box = (top.x0, top.y0, top.x1, top.y1)
-        words = describe_box(image, anomaly.pixel_scores, box, refine=True)
-        query = self.embedder.features(image).region_signature(box, words, anomaly.prior_map())
+        query = expert_signature(
+            self.embedder.features(image), image, box, anomaly.pixel_scores, anomaly.prior_map()
+        )
         rng = np.random.default_rng([self.seed, *key.encode()])
         matches, best_of = [], []
         for kind in types:

@@ -25,8 +25,14 @@ from pydantic import BaseModel, ConfigDict
 from riad_agent.errors import InvalidRequestError
 from riad_agent.evidence import ExemplarTyping
 from riad_agent.products import ImageEmbedder
-from riad_agent.products.embedding import MASK_SHARE, describe_box, signature_similarity
-from riad_agent.protocols import Expert
+from riad_agent.products.embedding import (
+    MASK_SHARE,
+    ImageFeatures,
+    RegionSignature,
+    describe_box,
+    signature_similarity,
+)
+from riad_agent.protocols import AnomalyMap, Expert
 
 BoxSource = Literal["mask", "expert"]
 ExpertBox = Callable[[Image.Image], tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]]
@@ -67,8 +73,27 @@ def labelled_defects(category_dir: Path) -> list[_Labelled]:
     return found
 
 
-def _mask(mask: Path) -> np.ndarray:
+def read_mask(mask: Path) -> np.ndarray:
+    """A mask file as 0/1 float32 (pixels above half-way are the defect)."""
     return (np.asarray(Image.open(mask).convert("L")) > 127).astype(np.float32)
+
+
+def mask_signature(features: ImageFeatures, image: Image.Image, mask: Path) -> RegionSignature:
+    """A labelled defect's signature by its mask: the exemplar side of every typing comparison."""
+    marked = read_mask(mask)
+    box = mask_box(mask)
+    return features.region_signature(box, describe_box(image, marked, box, refine=False), marked, MASK_SHARE)
+
+
+def expert_signature(
+    features: ImageFeatures,
+    image: Image.Image,
+    box: tuple[int, int, int, int],
+    values: np.ndarray,
+    prior: np.ndarray,
+) -> RegionSignature:
+    """The signature of the expert's region ``box`` (pixel map ``values``, cells by the ``prior`` map)."""
+    return features.region_signature(box, describe_box(image, values, box, refine=True), prior)
 
 
 def mask_box(mask: Path) -> tuple[int, int, int, int]:
@@ -84,16 +109,23 @@ def strongest_box(expert: Expert, references: Sequence[Image.Image]) -> ExpertBo
     """The expert's strongest region against ``references`` (its peak area when it found none)."""
 
     def box_of(image: Image.Image) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]:
-        found = expert.analyse(image, references)
-        if found.regions:
-            top = max(found.regions, key=lambda region: region.score)
-            return (top.x0, top.y0, top.x1, top.y1), found.pixel_scores, found.prior_map()
-        y, x = np.unravel_index(int(np.argmax(found.pixel_scores)), found.pixel_scores.shape)
-        half = max(image.size) // 16
-        peak = (max(0, int(x) - half), max(0, int(y) - half), int(x) + half, int(y) + half)
-        return peak, found.pixel_scores, found.prior_map()
+        return strongest_of(expert.analyse(image, references), image.size)
 
     return box_of
+
+
+def strongest_of(
+    found: AnomalyMap, size: tuple[int, int]
+) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]:
+    """The expert's strongest region of an image of ``size`` (its peak area when it found none), its
+    pixel map and its prior map."""
+    if found.regions:
+        top = max(found.regions, key=lambda region: region.score)
+        return (top.x0, top.y0, top.x1, top.y1), found.pixel_scores, found.prior_map()
+    y, x = np.unravel_index(int(np.argmax(found.pixel_scores)), found.pixel_scores.shape)
+    half = max(size) // 16
+    peak = (max(0, int(x) - half), max(0, int(y) - half), int(x) + half, int(y) + half)
+    return peak, found.pixel_scores, found.prior_map()
 
 
 def loo_typings(
@@ -120,16 +152,11 @@ def loo_typings(
     for item in items:
         image = Image.open(item.path).convert("RGB")
         features = embedder.features(image)
-        marked = _mask(item.mask)
-        exemplar_box = mask_box(item.mask)
-        exemplar_words = describe_box(image, marked, exemplar_box, refine=False)
-        signatures[item.path] = features.region_signature(exemplar_box, exemplar_words, marked, MASK_SHARE)
+        signatures[item.path] = mask_signature(features, image, item.mask)
         if expert_box is None or box == "mask":
             queries[item.path] = signatures[item.path]
         else:
-            query_box, values, prior = expert_box(image)
-            words = describe_box(image, values, query_box, refine=True)
-            queries[item.path] = features.region_signature(query_box, words, prior)
+            queries[item.path] = expert_signature(features, image, *expert_box(image))
     rng = np.random.default_rng(seed)
     typings = {}
     for item in items:
