@@ -39,8 +39,11 @@ GEN = ("synthetic/washer", "synthetic/bracket", "synthetic/bracket-loose")
 PAINT = ("scratch", "crack", "hole", "stain", "colour")
 
 
-def painted_train_defect(image: Image.Image, seed: int) -> tuple[Image.Image, np.ndarray]:
-    """A generated defect painted on the object of a real train/good image (object = far from border colour)."""
+def painted_train_defect(
+    image: Image.Image, seed: int, defect: str | None = None
+) -> tuple[Image.Image, np.ndarray]:
+    """A generated defect (``defect``, else one of ``PAINT`` by seed) painted on the object of a real
+    train/good image (object = far from border colour)."""
     pixels = np.asarray(image.convert("RGB"), dtype=np.float64)
     size = pixels.shape[0]
     border = np.median(np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]), axis=0)
@@ -49,7 +52,7 @@ def painted_train_defect(image: Image.Image, seed: int) -> tuple[Image.Image, np
     anchor = syn._support_anchor(support, size // 16)
     scene = syn._Scene(pixels, support, pixels * 0 + border, anchor, anchor)
     rng = np.random.default_rng([seed, 7])
-    defect = PAINT[seed % len(PAINT)]
+    defect = defect or PAINT[seed % len(PAINT)]
     mask, painted = syn._DEFECT_PAINTERS[defect](rng, scene, size)
     out = pixels.copy()
     out[mask] = painted[mask]

@@ -53,7 +53,7 @@ from riad_agent.expert.bank import BankCache, MemoryBank, bank_key, greedy_cores
 from riad_agent.expert.calibration import Calibration, fit_calibration, relative_calibration
 from riad_agent.expert.describe import describe_regions
 from riad_agent.expert.features import FeatureConfig, PatchFeatureExtractor
-from riad_agent.expert.pose import Pose, PoseEstimate, border_fill, infer_pose, rotated
+from riad_agent.expert.pose import Pose, PoseEstimate, border_fill, corner_content, infer_pose, rotated
 from riad_agent.expert.regions import (
     find_regions,
     guided_upsample,
@@ -159,15 +159,27 @@ class ExpertConfig(BaseModel):
     )
     free_disc: bool = Field(
         default=True,
-        description="Free pose: score only the inscribed disc (what a turn keeps in view; corners are fill).",
+        description="Free pose: score only the inscribed disc (what a turn keeps in view; corners are fill) "
+        "when the references' corners are background (see disc_corner_content).",
+    )
+    disc_corner_content: float = Field(
+        default=0.3,
+        ge=0,
+        description=(
+            "Free pose: the disc applies only when the references' corners hold less than this "
+            "(pose.corner_content: 0.04-0.16 for parts on a plain background, 0.4-0.5 for a transistor on "
+            "its board, 0.6-1.1 for textures and solar cells); otherwise the whole frame is scored less "
+            "its outer fixed_margin_cells (benchmarks/few_shot/corner_probe.py)."
+        ),
     )
     fixed_margin_cells: int = Field(
         default=2,
         ge=0,
         description=(
-            "Fixed pose with position features: the outermost cells of the patch grid are not scored "
-            "(the alignment shifts them out of view and the frame's edge varies most between normal "
-            "parts; chosen on MVTec train splits and generated parts: benchmarks/few_shot/structural_probe.py)."
+            "Fixed pose with position features, and a free pose scored without the disc: the outermost "
+            "cells of the patch grid are not scored (the alignment shifts them out of view and the "
+            "frame's edge varies most between normal parts; chosen on MVTec train splits and generated "
+            "parts: benchmarks/few_shot/structural_probe.py and corner_probe.py)."
         ),
     )
     rotation_images: int = Field(
@@ -370,7 +382,13 @@ class PatchCoreExpert:
             config_key=self.config.key(),
         )
         rotations = float(n_rot if free else 1)
-        bank.calibration = {"position": position, "rotations": rotations, "free": float(free)}
+        disc = free and self.config.free_disc and corner_content(images) < self.config.disc_corner_content
+        bank.calibration = {
+            "position": position,
+            "rotations": rotations,
+            "free": float(free),
+            "disc": float(disc),
+        }
         image_cal, pixel_cal, level, held_out = self._calibrate(bank, grids[::n_rot], images, free)
         outlier, ratio = _outlier({index: peak for index, (peak, _) in held_out.items()})
         typical_outlier, typical_ratio = _outlier({index: mean for index, (_, mean) in held_out.items()})
@@ -501,9 +519,10 @@ class PatchCoreExpert:
         distances = nearest_distances(flat, bank.features, exclude=exclude, exclude_owner=exclude_owner)
         grid = distances.reshape(bank.grid).numpy()
         inside = None
-        if self.config.free_disc and bank.calibration.get("free", 0.0) > 0:
+        free = bank.calibration.get("free", 0.0) > 0
+        if bank.calibration.get("disc", float(free and self.config.free_disc)) > 0:
             inside = _disc(bank.grid)
-        elif weight > 0 and self.config.fixed_margin_cells > 0:
+        elif (weight > 0 or free) and self.config.fixed_margin_cells > 0:
             inside = _inner(bank.grid, self.config.fixed_margin_cells)
         if inside is not None:
             grid = np.where(inside, grid, np.median(grid[inside])).astype(grid.dtype)

@@ -26,7 +26,15 @@ from scipy import ndimage
 
 from riad_agent.protocols import Pose
 
-__all__ = ["Pose", "PoseEstimate", "border_fill", "dominant_orientation", "infer_pose", "rotated"]
+__all__ = [
+    "Pose",
+    "PoseEstimate",
+    "border_fill",
+    "corner_content",
+    "dominant_orientation",
+    "infer_pose",
+    "rotated",
+]
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,29 @@ def infer_pose(
     spread = float(np.degrees(np.sqrt(max(0.0, -2.0 * np.log(max(resultant, 1e-9))))) / 2)
     pose: Pose = "fixed" if resultant >= fixed_above else "free"
     return PoseEstimate(pose, "references", spread, resultant)
+
+
+def corner_content(images: Sequence[Image.Image], side: int = 128, max_images: int = 16) -> float:
+    """How much the frame's corners (outside the inscribed circle) hold, relative to the circle's inside.
+
+    Per reference: the mean colour distance of the corner pixels from the border colour (the outer
+    ring's median) over the same inside the circle; the median over references. About 0.1 for a part
+    on a plain background (its corners are background), about 1 for a texture or a part that fills
+    the frame (a solar cell): there a free pose must still score the corners.
+    """
+    circle = _circle(side)
+    ratios = []
+    for image in images[:max_images]:
+        pixels = ndimage.gaussian_filter(
+            np.asarray(
+                image.convert("RGB").resize((side, side), Image.Resampling.BILINEAR), dtype=np.float64
+            ),
+            (1.0, 1.0, 0),
+        )
+        ring = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+        distance = np.linalg.norm(pixels - np.median(ring, axis=0), axis=-1)
+        ratios.append(float(distance[~circle].mean() / (distance[circle].mean() + 1e-6)))
+    return float(np.median(ratios)) if ratios else 0.0
 
 
 def border_fill(image: Image.Image) -> tuple[int, int, int]:

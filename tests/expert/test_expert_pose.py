@@ -12,7 +12,7 @@ from PIL import Image
 from riad_agent.data.synthetic import POSE_CATEGORIES, generate_sample
 from riad_agent.errors import InvalidImageError, InvalidRequestError
 from riad_agent.expert import ExpertConfig, PatchCoreExpert
-from riad_agent.expert.pose import infer_pose, rotated
+from riad_agent.expert.pose import corner_content, infer_pose, rotated
 
 SIZE = 160
 
@@ -97,6 +97,35 @@ def test_fixed_pose_scores_the_part_not_the_frame_edge(expert: PatchCoreExpert) 
     )
     stained = expert.analyse_with_bank(generate_sample("synthetic/bracket", "stain", 950, SIZE).image, bank)
     assert stained.score > 0.5 and stained.regions
+
+
+def _corner_stain(image: Image.Image) -> Image.Image:
+    """A dark stain in the top-left corner, outside the inscribed disc."""
+    pixels = np.asarray(image).copy()
+    ys, xs = np.mgrid[0 : pixels.shape[0], 0 : pixels.shape[1]]
+    pixels[np.hypot(xs - 0.07 * SIZE, ys - 0.07 * SIZE) < 0.04 * SIZE] = (25, 20, 20)
+    return Image.fromarray(pixels)
+
+
+def test_a_free_pose_texture_keeps_its_corners_scored(expert: PatchCoreExpert) -> None:
+    tiles = _refs("synthetic/tile", 4)
+    washers = _refs("synthetic/washer", 4)
+    assert corner_content(tiles) > 0.6 > 0.2 > corner_content(washers)  # a texture fills the frame
+    bank = expert.fit(tiles, pose="free")
+    assert bank.calibration["disc"] == 0.0
+    tile = generate_sample("synthetic/tile", None, 900, SIZE).image
+    assert expert.analyse_with_bank(tile, bank).score < 0.5
+    stained = expert.analyse_with_bank(_corner_stain(tile), bank)
+    assert stained.score > 0.5 and stained.regions
+    box = max(stained.regions, key=lambda region: region.score)
+    assert box.x0 < 0.25 * SIZE and box.y0 < 0.25 * SIZE  # the region is the corner stain
+    # the old rule (the disc for every free pose) leaves the same corner out of the score
+    disc_always = PatchCoreExpert(
+        ExpertConfig(features={"image_size": SIZE}, heatmap=False, disc_corner_content=100.0)
+    )
+    assert disc_always.analyse_with_bank(_corner_stain(tile), disc_always.fit(tiles, pose="free")).score < 0.5
+    # a part on a plain background keeps the disc: its corners are background
+    assert expert.fit(washers).calibration["disc"] == 1.0
 
 
 def test_knowledge_pose_overrides_the_inference(expert: PatchCoreExpert) -> None:
