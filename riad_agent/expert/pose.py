@@ -11,7 +11,8 @@ orientation). Aligned references share it: the resultant length ``R`` of their u
 vectors is close to 1; parts at random rotations scatter it. ``R < fixed_above`` (0.97, a spread of
 about +-7 degrees; chosen on generated products and MVTec train splits, see docs/results.md) means
 ``free``. Rotation-symmetric parts (a washer) and textures come out either way, which is harmless
-for them. One reference cannot show a spread: the caller decides (the expert assumes
+for them: a free pose scores only the inscribed disc when the references' corners are background
+(:func:`corner_content`), so a texture keeps its corners scored. One reference cannot show a spread: the caller decides (the expert assumes
 ``ExpertConfig.single_reference_pose``, free by default).
 """
 
