@@ -15,8 +15,8 @@ similarities); every variant mixes in the describer's words at the shipped weigh
 
 ``--build-train DIR`` writes a tuning layout from MVTec *train/good* images only (no test image): 4
 references per category and, on other train images, 4 defects per type with their masks: transistor
-``bent`` (a strip of the leads moved sideways), ``cut`` (a piece of a lead painted over with the board
-colour), ``stain`` and ``scratch`` (painted, ``fewshot.py``); hazelnut ``cut`` and painted ``crack``,
+``bent`` (a strip of the leads moved sideways) and ``cut`` (a piece of a lead painted over with the board
+colour), both ``structural_probe.py``'s at 256 px, ``stain`` and ``scratch`` (painted, ``fewshot.py``); hazelnut ``cut`` and painted ``crack``,
 ``hole``, ``colour``. Derived from CC BY-NC-SA images: keep it under /tmp, never in the repo.
 """
 
@@ -32,6 +32,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent / "few_shot"))
 from fewshot import MVTEC, painted_train_defect
+from structural_probe import structural_with_mask
 
 from riad_agent.eval.typing_eval import labelled_defects, mask_box, read_mask, strongest_box
 from riad_agent.expert import ExpertConfig, PatchCoreExpert
@@ -54,36 +55,6 @@ TRAIN_TYPES = {
 VARIANTS = ("cells", "resid", "both")
 
 
-def _border(pixels: np.ndarray) -> np.ndarray:
-    return np.median(np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]), axis=0)
-
-
-def structural_defect(
-    image: Image.Image, kind: str, rng: np.random.Generator
-) -> tuple[Image.Image, np.ndarray]:
-    """``bent``: a strip of the lower centre moved sideways; ``cut``: a square of the centre painted
-    with the border colour. Returns the image and its mask (True = defect)."""
-    pixels = np.asarray(image.convert("RGB")).copy()
-    side = pixels.shape[0]
-    mask = np.zeros(pixels.shape[:2], dtype=bool)
-    if kind == "bent":
-        x0 = int(rng.uniform(0.35, 0.6) * side)
-        w = int(rng.uniform(0.06, 0.1) * side)
-        y0, y1 = int(0.6 * side), int(rng.uniform(0.78, 0.9) * side)
-        shift = int(rng.uniform(0.04, 0.07) * side) * (1 if rng.random() < 0.5 else -1)
-        strip = pixels[y0:y1, x0 : x0 + w].copy()
-        pixels[y0:y1, x0 + shift : x0 + shift + w] = strip
-        mask[y0:y1, min(x0, x0 + shift) : max(x0, x0 + shift) + w] = True
-    elif kind == "cut":
-        half = int(rng.uniform(0.035, 0.055) * side)
-        cx, cy = int(rng.uniform(0.38, 0.62) * side), int(rng.uniform(0.45, 0.75) * side)
-        pixels[cy - half : cy + half, cx - half : cx + half] = _border(pixels).astype(np.uint8)
-        mask[cy - half : cy + half, cx - half : cx + half] = True
-    else:
-        raise ValueError(kind)
-    return Image.fromarray(pixels), mask
-
-
 def build_train_layout(out: Path, per_type: int = 4, shots: int = 4) -> None:
     """An MVTec-layout tuning folder from train/good images (see the module docstring)."""
     for cat, types in TRAIN_TYPES.items():
@@ -101,7 +72,7 @@ def build_train_layout(out: Path, per_type: int = 4, shots: int = 4) -> None:
                 source = Image.open(rest[t * per_type + j]).convert("RGB")
                 rng = np.random.default_rng([t, j, 7])
                 if kind in ("bent", "cut"):
-                    image, mask = structural_defect(source, kind, rng)
+                    image, mask = structural_with_mask(source, kind, rng)
                 else:
                     image, mask = painted_train_defect(source, 97 * t + j, kind)
                 image.save(out / cat / "test" / kind / f"{j:03d}.png")

@@ -44,17 +44,23 @@ from riad_agent.expert.pose import border_fill
 SIDE = 256
 
 
-def structural(image: Image.Image, kind: str, rng: np.random.Generator) -> Image.Image:
+def structural_with_mask(
+    image: Image.Image, kind: str, rng: np.random.Generator
+) -> tuple[Image.Image, np.ndarray]:
+    """A structural defect of ``kind`` made on ``image`` (resized to SIDE) and its mask (True = changed):
+    the whole frame for a turned or shifted part, the strip's old and new place for ``bent``, the
+    painted square for ``cut``."""
     base = image.convert("RGB").resize((SIDE, SIDE), Image.Resampling.BICUBIC)
     fill = border_fill(base)
+    mask = np.zeros((SIDE, SIDE), dtype=bool)
     if kind == "turned":
         angle = float(rng.uniform(10, 30)) * (1 if rng.random() < 0.5 else -1)
-        return base.rotate(angle, Image.Resampling.BICUBIC, fillcolor=fill)
+        return base.rotate(angle, Image.Resampling.BICUBIC, fillcolor=fill), ~mask
     if kind == "shifted":
         dx, dy = (int(v) for v in rng.uniform(0.10, 0.20, size=2) * SIDE * rng.choice([-1, 1], size=2))
         if rng.random() < 0.5:
             dy = 0
-        return Image.fromarray(np.roll(np.asarray(base), (dy, dx), axis=(0, 1)))
+        return Image.fromarray(np.roll(np.asarray(base), (dy, dx), axis=(0, 1))), ~mask
     pixels = np.asarray(base).copy()
     if kind == "bent":
         x0 = int(rng.uniform(0.35, 0.6) * SIDE)
@@ -63,14 +69,21 @@ def structural(image: Image.Image, kind: str, rng: np.random.Generator) -> Image
         shift = int(rng.uniform(0.04, 0.07) * SIDE) * (1 if rng.random() < 0.5 else -1)
         strip = pixels[y0:y1, x0 : x0 + w].copy()
         pixels[y0:y1, x0 + shift : x0 + shift + w] = strip
-        return Image.fromarray(pixels)
+        mask[y0:y1, min(x0, x0 + shift) : max(x0, x0 + shift) + w] = True
+        return Image.fromarray(pixels), mask
     if kind == "cut":
         side = int(rng.uniform(0.07, 0.11) * SIDE)
         cx, cy = int(rng.uniform(0.38, 0.62) * SIDE), int(rng.uniform(0.45, 0.75) * SIDE)
         pixels[cy - side // 2 : cy + side // 2, cx - side // 2 : cx + side // 2] = fill
+        mask[cy - side // 2 : cy + side // 2, cx - side // 2 : cx + side // 2] = True
         out = ndimage.gaussian_filter(pixels.astype(np.float32), (1, 1, 0))
-        return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
+        return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8)), mask
     raise ValueError(kind)
+
+
+def structural(image: Image.Image, kind: str, rng: np.random.Generator) -> Image.Image:
+    """The defective image of :func:`structural_with_mask`."""
+    return structural_with_mask(image, kind, rng)[0]
 
 
 KINDS = ("turned", "shifted", "bent", "cut")
