@@ -237,7 +237,8 @@ def explanation_text(
         sentences.append("The vision expert could not judge this image: " + "; ".join(anomaly.notes) + ".")
     else:
         if anomaly.pose:
-            sentences.append(f"Pose: {anomaly.pose}.")
+            scored = f"; scored: {anomaly.scored_area}" if anomaly.scored_area else ""
+            sentences.append(f"Pose: {anomaly.pose}{scored}.")
         if regions:
             top = max(regions, key=lambda r: r.score)
             box = f"x {top.x0}-{top.x1}, y {top.y0}-{top.y1}, score {top.score:.2f}"
@@ -372,6 +373,10 @@ def build_report(
     factor_y = image_size[1] / max(working_size[1], 1)
     if anomaly is not None:
         regions = scale_regions(anomaly.regions, factor_x, factor_y, image_size)
+    if verdict != "anomalous":
+        # a place is never stated as more anomalous than the image's own verdict allows (the pixel
+        # threshold is calibrated apart from the image's: "uncertain 0.48" sat beside a region at 0.70)
+        regions = [region.model_copy(update={"score": min(region.score, score)}) for region in regions]
     # the regions in words (working-copy pixels told in the original's), unless the part is normal
     description = (
         anomaly.description.rescaled(factor_x, factor_y)

@@ -134,8 +134,22 @@ def _first_section(rows: list[TriageRow], thumbs: _Thumbs, first: int) -> str:
         if more > 0
         else ""
     )
+    uncertain = sum(row.outcome == "uncertain" for row in urgent)
+    anomalous = len(urgent) - uncertain
+    parts = [
+        f"{count} {outcome}"
+        for count, outcome in ((uncertain, "uncertain"), (anomalous, "anomalous"))
+        if count
+    ]
+    order = (
+        ", uncertain first, then by score"
+        if uncertain and anomalous
+        else ", by score"
+        if len(urgent) > 1
+        else ""
+    )
     return (
-        f'{head} <span class="muted">({len(urgent)}: uncertain, then anomalous by score)</span></h2>'
+        f'{head} <span class="muted">({" and ".join(parts)}{order})</span></h2>'
         f'<div class="cards">{"".join(_card(row, thumbs) for row in urgent[:first])}</div>{rest}</section>'
     )
 

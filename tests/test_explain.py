@@ -89,6 +89,13 @@ def test_clear_scores_give_firm_verdicts_and_the_pose() -> None:
     anomalous = _report(_findings(0.9, regions=[box]))
     assert anomalous.verdict == "anomalous" and anomalous.regions
     assert "Pose: fixed (references)." in anomalous.explanation
+    edged = _findings(0.9, regions=[box]).model_copy(
+        update={"scored_area": "the image less its outer 6 % on each side"}
+    )
+    assert (
+        "Pose: fixed (references); scored: the image less its outer 6 % on each side."
+        in _report(edged).explanation
+    )
     assert _report(_findings(0.1)).verdict == "normal"
 
 
@@ -115,6 +122,18 @@ def test_a_normal_verdict_calls_its_regions_weak_deviations_not_defects() -> Non
     assert report.verdict == "normal" and report.defect_type is None
     assert "unlike the normal references" not in report.explanation
     assert "too weak for the whole image to count as defective" in report.explanation
+    # the place is not stated as more anomalous than the image (its pixel score read 0.65)
+    assert report.regions[0].score == pytest.approx(0.2) and "score 0.20" in report.explanation
+
+
+def test_an_uncertain_verdicts_regions_score_no_higher_than_the_image_and_an_anomalous_ones_keep_theirs() -> (
+    None
+):
+    strong = Region(x0=1, y0=2, x1=9, y1=12, score=0.7, area=40)
+    uncertain = _report(_findings(0.48, regions=[strong]))
+    assert uncertain.verdict == "uncertain" and [r.score for r in uncertain.regions] == [pytest.approx(0.48)]
+    anomalous = _report(_findings(0.6, regions=[strong]))
+    assert anomalous.verdict == "anomalous" and [r.score for r in anomalous.regions] == [pytest.approx(0.7)]
 
 
 def test_a_normal_verdict_never_carries_the_reasoners_defect_type() -> None:

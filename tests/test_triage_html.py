@@ -261,6 +261,19 @@ def test_needs_a_human_first_comes_first_uncertain_then_anomalous_by_score(resul
     assert [card["outcome"] for card in page.cards] == ["uncertain", "uncertain", "anomalous", "anomalous"]
     assert "and 2 more" in html  # deleted.png and hole/000.png wait in the table
     assert "the score is close to 0.5" in "".join(page.text)
+    assert "(2 uncertain and 4 anomalous, uncertain first, then by score)" in html
+
+
+def test_the_first_heading_names_only_the_outcomes_it_lists(tmp_path: Path) -> None:
+    root = tmp_path / "line"
+    lines = [
+        _new(_save(root / f"{i}.png", True, i), root, verdict="anomalous", score=0.6 + i / 10)
+        for i in range(2)
+    ] + [_new(_save(root / "good.png", False, 9), root)]
+    out = tmp_path / "results.jsonl"
+    out.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    html = render_triage_html(out)
+    assert "(2 anomalous, by score)" in html and "uncertain first" not in html
 
 
 def test_counts_histograms_and_errors(results: Path) -> None:

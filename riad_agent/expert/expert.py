@@ -518,15 +518,28 @@ class PatchCoreExpert:
         exclude = None if exclude_owner is None else bank.owners
         distances = nearest_distances(flat, bank.features, exclude=exclude, exclude_owner=exclude_owner)
         grid = distances.reshape(bank.grid).numpy()
-        inside = None
-        free = bank.calibration.get("free", 0.0) > 0
-        if bank.calibration.get("disc", float(free and self.config.free_disc)) > 0:
-            inside = _disc(bank.grid)
-        elif (weight > 0 or free) and self.config.fixed_margin_cells > 0:
-            inside = _inner(bank.grid, self.config.fixed_margin_cells)
+        inside, _ = self._scored_cells(bank)
         if inside is not None:
             grid = np.where(inside, grid, np.median(grid[inside])).astype(grid.dtype)
         return grid
+
+    def _scored_cells(self, bank: MemoryBank) -> tuple[np.ndarray | None, str]:
+        """The grid cells that count (None = all) and, in words, the part of the image they cover.
+
+        A free pose on a plain background: the inscribed disc (the corners hold background, which
+        turns with the part); a free pose filling the frame or a fixed pose with position features:
+        all but the outer ``fixed_margin_cells`` (the frame's edge, where padding and alignment shift
+        cells out of view); otherwise every cell.
+        """
+        free = bank.calibration.get("free", 0.0) > 0
+        weight = self.config.features.position_weight * bank.calibration.get("position", 1.0)
+        if bank.calibration.get("disc", float(free and self.config.free_disc)) > 0:
+            return _disc(bank.grid), "the disc inscribed in the image (its corners are background)"
+        margin = self.config.fixed_margin_cells
+        if (weight > 0 or free) and margin > 0 and min(bank.grid) > 2 * margin:
+            share = 100.0 * margin / min(bank.grid)
+            return _inner(bank.grid, margin), f"the image less its outer {share:.0f} % on each side"
+        return None, "the whole image"
 
     def _scores(self, grid: np.ndarray, guide: torch.Tensor | None = None) -> tuple[float, np.ndarray]:
         """(image raw score, pixel map at network input size) from a raw patch-distance grid.
@@ -685,6 +698,7 @@ class PatchCoreExpert:
             prior_scores=prior_scores,
             render_heatmap=render,
             pose=bank.meta.get("pose"),
+            scored_area=self._scored_cells(bank)[1],
             notes=notes,
             cautions=self.reference_cautions(bank),
             render_description=render_description,

@@ -86,15 +86,15 @@ def test_fixed_pose_scores_the_part_not_the_frame_edge(expert: PatchCoreExpert) 
     assert cornered.score < 0.5
     grid = cornered.patch_scores
     assert np.ptp(grid[:2]) == 0 and np.ptp(grid[:, -2:]) == 0  # the outer cells carry the median
+    # the report can say so: 2 of the 20 cells of a 160 px input
+    assert cornered.scored_area == "the image less its outer 10 % on each side"
     unmargined = PatchCoreExpert(
         ExpertConfig(features={"image_size": SIZE}, heatmap=False, fixed_margin_cells=0)
     )
-    assert (
-        unmargined.analyse_with_bank(
-            Image.fromarray(pixels), unmargined.fit(_refs("synthetic/bracket", 4))
-        ).score
-        > 0.5
+    whole = unmargined.analyse_with_bank(
+        Image.fromarray(pixels), unmargined.fit(_refs("synthetic/bracket", 4))
     )
+    assert whole.score > 0.5 and whole.scored_area == "the whole image"
     stained = expert.analyse_with_bank(generate_sample("synthetic/bracket", "stain", 950, SIZE).image, bank)
     assert stained.score > 0.5 and stained.regions
 
@@ -117,6 +117,7 @@ def test_a_free_pose_texture_keeps_its_corners_scored(expert: PatchCoreExpert) -
     assert expert.analyse_with_bank(tile, bank).score < 0.5
     stained = expert.analyse_with_bank(_corner_stain(tile), bank)
     assert stained.score > 0.5 and stained.regions
+    assert stained.scored_area == "the image less its outer 10 % on each side"
     box = max(stained.regions, key=lambda region: region.score)
     assert box.x0 < 0.25 * SIZE and box.y0 < 0.25 * SIZE  # the region is the corner stain
     # the old rule (the disc for every free pose) leaves the same corner out of the score
@@ -125,7 +126,10 @@ def test_a_free_pose_texture_keeps_its_corners_scored(expert: PatchCoreExpert) -
     )
     assert disc_always.analyse_with_bank(_corner_stain(tile), disc_always.fit(tiles, pose="free")).score < 0.5
     # a part on a plain background keeps the disc: its corners are background
-    assert expert.fit(washers).calibration["disc"] == 1.0
+    washer_bank = expert.fit(washers)
+    assert washer_bank.calibration["disc"] == 1.0
+    washer = expert.analyse_with_bank(generate_sample("synthetic/washer", None, 900, SIZE).image, washer_bank)
+    assert washer.scored_area == "the disc inscribed in the image (its corners are background)"
 
 
 def test_knowledge_pose_overrides_the_inference(expert: PatchCoreExpert) -> None:
