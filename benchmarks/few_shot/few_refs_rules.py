@@ -1,0 +1,103 @@
+"""Offline: threshold rules for 2-4 references on collected grids (``fewshot.py collect``, and
+``elpv_collect.py`` as a check set that never chooses).
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/few_shot/few_refs_rules.py --tune TAG [--check TAG]
+
+Rules, per bank of n references (its n leave-one-out peaks, median ``level``; ``prior`` = the raw
+threshold learned once for one reference, 6.5 for the default features):
+- 'relative': f x level (the shipped rule, f = 1.15);
+- 'shrink': exp((n log(f x level) + n0 log(prior)) / (n + n0)), the leave-one-out level pulled
+  toward the prior with the weight of n0 references.
+- 'unlike': the shipped threshold, and a query whose mean patch distance is R times the references'
+  median leave-one-out mean or more held at 0.5 (``uncertain``: it looks unlike them overall).
+Verdict balanced accuracy at the shipped band (uncertain counts as wrong), per set the mean over
+draws, then the mean over sets, per reference count; the share of confident wrong answers
+(normal at <= 0.2 for a defect, anomalous at >= 0.8 for a good part) beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling fewshot.py
+from fewshot import CACHE, sigmoid, verdict_bacc
+
+PRIOR = 6.5
+FACTOR = 1.15
+SCALE = 0.08
+
+
+def threshold(row: dict, rule: str, n0: float) -> float:
+    peaks = [float(g.max()) for g in row["held"]]
+    level = float(np.median(peaks))
+    if rule in ("relative", "unlike"):
+        return FACTOR * level
+    n = len(peaks)
+    return float(np.exp((n * np.log(FACTOR * level) + n0 * np.log(PRIOR)) / (n + n0)))
+
+
+def scores(row: dict, thr: float, unlike: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    raw = np.array([q["grid"].max() for q in row["queries"]])
+    labels = np.array([q["label"] for q in row["queries"]])
+    calibrated = sigmoid((raw - thr) / (SCALE * thr))
+    if unlike is not None:
+        level = float(np.median([g.mean() for g in row["held"]]))
+        ratio = np.array([q["grid"].mean() for q in row["queries"]]) / level
+        calibrated = np.where(ratio >= unlike, 0.5, calibrated)
+    return calibrated, labels
+
+
+def table(rows: list[dict], rule: str, n0: float) -> dict[int, tuple[float, float, dict[str, float]]]:
+    out = {}
+    for shots in sorted({r["shots"] for r in rows}):
+        per_set: dict[str, list[float]] = {}
+        wrong = []
+        for row in rows:
+            if row["shots"] != shots or len(row["held"]) < 2:
+                continue
+            s, y = scores(row, threshold(row, rule, n0), n0 if rule == "unlike" else None)
+            per_set.setdefault(row["name"], []).append(verdict_bacc(s, y)[0])
+            wrong.append(np.mean(np.where(y, s <= 0.2, s >= 0.8)))
+        if per_set:
+            means = {k: float(np.mean(v)) for k, v in per_set.items()}
+            out[shots] = (float(np.mean(list(means.values()))), float(np.mean(wrong)), means)
+    return out
+
+
+def load(tags: list[str]) -> list[dict]:
+    """The collected rows of these tags."""
+    return [row for tag in tags for row in pickle.load((CACHE / f"fewshot-{tag}.pkl").open("rb"))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tune", nargs="+", required=True)
+    parser.add_argument("--check", nargs="*", default=[])
+    parser.add_argument("--n0", type=float, nargs="*", default=[0.5, 1, 2, 3, 4, 6])
+    parser.add_argument("--unlike", type=float, nargs="*", default=[1.6, 1.8, 2.0])
+    args = parser.parse_args()
+    for label, rows in (("tuning", load(args.tune)), ("check", load(args.check))):
+        if not rows:
+            continue
+        print(f"== {label} ==")
+        rules = (
+            [("relative", 0.0)] + [("shrink", n0) for n0 in args.n0] + [("unlike", r) for r in args.unlike]
+        )
+        for rule, n0 in rules:
+            result = table(rows, rule, n0)
+            cells = "  ".join(
+                f"k={k}: {bacc:.3f} (conf. wrong {wrong:.2f})" for k, (bacc, wrong, _) in result.items()
+            )
+            print(f"{rule:8s} {'R' if rule == 'unlike' else 'n0'}={n0:<4} {cells}")
+            if label == "check" or rule == "relative":
+                for k, (_, _, sets) in result.items():
+                    print("      ", k, {s.split("/")[-1]: round(v, 3) for s, v in sets.items()})
+
+
+if __name__ == "__main__":
+    main()
