@@ -10,6 +10,10 @@ threshold learned once for one reference, 6.5 for the default features):
   toward the prior with the weight of n0 references.
 - 'unlike': the shipped threshold, and a query whose mean patch distance is R times the references'
   median leave-one-out mean or more held at 0.5 (``uncertain``: it looks unlike them overall).
+- 'widen': the shipped threshold with the logistic scale widened for 2-3 references,
+  hypot(0.08, spread[n - 2]) x threshold (``ExpertConfig.few_reference_spread``; ``--spread``).
+  The spread is the tuning sets' root-mean-square log error of an n-reference threshold against the
+  same product's mean 4-reference one, less the 4-reference error (``--errors`` prints them).
 Verdict balanced accuracy at the shipped band (uncertain counts as wrong), per set the mean over
 draws, then the mean over sets, per reference count; the share of confident wrong answers
 (normal at <= 0.2 for a defect, anomalous at >= 0.8 for a good part) beside it.
@@ -35,16 +39,18 @@ SCALE = 0.08
 def threshold(row: dict, rule: str, n0: float) -> float:
     peaks = [float(g.max()) for g in row["held"]]
     level = float(np.median(peaks))
-    if rule in ("relative", "unlike"):
+    if rule in ("relative", "unlike", "widen"):
         return FACTOR * level
     n = len(peaks)
     return float(np.exp((n * np.log(FACTOR * level) + n0 * np.log(PRIOR)) / (n + n0)))
 
 
-def scores(row: dict, thr: float, unlike: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def scores(
+    row: dict, thr: float, unlike: float | None = None, scale: float = SCALE
+) -> tuple[np.ndarray, np.ndarray]:
     raw = np.array([q["grid"].max() for q in row["queries"]])
     labels = np.array([q["label"] for q in row["queries"]])
-    calibrated = sigmoid((raw - thr) / (SCALE * thr))
+    calibrated = sigmoid((raw - thr) / (scale * thr))
     if unlike is not None:
         level = float(np.median([g.mean() for g in row["held"]]))
         ratio = np.array([q["grid"].mean() for q in row["queries"]]) / level
@@ -52,7 +58,24 @@ def scores(row: dict, thr: float, unlike: float | None = None) -> tuple[np.ndarr
     return calibrated, labels
 
 
-def table(rows: list[dict], rule: str, n0: float) -> dict[int, tuple[float, float, dict[str, float]]]:
+def threshold_errors(rows: list[dict]) -> dict[int, float]:
+    """Per reference count, the rms log error of the shipped threshold against the product's mean
+    4-reference threshold (over draws)."""
+    four: dict[str, list[float]] = {}
+    for row in rows:
+        if row["shots"] == 4 and not row["name"].startswith("trainrot"):
+            four.setdefault(row["name"], []).append(float(np.log(threshold(row, "relative", 0.0))))
+    errors: dict[int, list[float]] = {}
+    for row in rows:
+        if len(row["held"]) >= 2 and row["name"] in four:
+            error = np.log(threshold(row, "relative", 0.0)) - np.mean(four[row["name"]])
+            errors.setdefault(row["shots"], []).append(float(error))
+    return {n: float(np.sqrt(np.mean(np.square(e)))) for n, e in sorted(errors.items())}
+
+
+def table(
+    rows: list[dict], rule: str, n0: float, spread: tuple[float, ...] = ()
+) -> dict[int, tuple[float, float, dict[str, float]]]:
     out = {}
     for shots in sorted({r["shots"] for r in rows}):
         per_set: dict[str, list[float]] = {}
@@ -60,7 +83,11 @@ def table(rows: list[dict], rule: str, n0: float) -> dict[int, tuple[float, floa
         for row in rows:
             if row["shots"] != shots or len(row["held"]) < 2:
                 continue
-            s, y = scores(row, threshold(row, rule, n0), n0 if rule == "unlike" else None)
+            n = len(row["held"])
+            scale = SCALE
+            if rule == "widen" and n - 2 < len(spread):
+                scale = float(np.hypot(SCALE, spread[n - 2]))
+            s, y = scores(row, threshold(row, rule, n0), n0 if rule == "unlike" else None, scale)
             per_set.setdefault(row["name"], []).append(verdict_bacc(s, y)[0])
             wrong.append(np.mean(np.where(y, s <= 0.2, s >= 0.8)))
         if per_set:
@@ -80,16 +107,20 @@ def main() -> None:
     parser.add_argument("--check", nargs="*", default=[])
     parser.add_argument("--n0", type=float, nargs="*", default=[0.5, 1, 2, 3, 4, 6])
     parser.add_argument("--unlike", type=float, nargs="*", default=[1.6, 1.8, 2.0])
+    parser.add_argument("--spread", type=float, nargs="*", default=[0.15, 0.04])
+    parser.add_argument("--errors", action="store_true", help="print the thresholds' errors")
     args = parser.parse_args()
     for label, rows in (("tuning", load(args.tune)), ("check", load(args.check))):
         if not rows:
             continue
         print(f"== {label} ==")
+        if args.errors:
+            print("rms log error of the threshold vs the 4-reference one:", threshold_errors(rows))
         rules = (
             [("relative", 0.0)] + [("shrink", n0) for n0 in args.n0] + [("unlike", r) for r in args.unlike]
         )
-        for rule, n0 in rules:
-            result = table(rows, rule, n0)
+        for rule, n0 in [*rules, ("widen", 0.0)]:
+            result = table(rows, rule, n0, tuple(args.spread))
             cells = "  ".join(
                 f"k={k}: {bacc:.3f} (conf. wrong {wrong:.2f})" for k, (bacc, wrong, _) in result.items()
             )

@@ -51,6 +51,7 @@ class CategoryResult(BaseModel):
     anomalous_above_half: float | None = None
     verdict_balanced_accuracy: float | None = None
     uncertain_fraction: float | None = None
+    confidently_wrong: float | None = None  # a good part at >= 0.8 or a defect at <= 0.2, of all test images
     pose: str | None = None
     ms_per_image: float
     fit_seconds: float
@@ -140,6 +141,15 @@ def verdict_balanced_accuracy(
     return float(np.mean(rates)) if rates else float("nan"), uncertain
 
 
+def confidently_wrong(labels: Sequence[bool], scores: Sequence[float], margin: float = 0.3) -> float:
+    """Share of the images on the wrong side of 0.5 by ``margin`` or more (a good part at >= 0.8, a
+    defect at <= 0.2 by default): the answers an operator would trust and should not."""
+    y, s = np.asarray(labels, dtype=bool), np.asarray(scores, dtype=np.float64)
+    if not s.size:
+        return 0.0
+    return float(np.where(y, s <= 0.5 - margin, s >= 0.5 + margin).mean())
+
+
 def _rotate_query(image: Image.Image, mask: np.ndarray, seed: int) -> tuple[Image.Image, np.ndarray]:
     """The image (and its mask) turned by a seeded random angle in [20, 340] degrees, corners filled."""
     angle = float(np.random.default_rng(seed).uniform(20.0, 340.0))
@@ -223,6 +233,7 @@ def evaluate_mvtec(
                 anomalous_above_half=anomalous_ok,
                 verdict_balanced_accuracy=balanced,
                 uncertain_fraction=uncertain,
+                confidently_wrong=confidently_wrong(labels, scores),
                 pose=bank.meta.get("pose"),
                 ms_per_image=1000.0 * elapsed / max(1, len(tests)),
                 fit_seconds=fit_seconds,
@@ -295,6 +306,7 @@ def evaluate_elpv(
                 anomalous_above_half=anomalous_ok,
                 verdict_balanced_accuracy=balanced,
                 uncertain_fraction=uncertain,
+                confidently_wrong=confidently_wrong(labels, scores),
                 pose=bank.meta.get("pose"),
                 ms_per_image=1000.0 * elapsed / max(1, len(test) + len(extra)),
                 fit_seconds=fit_seconds,
@@ -311,6 +323,7 @@ def mean_of(results: list[CategoryResult]) -> dict[str, float]:
         "aupro_30",
         "image_auroc_all",
         "verdict_balanced_accuracy",
+        "confidently_wrong",
         "ms_per_image",
     ):
         values = [getattr(r, field) for r in results if getattr(r, field) is not None]
@@ -321,7 +334,16 @@ def mean_of(results: list[CategoryResult]) -> dict[str, float]:
 
 def table(evaluation: ExpertEvaluation) -> Table:
     table = Table(title=f"vision expert on {evaluation.dataset} ({evaluation.shots or 'all'} shots)")
-    columns = ("category", "refs", "pose", "good/bad", "image AUROC", "verdict bal.acc", "pixel AUROC")
+    columns = (
+        "category",
+        "refs",
+        "pose",
+        "good/bad",
+        "image AUROC",
+        "verdict bal.acc",
+        "conf. wrong",
+        "pixel AUROC",
+    )
     for column in (*columns, "AUPRO@30%", "ms/img"):
         table.add_column(column)
 
@@ -336,6 +358,7 @@ def table(evaluation: ExpertEvaluation) -> Table:
             f"{r.n_test_good}/{r.n_test_anomalous}",
             fmt(r.image_auroc),
             fmt(r.verdict_balanced_accuracy),
+            fmt(r.confidently_wrong),
             fmt(r.pixel_auroc),
             fmt(r.aupro_30),
             f"{r.ms_per_image:.0f}",
@@ -348,6 +371,7 @@ def table(evaluation: ExpertEvaluation) -> Table:
         "",
         fmt(m.get("image_auroc")),
         fmt(m.get("verdict_balanced_accuracy")),
+        fmt(m.get("confidently_wrong")),
         fmt(m.get("pixel_auroc")),
         fmt(m.get("aupro_30")),
         f"{m.get('ms_per_image', 0):.0f}",

@@ -27,6 +27,9 @@ alignment, a few jittered copies of each reference (``fixed_views``), and the ou
 Calibration with few references (``calibration="relative"``): the image score is the peak patch
 distance; 2+ references: threshold = ``relative_factor`` x the median leave-one-out score; one
 reference: a fixed raw threshold learned once for the default features (``single_threshold``).
+The logistic scale is ``relative_scale`` x the threshold, widened for 2-3 references
+(``few_reference_spread``): a threshold read from two comparisons is itself uncertain, and a score
+near it must not read as a confident answer.
 The constants (``relative_factor``, ``single_threshold``, ...) were chosen on generated products and
 MVTec train splits only; the measurements are in ``docs/results.md``.
 """
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -130,6 +134,15 @@ class ExpertConfig(BaseModel):
     )
     single_factor: float = Field(default=1.45, gt=0, description="Threshold / median view score, 1 ref.")
     relative_scale: float = Field(default=0.08, gt=0, description="Logistic scale / threshold.")
+    few_reference_spread: tuple[float, ...] = Field(
+        default=(0.15, 0.04),
+        description=(
+            "2, 3, ... references: how much less certain their leave-one-out threshold is than a "
+            "4-reference one (relative; the extra root-mean-square log error of the threshold, measured "
+            "on generated products and train splits, see docs/results.md). The logistic scale becomes "
+            "hypot(relative_scale, spread) x threshold, so a score from 2 references is less confident."
+        ),
+    )
     calibration_z: float = Field(default=2.0, ge=0)
     single_reference_margin: float = Field(default=1.25, ge=1.0)
     pose: Literal["auto", "free", "fixed"] = Field(
@@ -465,9 +478,11 @@ class PatchCoreExpert:
                 threshold = self.config.single_threshold
             else:
                 threshold = self.config.single_factor * level
-            image_cal, pixel_cal = relative_calibration(
-                threshold, image_scores, pixel_peaks, method, self.config.relative_scale
-            )
+            scale = self.config.relative_scale
+            spread = self.config.few_reference_spread
+            if method == "leave-one-out" and bank.n_references - 2 < len(spread):
+                scale = math.hypot(scale, spread[bank.n_references - 2])
+            image_cal, pixel_cal = relative_calibration(threshold, image_scores, pixel_peaks, method, scale)
             return image_cal, pixel_cal, level, held_out
         z = self.config.calibration_z
         return (

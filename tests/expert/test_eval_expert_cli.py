@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from riad_agent.commands.eval_expert import eval_expert
 from riad_agent.data.synthetic import write_mvtec_layout
+from riad_agent.eval.expert_eval import confidently_wrong
 
 app = typer.Typer()
 app.command()(eval_expert)
@@ -39,6 +40,9 @@ def test_eval_command_reports_metrics_per_category_and_mean(tmp_path: Path) -> N
     assert report["mean"]["image_auroc"] == washer["image_auroc"]
     assert 0.5 <= washer["verdict_balanced_accuracy"] <= 1.0 and 0.0 <= washer["uncertain_fraction"] <= 1.0
     assert washer["pose"].endswith("(references)")
+    assert (
+        washer["confidently_wrong"] == 0.0
+    )  # the washer's clear defects: no answer is wrong, let alone sure
 
     two_shot = CliRunner().invoke(app, ["--data", str(tmp_path), "--size", "128", "--shots", "2", "--json"])
     assert two_shot.exit_code == 0
@@ -54,3 +58,10 @@ def test_eval_command_fails_with_one_typed_line(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "nope" in bad.output
     pose = CliRunner().invoke(app, ["--data", str(tmp_path), "--pose", "sideways"])
     assert pose.exit_code == 2 and "InvalidRequestError: --pose must be 'free' or 'fixed'" in pose.output
+
+
+def test_confidently_wrong_counts_only_answers_far_on_the_wrong_side() -> None:
+    labels = [False, False, True, True]
+    assert confidently_wrong(labels, [0.1, 0.79, 0.21, 0.9]) == 0.0  # near misses are not confident
+    assert confidently_wrong(labels, [0.85, 0.1, 0.05, 0.9]) == 0.5  # a sure alarm and a sure pass
+    assert confidently_wrong([], []) == 0.0

@@ -12,6 +12,7 @@ from PIL import Image
 from riad_agent.data.synthetic import POSE_CATEGORIES, generate_sample
 from riad_agent.errors import InvalidImageError, InvalidRequestError
 from riad_agent.expert import ExpertConfig, PatchCoreExpert
+from riad_agent.expert.calibration import calibrate
 from riad_agent.expert.pose import corner_content, infer_pose, rotated
 
 SIZE = 160
@@ -136,6 +137,28 @@ def test_knowledge_pose_overrides_the_inference(expert: PatchCoreExpert) -> None
     refs = _refs("synthetic/bracket", 3)
     assert expert.fit(refs, pose="free").meta["pose"] == "free (knowledge)"
     assert expert.fit(refs).meta["pose"] == "fixed (references)"
+
+
+def test_two_references_give_a_less_confident_score_than_four(expert: PatchCoreExpert) -> None:
+    two, four = expert.fit(_refs("synthetic/bracket", 2)), expert.fit(_refs("synthetic/bracket", 4))
+    relative = {
+        n: bank.calibration["scale"] / bank.calibration["threshold"] for n, bank in ((2, two), (4, four))
+    }
+    assert relative[2] == pytest.approx(float(np.hypot(0.08, 0.15)))  # the 2-reference threshold's spread
+    assert relative[4] == pytest.approx(0.08)
+    # a raw score 15 % under the threshold: a confident "normal" from 4 references, not from 2
+    below = {
+        n: calibrate(
+            0.85 * bank.calibration["threshold"], bank.calibration["threshold"], bank.calibration["scale"]
+        )
+        for n, bank in ((2, two), (4, four))
+    }
+    assert below[4] < 0.2 < below[2] < 0.45
+    wide = PatchCoreExpert(
+        ExpertConfig(features={"image_size": SIZE}, heatmap=False, few_reference_spread=())
+    )
+    narrow = wide.fit(_refs("synthetic/bracket", 2)).calibration
+    assert narrow["scale"] / narrow["threshold"] == pytest.approx(0.08)  # () switches the widening off
 
 
 @pytest.mark.parametrize("size", [(1, 1), (20, 20), (10000, 10), (31, 64)])
