@@ -62,7 +62,9 @@ class TriageRecord(BaseModel):
     threshold: float = 0.5
     regions: list[RecordRegion] = Field(default_factory=list)  # strongest first
     defect_type: str | None = None
-    type_confidence: float | None = None
+    type_confidence: float | None = (
+        None  # the closest labelled exemplar's similarity (0-1), not a probability
+    )
     size: tuple[int, int] | None = None
     reasoner: bool = False
     report: InspectionReport | None = None

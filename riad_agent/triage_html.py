@@ -84,7 +84,8 @@ def _defect(row: TriageRow) -> str:
     confidence = (
         ""
         if row.type_confidence is None
-        else f' <span class="muted" title="type confidence">({row.type_confidence:.2f})</span>'
+        else f' <span class="muted" title="similarity to the closest labelled exemplar">'
+        f"({row.type_confidence:.2f})</span>"
     )
     if row.outcome == "uncertain":  # not called defective: what it would be, not a finding
         return f'<span title="if it is a defect">looks like {_e(row.defect_type)}</span>' + confidence
@@ -257,7 +258,8 @@ def _table(rows: list[TriageRow], thumbs: _Thumbs, heatmaps: bool) -> str:
         f'<section id="all"><h2>All images</h2>{_filters(rows)}'
         f'<table id="rows"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
         '<p class="legend">Boxes: the strongest region of anomalous (red) and uncertain (amber) images. '
-        "Dotted product: recognised from the image. Type confidence in brackets. Click a heading to sort.</p>"
+        "Dotted product: recognised from the image. In brackets after a type: its similarity to the "
+        "closest labelled exemplar (0-1, not a probability). Click a heading to sort.</p>"
         "</section>"
     )
 
