@@ -16,7 +16,7 @@ threshold learned once for one reference, 6.5 for the default features):
   same product's mean 4-reference one, less the 4-reference error (``--errors`` prints them).
 Verdict balanced accuracy at the shipped band (uncertain counts as wrong), per set the mean over
 draws, then the mean over sets, per reference count; the share of confident wrong answers
-(normal at <= 0.2 for a defect, anomalous at >= 0.8 for a good part) beside it.
+(``riad_agent.eval.expert_eval.confidently_wrong``: a defect at <= 0.2, a good part at >= 0.8) beside it.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling fewshot.py
 from fewshot import CACHE, sigmoid, verdict_bacc
+
+from riad_agent.eval.expert_eval import confidently_wrong
 
 PRIOR = 6.5
 FACTOR = 1.15
@@ -89,7 +91,7 @@ def table(
                 scale = float(np.hypot(SCALE, spread[n - 2]))
             s, y = scores(row, threshold(row, rule, n0), n0 if rule == "unlike" else None, scale)
             per_set.setdefault(row["name"], []).append(verdict_bacc(s, y)[0])
-            wrong.append(np.mean(np.where(y, s <= 0.2, s >= 0.8)))
+            wrong.append(confidently_wrong(list(y), list(s)))
         if per_set:
             means = {k: float(np.mean(v)) for k, v in per_set.items()}
             out[shots] = (float(np.mean(list(means.values()))), float(np.mean(wrong)), means)
