@@ -39,7 +39,7 @@ from riad_agent.graphs.triage_results import RecordRegion, TriageRecord
 from riad_agent.imaging import working_size
 from riad_agent.products import ProductRegistry
 from riad_agent.protocols import KnowledgeBase, Pose
-from riad_agent.schemas import InspectionOptions, InspectionReport, InspectionRequest
+from riad_agent.schemas import InspectionOptions, InspectionReport, InspectionRequest, score_text
 
 ReasonerMode = Literal["always", "uncertain", "never"]
 
@@ -266,7 +266,7 @@ def uncertain_reason(report: InspectionReport, findings: ExpertFindings | None) 
         return "the references cannot judge it: " + "; ".join(findings.notes)
     if findings.cautions and verdict_for(report.anomaly_score) == "normal":
         return "the references disagree: " + "; ".join(findings.cautions)
-    return f"the score {report.anomaly_score:.2f} is within {UNCERTAIN_BAND:.2f} of the edge of normal (0.50)"
+    return f"the score {score_text(report.anomaly_score)} is within {UNCERTAIN_BAND:.2f} of the edge of normal (0.50)"
 
 
 def triage_record(

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, get_args
 from riad_agent.errors import RiadError
 from riad_agent.knowledge.cues import rank_by_cues
 from riad_agent.protocols import ReasoningResult
+from riad_agent.schemas import UNCERTAIN_BAND as UNCERTAIN_BAND  # re-exported: the band's old home
 from riad_agent.schemas import (
     CandidateType,
     InspectionOptions,
@@ -23,6 +24,7 @@ from riad_agent.schemas import (
     Region,
     RegionDescription,
     Verdict,
+    score_text,
 )
 
 if TYPE_CHECKING:
@@ -32,9 +34,6 @@ if TYPE_CHECKING:
 #: how well their cues match the strongest region (riad_agent/knowledge/cues.py; docs/results.md,
 #: "Candidate types ranked by their cues"; benchmarks/knowledge_typing.py).
 KNOWLEDGE_CANDIDATES = 2
-
-#: Scores within this distance of 0.5 are "uncertain" (the calibrated edge of normal).
-UNCERTAIN_BAND = 0.05
 
 #: The reasoner's chosen option becomes the report's ``defect_type`` only when its (debiased) option
 #: probability leads the runner-up's by this much; a closer answer is reported as a lean, not a type.
@@ -225,7 +224,9 @@ def explanation_text(
     ``leaned``: the defect type the reasoner's answer names, when its lead was too small to state it;
     ``candidates``: the knowledge's candidate types to name when nothing states a type.
     """
-    calibrated = f"Verdict: {verdict} (calibrated anomaly score {score:.2f}; 0.50 is the edge of normal)."
+    calibrated = (
+        f"Verdict: {verdict} (calibrated anomaly score {score_text(score)}; 0.50 is the edge of normal)."
+    )
     sentences = [calibrated]
     if anomaly is None:  # the score is the reasoner's own probability, or 0.5: nothing calibrated it
         sentences = [

@@ -26,6 +26,25 @@ from riad_agent.errors import InvalidRequestError, first_problem
 SCHEMA_VERSION = "1"
 
 Verdict = Literal["normal", "anomalous", "uncertain"]
+
+#: Scores within this distance of 0.5 are "uncertain" (the calibrated edge of normal).
+UNCERTAIN_BAND = 0.05
+
+
+def score_text(score: float) -> str:
+    """A calibrated score as people read it: two decimals, more where two would round it across an
+    edge of the uncertain band (an uncertain 0.548 printed "0.55", the first anomalous score)."""
+
+    def side(value: float) -> int:
+        return (value >= 0.5 + UNCERTAIN_BAND - 1e-12) - (value <= 0.5 - UNCERTAIN_BAND + 1e-12)
+
+    for digits in (2, 3):
+        text = f"{score:.{digits}f}"
+        if side(float(text)) == side(score):
+            return text
+    return f"{score:.4f}"
+
+
 ImageSource = Annotated[
     str | bytes,
     Field(
@@ -522,7 +541,7 @@ class InspectionReport(_Strict):
 
     def summary(self) -> str:
         """One line for humans and chat models: verdict, score, defect and where."""
-        parts = [f"{self.verdict} (anomaly score {self.anomaly_score:.2f})"]
+        parts = [f"{self.verdict} (anomaly score {score_text(self.anomaly_score)})"]
         if self.category:
             guessed = ""
             if self.category_guessed:

@@ -13,6 +13,7 @@ from pathlib import Path
 from riad_agent.errors import OutputWriteError
 from riad_agent.graphs.triage_results import read_records
 from riad_agent.imaging import ImagePolicy
+from riad_agent.schemas import score_text
 from riad_agent.triage_assets import SCRIPT, STYLE
 from riad_agent.triage_svg import score_histogram
 from riad_agent.triage_thumbs import BOX_COLOURS, Thumbnail, make_thumbnail
@@ -75,7 +76,7 @@ def _badge(outcome: str) -> str:
 
 
 def _score(row: TriageRow) -> str:
-    return "" if row.score is None else f"{row.score:.2f}"
+    return "" if row.score is None else score_text(row.score)
 
 
 def _defect(row: TriageRow) -> str:

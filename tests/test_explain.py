@@ -18,6 +18,7 @@ from riad_agent.schemas import (
     ReasoningTrace,
     Region,
     RegionDescription,
+    score_text,
 )
 
 
@@ -377,3 +378,28 @@ def test_the_explanation_names_an_int8_model_and_the_trace_keeps_the_precision()
         report = _flagged(request, _findings(0.9, regions=[box]), reasoning)
         assert words in report.explanation
         assert report.trace is not None and report.trace.precision == precision
+
+
+@pytest.mark.parametrize(
+    ("score", "text"),
+    [
+        (0.93, "0.93"),
+        (0.548, "0.548"),
+        (0.5504, "0.55"),
+        (0.452, "0.452"),
+        (0.4504, "0.4504"),
+        (0.4499, "0.45"),
+    ],
+)
+def test_a_score_is_printed_so_that_it_never_reads_as_the_other_side_of_a_band_edge(
+    score: float, text: str
+) -> None:
+    assert score_text(score) == text
+
+
+def test_an_uncertain_score_just_under_the_anomalous_edge_does_not_print_as_the_edge() -> None:
+    report = _report(_findings(0.548))
+    assert report.verdict == "uncertain"
+    assert (
+        "calibrated anomaly score 0.548" in report.explanation and "(anomaly score 0.548)" in report.summary()
+    )
