@@ -242,7 +242,7 @@ def explanation_text(
             sentences.append(f"Pose: {anomaly.pose}{scored}.")
         if regions:
             top = max(regions, key=lambda r: r.score)
-            box = f"x {top.x0}-{top.x1}, y {top.y0}-{top.y1}, score {top.score:.2f}"
+            box = f"x {top.x0}-{top.x1}, y {top.y0}-{top.y1}, score {score_text(top.score)}"
             described = description is not None and bool(description.regions)
             # with a description, its words say where on the part; else the image's thirds
             place = f"at {box}" if described else f"in the {_where(top, size)} ({box})"

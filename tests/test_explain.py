@@ -403,3 +403,6 @@ def test_an_uncertain_score_just_under_the_anomalous_edge_does_not_print_as_the_
     assert (
         "calibrated anomaly score 0.548" in report.explanation and "(anomaly score 0.548)" in report.summary()
     )
+    # its strongest place, capped at the image's score, does not print as the edge either
+    box = Region(x0=1, y0=2, x1=9, y1=12, score=0.7, area=40)
+    assert "score 0.548" in _report(_findings(0.548, regions=[box])).explanation

@@ -21,10 +21,9 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling fewshot.py
-from fewshot import CACHE
+from fewshot import CACHE, held_out_grids
 
 from riad_agent.expert import ExpertConfig, PatchCoreExpert
-from riad_agent.expert.expert import _scale_position
 
 
 def main() -> None:
@@ -38,8 +37,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     images, probabilities, types = load_dataset()
-    config = ExpertConfig(heatmap=False)
-    expert = PatchCoreExpert(config)
+    expert = PatchCoreExpert(ExpertConfig(heatmap=False))
     rows = []
     for kind in ("mono", "poly"):
         for seed in args.seeds:
@@ -54,13 +52,7 @@ def main() -> None:
             for shots in args.shots:
                 refs = [Image.fromarray(images[int(i)]).convert("RGB") for i in pool[:shots]]
                 bank = expert.fit(refs)
-                held = []
-                for i, ref in enumerate(refs):
-                    grid = expert.extractor([ref])
-                    grid = _scale_position(
-                        grid, bank.calibration.get("position", 1.0), config.features.position_weight
-                    )[0]
-                    held.append(expert._aligned_distances(grid, bank, exclude_owner=i))
+                held = held_out_grids(expert, bank, refs)
                 queries = []
                 for index, label in tests:
                     result = expert.analyse_with_bank(

@@ -120,6 +120,20 @@ def datasets(shots: int, draws: int):
                 yield "trainrot/hazelnut", draw, refs, turned
 
 
+def held_out_grids(expert: PatchCoreExpert, bank, refs: list[Image.Image]) -> list[np.ndarray]:
+    """Each reference's leave-one-out distance grid against ``bank`` ([] with one reference)."""
+    from riad_agent.expert.expert import _scale_position
+
+    if bank.n_references < 2:
+        return []
+    weight = expert.config.features.position_weight
+    grids = []
+    for i, ref in enumerate(refs):
+        features = _scale_position(expert.extractor([ref]), bank.calibration.get("position", 1.0), weight)[0]
+        grids.append(expert._aligned_distances(features, bank, exclude_owner=i))
+    return grids
+
+
 def collect(args) -> None:
     torch.set_num_threads(1)
     config = ExpertConfig(heatmap=False, pose=args.pose, **json.loads(args.config))
@@ -132,17 +146,7 @@ def collect(args) -> None:
             t0 = time.perf_counter()
             bank = expert.fit(refs)
             fit_s = time.perf_counter() - t0
-            # held-out grids for offline top-k choices
-            held = []
-            if bank.n_references >= 2:
-                for i, ref in enumerate(refs):
-                    g = expert.extractor([ref])
-                    from riad_agent.expert.expert import _scale_position
-
-                    g = _scale_position(
-                        g, bank.calibration.get("position", 1.0), config.features.position_weight
-                    )[0]
-                    held.append(expert._aligned_distances(g, bank, exclude_owner=i))
+            held = held_out_grids(expert, bank, refs)  # for offline top-k choices
             times, qs = [], []
             for image, label, mask in queries:
                 t = time.perf_counter()

@@ -12,6 +12,7 @@ from rich.text import Text
 
 from riad_agent.commands.terminal import console, spinner, stdout, typed_errors
 from riad_agent.errors import InvalidRequestError
+from riad_agent.schemas import score_text
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -87,7 +88,8 @@ def print_report(report: Any) -> None:
         table.add_row("candidate types", f"{leans} - by cue match, not a verdict")
     for region in report.regions[:5]:
         table.add_row(
-            "region", f"x {region.x0}-{region.x1}, y {region.y0}-{region.y1} (score {region.score:.2f})"
+            "region",
+            f"x {region.x0}-{region.x1}, y {region.y0}-{region.y1} (score {score_text(region.score)})",
         )
     for hit in report.knowledge[:4]:
         table.add_row("knowledge", f"{hit.id} ({hit.score:.3f})")
