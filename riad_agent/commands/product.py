@@ -240,3 +240,26 @@ def remove(
         else:
             what = f"the {defect_type} exemplars of {name}" if defect_type else name
             stdout.print(f"removed {what} ({removed} points)", markup=False)
+
+
+@app.command("reembed")
+def reembed(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Embed every registered product again from its stored images (after an upgrade or a new backbone)."""
+    with typed_errors():
+        settings, _, registry = _context()
+        expert = None
+        if any(d.region_source == "expert" for p in registry.stored_products() for d in p.defects):
+            from riad_agent.expert import open_expert
+
+            expert = open_expert(settings)
+        counts = registry.reembed(expert)
+        if json_out:
+            print(json.dumps({**counts, "embedder": registry.embedder.embedder_id}))
+        else:
+            stdout.print(
+                f"re-embedded {counts['products']} product(s): {counts['references']} reference(s), "
+                f"{counts['defects']} defect exemplar(s), with {registry.embedder.embedder_id}",
+                markup=False,
+            )

@@ -4,7 +4,9 @@ A *global* embedding describes a whole image: every tapped layer of the backbone
 by default, s4 to s32) is pooled over the image into its per-channel mean and standard deviation,
 each of those blocks is L2-normalised (so no layer drowns the others), and the concatenation is
 L2-normalised again; the cosine of two embeddings is their dot product. Both see the image resized
-to a square of ``image_size`` pixels.
+to a square of ``image_size`` pixels: :data:`EMBED_SIZE`, the expert's default input, so that
+recognising a product, the expert's map and typing its defect read one backbone pass of the query
+(the backbone keeps its recent single-image maps).
 
 A defect region is typed by its *signature* (:class:`RegionSignature`): the defect's own cells of two
 middle layers (``CELL_LAYERS``: s8 and s16 of EfficientNet-Lite0), each cell's feature vector at unit
@@ -36,6 +38,9 @@ from riad_agent.errors import InvalidRequestError
 from riad_agent.expert.describe import describe_regions
 from riad_agent.schemas import DescribedRegion, Region
 
+#: The embedder's input side: the expert's default (``FeatureConfig.image_size``), so both share a pass.
+EMBED_SIZE = 256
+
 #: Images whose feature maps an embedder keeps (one inspection reads them twice: recognition, then typing).
 RECENT_FEATURES = 4
 
@@ -58,7 +63,7 @@ def _global(maps: Sequence[torch.Tensor]) -> np.ndarray:
     return _blocks(pooled)
 
 
-#: Tapped layers whose cells type a defect (EfficientNet-Lite0: s8 and s16, 8 and 16 px cells at 224 px).
+#: Tapped layers whose cells type a defect (EfficientNet-Lite0: s8 and s16, 8 and 16 px cells at 256 px).
 CELL_LAYERS: tuple[int, ...] = (1, 2)
 
 #: Most cells per layer in a signature (the heaviest kept): a large mask stays a few kilobytes.
@@ -191,7 +196,9 @@ class ImageFeatures:
 class ImageEmbedder:
     """Global and region embeddings of RGB images through one frozen backbone."""
 
-    def __init__(self, backbone: FeatureBackbone | str = "efficientnet-lite0", image_size: int = 224) -> None:
+    def __init__(
+        self, backbone: FeatureBackbone | str = "efficientnet-lite0", image_size: int = EMBED_SIZE
+    ) -> None:
         self.backbone = load_backbone(backbone) if isinstance(backbone, str) else backbone
         self.image_size = image_size
         self._recent: OrderedDict[tuple[tuple[int, int], bytes], ImageFeatures] = OrderedDict()

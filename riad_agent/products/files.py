@@ -90,6 +90,16 @@ class ProductFiles:
                 f"the product image {key[:12]} is missing from {self.root}; add the image again"
             ) from exc
 
+    def open_mask(self, key: str) -> np.ndarray:
+        """The stored mask of ``key`` as a boolean array (what :meth:`put_mask` stored)."""
+        try:
+            with Image.open(self.path(key)) as image:
+                return np.asarray(image.convert("1"), dtype=bool)
+        except FileNotFoundError as exc:
+            raise BlobNotFoundError(
+                f"the product mask {key[:12]} is missing from {self.root}; label the defect again"
+            ) from exc
+
     def keep_only(self, keys: Iterable[str]) -> int:
         """Delete every stored image whose key is not in ``keys``; how many were deleted."""
         keep = {f"{key}{_SUFFIX}" for key in keys}

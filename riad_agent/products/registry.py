@@ -58,7 +58,7 @@ from riad_agent.products.models import (
     product_name,
 )
 from riad_agent.products.regions import mask_box, strongest_box
-from riad_agent.protocols import Expert
+from riad_agent.protocols import AnomalyMap, Expert
 from riad_agent.schemas import DescribedRegion
 
 IMAGE = "image"
@@ -163,7 +163,10 @@ class ProductRegistry:
         blob = (client.get_collection(self.collection).config.metadata or {}).get(META_KEY)
         stored = json.loads(blob).get("embedder") if isinstance(blob, str) else None
         if stored != self.embedder.embedder_id:
-            again = "remove every product (riad product remove NAME, or the forget_product tool) and add them again"
+            again = (
+                "re-embed them from their stored images (`riad product reembed`, nothing is lost), or remove "
+                "every product (riad product remove NAME, or the forget_product tool) and add them again"
+            )
             same_backbone = str(stored).split("+")[0] == self.embedder.embedder_id.split("+")[0]
             if same_backbone:  # an earlier version's signatures of the same backbone
                 raise ConfigurationError(
@@ -280,14 +283,14 @@ class ProductRegistry:
     # ------------------------------------------------------------ writing
 
     def _reference_points(
-        self, name: str, images: Sequence[Image.Image], pose: Pose | None
+        self, name: str, images: Sequence[Image.Image], pose: Pose | None, added: str | None = None
     ) -> tuple[builtins.list[PreparedImage], builtins.list[models.PointStruct]]:
         """Prepared copies and points of new references (embedded here, before any lock)."""
         if not images:
             raise InvalidRequestError(f"give at least one normal reference image of {name!r}")
         copies, points = [], []
         rotations = (0,) if pose == "fixed" else FREE_POSE_ROTATIONS
-        added = _now()
+        added = added or _now()
         for image in images:
             prepared = self.files.prepare(image)
             stored, key = prepared.image, prepared.key
@@ -386,21 +389,17 @@ class ProductRegistry:
         prepared = self.files.prepare(image)
         stored = prepared.image
         mask_key = None
-        features = self.embedder.features(stored)
         if mask is not None:
             box, scaled = mask_box(mask, image.size, stored.size)
             source: RegionSource = "mask"
-            words = describe_box(stored, scaled, box, refine=False)
-            signature = features.region_signature(box, words, scaled, MASK_SHARE)
+            signature = self._mask_signature(stored, box, scaled)
         else:
             if expert is None:
                 raise InvalidRequestError("give a mask of the defect, or an expert to find its region")
-            references = [self.files.open(r.sha256) for r in product.references]
-            anomaly = expert.analyse(stored, references, pose=product.pose)
+            anomaly = expert.analyse(stored, self._references(product), pose=product.pose)
             box = strongest_box(anomaly)
             source, scaled = "expert", None
-            words = describe_box(stored, anomaly.pixel_scores, box, refine=True)
-            signature = features.region_signature(box, words, anomaly.prior_map())
+            signature = self._expert_signature(stored, box, anomaly)
         with self.writing() as client:
             self._get(client, name)
             key = self.files.put(prepared)
@@ -424,6 +423,91 @@ class ProductRegistry:
                 [models.PointStruct(id=exemplar_id, vector=_signature_vectors(signature), payload=payload)],
             )
         return exemplar
+
+    def _references(self, product: Product) -> builtins.list[Image.Image]:
+        return [self.files.open(r.sha256) for r in product.references]
+
+    def _mask_signature(
+        self, image: Image.Image, box: tuple[int, int, int, int], mask: np.ndarray
+    ) -> RegionSignature:
+        """A labelled region given by its mask: the mask's cells and the box's words."""
+        words = describe_box(image, mask, box, refine=False)
+        return self.embedder.features(image).region_signature(box, words, mask, MASK_SHARE)
+
+    def _expert_signature(
+        self, image: Image.Image, box: tuple[int, int, int, int], anomaly: AnomalyMap
+    ) -> RegionSignature:
+        """A labelled region the expert found: the cells its prior map marks in the box, and its words."""
+        words = describe_box(image, anomaly.pixel_scores, box, refine=True)
+        return self.embedder.features(image).region_signature(box, words, anomaly.prior_map())
+
+    def stored_products(self) -> builtins.list[Product]:
+        """Every product as stored, whichever embedder stored it (:meth:`list` refuses another's)."""
+        client = self.source.current()[0]
+        with backend_errors("reading the products collection"):
+            if not client.collection_exists(self.collection):
+                return []
+        return list(self._assemble(self._payloads(client)).values())
+
+    def reembed(self, expert: Expert | None = None) -> dict[str, int]:
+        """Embed every stored product again with this registry's embedder, from the stored images.
+
+        For products stored by an earlier riad-agent or another backbone (which :meth:`list` refuses
+        with :class:`ConfigurationError`): ids, boxes, masks and dates stay; the vectors and the
+        collection's embedder are replaced. An exemplar whose region came from the expert needs
+        ``expert`` (its map against the product's references, read inside the stored box). Everything
+        is computed before the write; the embedded store publishes it as one new version, while on a
+        server the collection is rewritten in place. Returns the counts of products, references and
+        defect exemplars.
+        """
+        products = {p.name: p for p in self.stored_products()}
+        if not products:
+            return {"products": 0, "references": 0, "defects": 0}
+        if expert is None and any(d.region_source == "expert" for p in products.values() for d in p.defects):
+            raise InvalidRequestError("re-embedding exemplars whose region the expert found needs the expert")
+        points: builtins.list[models.PointStruct] = []
+        counts = {"products": len(products), "references": 0, "defects": 0}
+        for product in products.values():
+            record = {
+                "kind": "product",
+                "product": product.name,
+                "knowledge": product.knowledge,
+                "pose": product.pose,
+                "embedder": self.embedder.embedder_id,
+                "created_at": product.created_at,
+            }
+            points.append(models.PointStruct(id=_id("product", product.name), vector={}, payload=record))
+            references = self._references(product)
+            for reference, image in zip(product.references, references, strict=True):
+                points += self._reference_points(product.name, [image], product.pose, reference.added_at)[1]
+            counts["references"] += len(references)
+            for exemplar in product.defects:
+                image = self.files.open(exemplar.sha256)
+                if exemplar.region_source == "mask" and exemplar.mask_sha256:
+                    signature = self._mask_signature(
+                        image, exemplar.box, self.files.open_mask(exemplar.mask_sha256)
+                    )
+                else:
+                    assert expert is not None  # checked above
+                    anomaly = expert.analyse(image, references, pose=product.pose)
+                    signature = self._expert_signature(image, exemplar.box, anomaly)
+                payload = {
+                    "kind": "defect",
+                    "product": product.name,
+                    **exemplar.model_dump(mode="json", exclude={"id"}),
+                }
+                points.append(
+                    models.PointStruct(id=exemplar.id, vector=_signature_vectors(signature), payload=payload)
+                )
+                counts["defects"] += 1
+        with self.writing(check_embedder=False) as client:
+            with backend_errors("re-embedding the products"):
+                client.delete_collection(self.collection)
+            self._ensure_collection(client)
+            self._upsert(client, points)
+        with self._signatures_lock:
+            self._signatures.clear()
+        return counts
 
     def remove(self, name: str, defect_type: str | None = None) -> int:
         """Remove a product (or only its exemplars of ``defect_type``); how many points went.

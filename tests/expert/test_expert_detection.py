@@ -173,6 +173,32 @@ def test_backbone_registry_plugs_in_and_reports_load_errors() -> None:
         load_backbone("broken")
 
 
+def test_a_backbone_keeps_the_maps_of_recent_single_images_by_content() -> None:
+    from riad_agent.backbones.feature_backbone import RECENT_INPUTS
+
+    torch.manual_seed(0)
+    backbone = torch_module_backbone(
+        "tiny-kept", nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1)), ["0"], [2]
+    )
+    calls: list[int] = []
+    backbone.module.register_forward_pre_hook(lambda _m, inputs: calls.append(inputs[0].shape[0]))
+    one, other = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    first = backbone(one)
+    again = backbone(one.clone())  # equal values, another tensor: the same maps, no second pass
+    assert calls == [1] and torch.equal(first[0], again[0])
+    again.clear()  # a caller's list is its own
+    assert len(backbone(one)) == 1
+    backbone(other)
+    pair = torch.cat([one, other])
+    backbone(pair)
+    backbone(pair)  # batches are not kept (the references of a bank)
+    assert calls == [1, 1, 2, 2]
+    for _ in range(RECENT_INPUTS):
+        backbone(torch.rand(1, 3, 32, 32))
+    backbone(one)  # pushed out by newer images: a new pass
+    assert calls[-1] == 1 and len(calls) == 4 + RECENT_INPUTS + 1
+
+
 def test_efficientnet_lite2_is_registered_with_the_default_taps() -> None:
     from riad_agent.backbones import available_backbones
 

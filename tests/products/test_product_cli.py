@@ -73,6 +73,11 @@ def test_add_extend_defects_list_show_remove(tmp_path: Path, env: dict[str, str]
     ]
     code, out, _ = _run(env, "show", "washer")
     assert code == 0 and "scratch (1)" in out
+    code, out, err = _run(env, "reembed", "--json")  # the mask's exemplar and the expert's, both again
+    assert code == 0, err
+    counts = json.loads(out)
+    assert (counts["products"], counts["references"], counts["defects"]) == (1, 5, 2)
+    assert json.loads(_run(env, "list", "--json")[1])[0]["defects"] == {"scratch": 1, "stain": 1}
     code, out, _ = _run(env, "remove", "washer", "--type", "stain", "--json")
     assert json.loads(out)["removed_points"] == 1
     code, out, _ = _run(env, "remove", "washer")

@@ -86,3 +86,32 @@ def test_the_embedder_keeps_recent_images_features_by_content(line: ProductRegis
         assert len(passes) == 2 + RECENT_FEATURES
     finally:
         del embedder._maps
+
+
+def test_recognition_the_expert_and_typing_read_one_backbone_pass_of_the_query(
+    line: ProductRegistry,
+) -> None:
+    from riad_agent.expert import ExpertConfig, PatchCoreExpert
+    from riad_agent.products.embedding import EMBED_SIZE
+
+    backbone = line.embedder.backbone
+    expert = PatchCoreExpert(ExpertConfig(features={"image_size": EMBED_SIZE}, heatmap=False))
+    assert expert.extractor.backbone is backbone  # one backbone object per process
+    references = line.reference_images("washer")
+    expert.fit(references)
+    labelled = generate_sample("washer", "stain", 76, SIZE)
+    line.add_defect("washer", "stain", labelled.image, mask=labelled.mask)
+    single_passes: list[int] = []
+    hook = backbone.module.register_forward_pre_hook(
+        lambda _m, inputs: single_passes.append(1) if inputs[0].shape[0] == 1 else None
+    )
+    try:
+        query = generate_sample("washer", "stain", 77, SIZE)
+        assert line.recognise(query.image).product == "washer"
+        assert expert.analyse(query.image, references).score > 0.5
+        assert line.nearest_defects("washer", query.image, query.bbox)[0].defect_type == "stain"
+        assert len(single_passes) == 1
+        expert.analyse(generate_sample("washer", "stain", 78, SIZE).image, references)
+        assert len(single_passes) == 2  # another image is a new pass
+    finally:
+        hook.remove()

@@ -171,6 +171,40 @@ def test_products_stored_by_an_earlier_version_are_refused_with_the_way_out(
         now.list()
 
 
+def test_products_of_an_earlier_embedder_are_reembedded_from_their_stored_images(
+    tmp_path: Path, registry: ProductRegistry
+) -> None:
+    backbone = registry.embedder.backbone
+    root = tmp_path / "old"
+    earlier = ProductRegistry(  # the 224 px embedder of riad-agent before one pass served both
+        LocalStore(root / "qdrant"), ProductFiles(root / "products"), ImageEmbedder(backbone, image_size=224)
+    )
+    earlier.add("washer", normals("washer", range(2)), knowledge="mvtec/metal_nut", pose="free")
+    scratch = generate_sample("washer", "scratch", 11, SIZE)
+    stain = generate_sample("washer", "stain", 12, SIZE)
+    expert = PatchCoreExpert(ExpertConfig(features=FeatureConfig(image_size=128), heatmap=False))
+    earlier.add_defect("washer", "scratch", scratch.image, mask=scratch.mask)
+    earlier.add_defect("washer", "stain", stain.image, expert=expert)
+    before = earlier.show("washer")
+    earlier.source.close()
+
+    now = ProductRegistry(LocalStore(root / "qdrant"), ProductFiles(root / "products"), registry.embedder)
+    with pytest.raises(ConfigurationError, match="riad product reembed"):
+        now.list()
+    assert [p.name for p in now.stored_products()] == ["washer"]
+    with pytest.raises(InvalidRequestError, match="needs the expert"):
+        now.reembed()
+    assert now.reembed(expert) == {"products": 1, "references": 2, "defects": 2}
+
+    after = now.show("washer")  # readable again, everything kept but the embedder
+    assert after.embedder == registry.embedder.embedder_id != before.embedder
+    assert after.model_dump(exclude={"embedder"}) == before.model_dump(exclude={"embedder"})
+    assert now.recognise(normals("washer", [40])[0]).product == "washer"
+    query = generate_sample("washer", "scratch", 13, SIZE)
+    assert now.nearest_defects("washer", query.image, query.bbox)[0].defect_type == "scratch"
+    assert now.reembed(expert)["defects"] == 2  # running it again changes nothing
+
+
 def test_vectors_of_another_backbone_are_refused(tmp_path: Path, registry: ProductRegistry) -> None:
     registry.add("washer", normals("washer", range(1)))
     other = ImageEmbedder(registry.embedder.backbone, image_size=160)
