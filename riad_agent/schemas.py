@@ -260,11 +260,17 @@ class DescribedRegion(BaseModel):
     whole_image: bool = Field(default=False, description="True when the part is the whole image (a texture).")
 
     def sentence(self) -> str:
-        """This region as a clause, e.g. '412 px (1.8 % of the part), elongated, darker than ...'."""
+        """This region as a clause, e.g. '412 px (1.8 % of the part), elongated, darker than ...'.
+
+        When the pixels that differ fill under a quarter of the region's box (a thin crack inside the
+        place the expert marked), the box is named too, so '9 px' does not read as the box's size.
+        """
         noun = "surface" if self.whole_image else "part"
+        width, height = self.box[2] - self.box[0], self.box[3] - self.box[1]
+        within = f" within a {width} x {height} px box" if width * height >= 4 * max(self.area_px, 1) else ""
         return ", ".join(
             [
-                f"{self.area_px} px ({_percent(self.area_pct_of_part)} % of the {noun})",
+                f"{self.area_px} px ({_percent(self.area_pct_of_part)} % of the {noun}){within}",
                 self.shape,
                 self.contrast_words(),
                 self.position_words(),

@@ -234,6 +234,13 @@ def test_an_anomalous_report_says_what_the_defect_looks_like_in_the_originals_pi
     assert words in report.explanation and "near the top edge of the part" in report.explanation
 
 
+def test_a_thin_mark_in_a_large_box_names_the_box_too() -> None:
+    thin = _scratch_words().regions[0].model_copy(update={"box": (10, 4, 39, 36), "area_px": 9})
+    text = RegionDescription(regions=[thin], part_area_px=4000, whole_image=False).sentence()
+    assert text.startswith("One region, 9 px (1.5 % of the part) within a 29 x 32 px box, elongated")
+    assert "box" not in _scratch_words().sentence()  # 60 px filling its 20 x 4 box: nothing to add
+
+
 def test_a_normal_report_carries_no_defect_description() -> None:
     report = _report(_findings(0.1, description=_scratch_words()))
     assert report.verdict == "normal" and report.defect_description is None

@@ -167,11 +167,11 @@ class ProductRegistry:
                 "re-embed them from their stored images (`riad product reembed`, nothing is lost), or remove "
                 "every product (riad product remove NAME, or the forget_product tool) and add them again"
             )
-            same_backbone = str(stored).split("+")[0] == self.embedder.embedder_id.split("+")[0]
-            if same_backbone:  # an earlier version's signatures of the same backbone
+            same_backbone = str(stored).split("@")[0] == self.embedder.embedder_id.split("@")[0]
+            if same_backbone:  # an earlier version's input side or signatures, the same backbone
                 raise ConfigurationError(
                     f"the products in {self.collection} were stored by an earlier riad-agent ({stored}); this "
-                    f"one types defects by their cells ({self.embedder.embedder_id}): {again}"
+                    f"one embeds them as {self.embedder.embedder_id}: {again}"
                 )
             raise ConfigurationError(
                 f"the products in {self.collection} were embedded with {stored}, not "

@@ -165,9 +165,7 @@ def test_products_stored_by_an_earlier_version_are_refused_with_the_way_out(
         ProductFiles(tmp_path / "old" / "products"),
         registry.embedder,
     )
-    with pytest.raises(
-        ConfigurationError, match="stored by an earlier riad-agent .*types defects by their cells"
-    ):
+    with pytest.raises(ConfigurationError, match="stored by an earlier riad-agent .*riad product reembed"):
         now.list()
 
 
@@ -189,7 +187,7 @@ def test_products_of_an_earlier_embedder_are_reembedded_from_their_stored_images
     earlier.source.close()
 
     now = ProductRegistry(LocalStore(root / "qdrant"), ProductFiles(root / "products"), registry.embedder)
-    with pytest.raises(ConfigurationError, match="riad product reembed"):
+    with pytest.raises(ConfigurationError, match="stored by an earlier riad-agent .*riad product reembed"):
         now.list()
     assert [p.name for p in now.stored_products()] == ["washer"]
     with pytest.raises(InvalidRequestError, match="needs the expert"):
@@ -207,9 +205,17 @@ def test_products_of_an_earlier_embedder_are_reembedded_from_their_stored_images
 
 def test_vectors_of_another_backbone_are_refused(tmp_path: Path, registry: ProductRegistry) -> None:
     registry.add("washer", normals("washer", range(1)))
-    other = ImageEmbedder(registry.embedder.backbone, image_size=160)
+
+    class OtherBackbone(ImageEmbedder):  # as if RIAD_EXPERT_BACKBONE named another network
+        @property
+        def embedder_id(self) -> str:
+            return f"other-net/s8s16@{self.image_size}+cells+words"
+
+    other = OtherBackbone(registry.embedder.backbone)
     moved = ProductRegistry(LocalStore(tmp_path / "qdrant"), ProductFiles(tmp_path / "products"), other)
-    with pytest.raises(ConfigurationError, match="embedded with efficientnet-lite0"):
+    with pytest.raises(
+        ConfigurationError, match="embedded with efficientnet-lite0.*not other-net.*RIAD_EXPERT_BACKBONE"
+    ):
         moved.list()
     # the way out the error names: remove every product, then register again with the new embedder
     assert moved.remove("washer") > 0
