@@ -214,3 +214,9 @@ class ProductExistsError(RiadError):
     """A product of that name is already registered; extend it, or remove it first."""
 
     code = "product_exists"
+
+
+class ProductsChangedError(RiadError):
+    """The product memory changed during an operation over all of it (another process wrote); run it again."""
+
+    code = "products_changed"

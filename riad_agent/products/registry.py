@@ -33,7 +33,13 @@ import numpy as np
 from PIL import Image
 from qdrant_client import QdrantClient, models
 
-from riad_agent.errors import ConfigurationError, InvalidRequestError, ProductExistsError, UnknownProductError
+from riad_agent.errors import (
+    ConfigurationError,
+    InvalidRequestError,
+    ProductExistsError,
+    ProductsChangedError,
+    UnknownProductError,
+)
 from riad_agent.knowledge.backend import ClientSource, FixedClient, backend_errors
 from riad_agent.products.embedding import (
     FREE_POSE_ROTATIONS,
@@ -283,36 +289,41 @@ class ProductRegistry:
     # ------------------------------------------------------------ writing
 
     def _reference_points(
-        self, name: str, images: Sequence[Image.Image], pose: Pose | None, added: str | None = None
+        self, name: str, images: Sequence[Image.Image], pose: Pose | None
     ) -> tuple[builtins.list[PreparedImage], builtins.list[models.PointStruct]]:
         """Prepared copies and points of new references (embedded here, before any lock)."""
         if not images:
             raise InvalidRequestError(f"give at least one normal reference image of {name!r}")
         copies, points = [], []
-        rotations = (0,) if pose == "fixed" else FREE_POSE_ROTATIONS
-        added = added or _now()
+        added = _now()
         for image in images:
             prepared = self.files.prepare(image)
-            stored, key = prepared.image, prepared.key
-            vectors = self.embedder.embed_rotations(stored, rotations)
             copies.append(prepared)
-            payload = {
-                "kind": "reference",
-                "product": name,
-                "sha256": key,
-                "width": stored.width,
-                "height": stored.height,
-                "added_at": added,
-            }
-            for angle, vector in zip(rotations, vectors, strict=True):
-                points.append(
-                    models.PointStruct(
-                        id=_id("reference", name, key, angle),
-                        vector={IMAGE: vector.tolist()},
-                        payload={**payload, "rotation": angle},
-                    )
-                )
+            points += self._reference_vectors(name, prepared.key, prepared.image, pose, added)
         return copies, points
+
+    def _reference_vectors(
+        self, name: str, key: str, stored: Image.Image, pose: Pose | None, added: str
+    ) -> builtins.list[models.PointStruct]:
+        """The points of one stored reference: one per quarter turn unless the pose is fixed."""
+        rotations = (0,) if pose == "fixed" else FREE_POSE_ROTATIONS
+        vectors = self.embedder.embed_rotations(stored, rotations)
+        payload = {
+            "kind": "reference",
+            "product": name,
+            "sha256": key,
+            "width": stored.width,
+            "height": stored.height,
+            "added_at": added,
+        }
+        return [
+            models.PointStruct(
+                id=_id("reference", name, key, angle),
+                vector={IMAGE: vector.tolist()},
+                payload={**payload, "rotation": angle},
+            )
+            for angle, vector in zip(rotations, vectors, strict=True)
+        ]
 
     def _upsert(self, client: QdrantClient, points: builtins.list[models.PointStruct]) -> None:
         with backend_errors("writing the products"):
@@ -463,7 +474,11 @@ class ProductRegistry:
         products = {p.name: p for p in self.stored_products()}
         if not products:
             return {"products": 0, "references": 0, "defects": 0}
-        if expert is None and any(d.region_source == "expert" for p in products.values() for d in p.defects):
+
+        def needs_expert(exemplar: DefectExemplar) -> bool:
+            return exemplar.region_source != "mask" or exemplar.mask_sha256 is None
+
+        if expert is None and any(needs_expert(d) for p in products.values() for d in p.defects):
             raise InvalidRequestError("re-embedding exemplars whose region the expert found needs the expert")
         points: builtins.list[models.PointStruct] = []
         counts = {"products": len(products), "references": 0, "defects": 0}
@@ -478,12 +493,15 @@ class ProductRegistry:
             }
             points.append(models.PointStruct(id=_id("product", product.name), vector={}, payload=record))
             references = self._references(product)
-            for reference, image in zip(product.references, references, strict=True):
-                points += self._reference_points(product.name, [image], product.pose, reference.added_at)[1]
+            for reference, image in zip(product.references, references, strict=True):  # keys kept as stored
+                points += self._reference_vectors(
+                    product.name, reference.sha256, image, product.pose, reference.added_at
+                )
             counts["references"] += len(references)
             for exemplar in product.defects:
                 image = self.files.open(exemplar.sha256)
-                if exemplar.region_source == "mask" and exemplar.mask_sha256:
+                if not needs_expert(exemplar):
+                    assert exemplar.mask_sha256 is not None
                     signature = self._mask_signature(
                         image, exemplar.box, self.files.open_mask(exemplar.mask_sha256)
                     )
@@ -501,6 +519,11 @@ class ProductRegistry:
                 )
                 counts["defects"] += 1
         with self.writing(check_embedder=False) as client:
+            if self._assemble(self._payloads(client)) != products:
+                raise ProductsChangedError(
+                    "the products changed while they were re-embedded (another process wrote them); "
+                    "run `riad product reembed` again"
+                )
             with backend_errors("re-embedding the products"):
                 client.delete_collection(self.collection)
             self._ensure_collection(client)

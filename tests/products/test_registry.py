@@ -14,6 +14,7 @@ from riad_agent.errors import (
     InvalidImageError,
     InvalidRequestError,
     ProductExistsError,
+    ProductsChangedError,
     UnknownProductError,
 )
 from riad_agent.expert import ExpertConfig, FeatureConfig, PatchCoreExpert
@@ -201,6 +202,25 @@ def test_products_of_an_earlier_embedder_are_reembedded_from_their_stored_images
     query = generate_sample("washer", "scratch", 13, SIZE)
     assert now.nearest_defects("washer", query.image, query.bbox)[0].defect_type == "scratch"
     assert now.reembed(expert)["defects"] == 2  # running it again changes nothing
+
+
+def test_reembedding_refuses_to_drop_what_another_process_wrote_meanwhile(
+    tmp_path: Path, registry: ProductRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry.add("washer", normals("washer", range(1)))
+    other = open_registry(tmp_path, registry.embedder)  # another process's view of the same store
+    embed_one, written = registry._reference_vectors, []
+
+    def meanwhile(*args: object, **kwargs: object) -> object:
+        if not written:  # while the washer is being embedded, the other process adds a tile
+            written.append(other.add("tile", normals("tile", range(1))))
+        return embed_one(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(registry, "_reference_vectors", meanwhile)
+    with pytest.raises(ProductsChangedError, match="run `riad product reembed` again"):
+        registry.reembed()
+    assert [p.name for p in open_registry(tmp_path, registry.embedder).list()] == ["tile", "washer"]
+    other.source.close()
 
 
 def test_vectors_of_another_backbone_are_refused(tmp_path: Path, registry: ProductRegistry) -> None:
