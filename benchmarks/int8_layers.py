@@ -9,9 +9,11 @@ calls (6 generated washers, a yes/no and a four-way type question each, the expe
 references, T = ``--steps``) in fp32 and in each variant: answers equal to fp32's, the largest and
 mean difference of an option probability, the largest difference of the final reward. Variants:
 ``shipped`` (every linear except the MLP's down projection, :data:`riad_agent.models.int8.SKIP`),
-``all`` (the down projection too), ``no-head`` (shipped, LM head in fp32) and ``bf16`` (the whole
-language model in bf16, the precision accepted for CPUs with native bf16, for scale; slow where bf16 is
-emulated). Prints JSON lines.
+``all`` (the down projection too), ``no-head`` (shipped, LM head in fp32), ``kv-fp32`` (shipped,
+k and v projections in fp32: slower in int8 at every size), ``quiet-down`` (k and v in fp32, the
+down projection int8 except in layers whose inputs' worst channel is ``LOUD`` x the median) and
+``bf16`` (the whole language model in bf16, the precision accepted for CPUs with native bf16, for
+scale; slow where bf16 is emulated). Prints JSON lines.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from torch import nn
 from riad_agent.data.synthetic import generate_sample
 from riad_agent.expert.expert import ExpertConfig, PatchCoreExpert
 from riad_agent.models.builtin.loading import load_builtin
-from riad_agent.models.int8 import SKIP, quantise_linears
+from riad_agent.models.int8 import SKIP, DynamicInt8Linear, quantise_linears
 from riad_agent.protocols import ReasoningInput
 from riad_agent.reasoning import LatentReasoner
 from riad_agent.reasoning.config import config_for
@@ -44,19 +46,38 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "shipped": ("float32", SKIP),
     "all": ("float32", ()),
     "no-head": ("float32", (*SKIP, "lm_head")),
+    "kv-fp32": ("float32", (*SKIP, "k_proj", "v_proj")),
+    "quiet-down": ("float32", ("k_proj", "v_proj")),  # and the down projections of loud layers
     "bf16": ("bfloat16", None),
 }
+#: 'quiet-down': a layer's down projection stays fp32 when its inputs' worst channel is this many
+#: times the median channel (measured by :func:`activation_outliers` on the first call)
+LOUD = 200.0
 
 
-def load(dtype: str, skip: tuple[str, ...] | None) -> Any:
+def _quantise_where(module: nn.Module, keep: Any, prefix: str = "") -> None:
+    """Like :func:`quantise_linears`, deciding by the qualified name (``keep(name)``: stays fp32)."""
+    for name, child in list(module.named_children()):
+        qualified = f"{prefix}.{name}" if prefix else name
+        if isinstance(child, nn.Linear):
+            if not keep(qualified):
+                setattr(module, name, DynamicInt8Linear(child))
+        else:
+            _quantise_where(child, keep, qualified)
+
+
+def load(dtype: str, skip: tuple[str, ...] | None, loud: frozenset[str] = frozenset()) -> Any:
     vlm = load_builtin(cache_dir=Settings().model_cache_dir, device="cpu", dtype=dtype)
     if skip is not None:
-        quantise_linears(vlm.model, skip)
+        if loud:
+            _quantise_where(vlm.model, lambda q: q.endswith(skip) or q in loud)
+        else:
+            quantise_linears(vlm.model, skip)
         vlm.precision = "int8"
     return vlm
 
 
-def activation_outliers(vlm: Any, request: ReasoningInput, steps: int) -> dict[str, object]:
+def activation_outliers(vlm: Any, request: ReasoningInput, steps: int) -> dict[str, Any]:
     peaks: dict[str, torch.Tensor] = {}
 
     def hook(name: str) -> Any:
@@ -73,11 +94,14 @@ def activation_outliers(vlm: Any, request: ReasoningInput, steps: int) -> dict[s
     for handle in handles:
         handle.remove()
     worst: dict[str, tuple[float, str]] = defaultdict(lambda: (0.0, ""))
+    down: dict[str, float] = {}
     for name, peak in peaks.items():
         ratio = float(peak.max() / peak.median().clamp_min(1e-12))
         kind = name.rsplit(".", 1)[-1]
         worst[kind] = max(worst[kind], (round(ratio, 1), name))
-    return {"activation_max_over_median": dict(worst)}
+        if kind == "down_proj":
+            down[name] = round(ratio, 1)
+    return {"activation_max_over_median": dict(worst), "down_proj_by_layer": down}
 
 
 def main() -> None:
@@ -102,11 +126,13 @@ def main() -> None:
         return [reasoner.reason(case) for case in cases], time.perf_counter() - started
 
     full = load("float32", None)
-    print(json.dumps(activation_outliers(full, cases[2], args.steps)), flush=True)
+    outliers = activation_outliers(full, cases[2], args.steps)
+    print(json.dumps(outliers), flush=True)
+    loud = frozenset(n for n, r in outliers["down_proj_by_layer"].items() if r >= LOUD)
     reference, seconds = answer(full)
     print(json.dumps({"variant": "float32", "seconds": round(seconds, 1)}), flush=True)
     for name in args.variants:
-        results, seconds = answer(load(*VARIANTS[name]))
+        results, seconds = answer(load(*VARIANTS[name], loud if name == "quiet-down" else frozenset()))
         diffs = [
             max(
                 abs(a.trace.option_probabilities[k] - b.trace.option_probabilities[k])

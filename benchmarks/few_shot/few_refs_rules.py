@@ -14,6 +14,9 @@ threshold learned once for one reference, 6.5 for the default features):
   hypot(0.08, spread[n - 2]) x threshold (``ExpertConfig.few_reference_spread``; ``--spread``).
   The spread is the tuning sets' root-mean-square log error of an n-reference threshold against the
   same product's mean 4-reference one, less the 4-reference error (``--errors`` prints them).
+- 'cap': 'widen', and a bank of 2 references whose leave-one-out level is over C (``--cap``) gives
+  no normal verdict (its scores under 0.5 held at 0.5, ``uncertain``: the two references differ
+  from each other as much as defects do, so the threshold they give may pass defects).
 Verdict balanced accuracy at the shipped band (uncertain counts as wrong), per set the mean over
 draws, then the mean over sets, per reference count; the share of confident wrong answers
 (``riad_agent.eval.expert_eval.confidently_wrong``: a defect at <= 0.2, a good part at >= 0.8) beside it.
@@ -41,7 +44,7 @@ SCALE = 0.08
 def threshold(row: dict, rule: str, n0: float) -> float:
     peaks = [float(g.max()) for g in row["held"]]
     level = float(np.median(peaks))
-    if rule in ("relative", "unlike", "widen"):
+    if rule in ("relative", "unlike", "widen", "cap"):
         return FACTOR * level
     n = len(peaks)
     return float(np.exp((n * np.log(FACTOR * level) + n0 * np.log(PRIOR)) / (n + n0)))
@@ -89,7 +92,11 @@ def table(
             scale = SCALE
             if rule == "widen" and n - 2 < len(spread):
                 scale = float(np.hypot(SCALE, spread[n - 2]))
+            if rule == "cap" and n - 2 < len(spread):
+                scale = float(np.hypot(SCALE, spread[n - 2]))
             s, y = scores(row, threshold(row, rule, n0), n0 if rule == "unlike" else None, scale)
+            if rule == "cap" and n == 2 and float(np.median([g.max() for g in row["held"]])) > n0:
+                s = np.where(s < 0.5, 0.5, s)
             per_set.setdefault(row["name"], []).append(verdict_bacc(s, y)[0])
             wrong.append(confidently_wrong(list(y), list(s)))
         if per_set:
@@ -110,6 +117,7 @@ def main() -> None:
     parser.add_argument("--n0", type=float, nargs="*", default=[0.5, 1, 2, 3, 4, 6])
     parser.add_argument("--unlike", type=float, nargs="*", default=[1.6, 1.8, 2.0])
     parser.add_argument("--spread", type=float, nargs="*", default=[0.15, 0.04])
+    parser.add_argument("--cap", type=float, nargs="*", default=[7.0, 8.0, 8.5, 9.0])
     parser.add_argument("--errors", action="store_true", help="print the thresholds' errors")
     args = parser.parse_args()
     for label, rows in (("tuning", load(args.tune)), ("check", load(args.check))):
@@ -121,12 +129,13 @@ def main() -> None:
         rules = (
             [("relative", 0.0)] + [("shrink", n0) for n0 in args.n0] + [("unlike", r) for r in args.unlike]
         )
-        for rule, n0 in [*rules, ("widen", 0.0)]:
+        for rule, n0 in [*rules, ("widen", 0.0), *[("cap", c) for c in args.cap]]:
             result = table(rows, rule, n0, tuple(args.spread))
             cells = "  ".join(
                 f"k={k}: {bacc:.3f} (conf. wrong {wrong:.2f})" for k, (bacc, wrong, _) in result.items()
             )
-            print(f"{rule:8s} {'R' if rule == 'unlike' else 'n0'}={n0:<4} {cells}")
+            knob = {"unlike": "R", "cap": "C"}.get(rule, "n0")
+            print(f"{rule:8s} {knob}={n0:<4} {cells}")
             if label == "check" or rule == "relative":
                 for k, (_, _, sets) in result.items():
                     print("      ", k, {s.split("/")[-1]: round(v, 3) for s, v in sets.items()})

@@ -452,6 +452,22 @@ class ProductRegistry:
         words = describe_box(image, anomaly.pixel_scores, box, refine=True)
         return self.embedder.features(image).region_signature(box, words, anomaly.prior_map())
 
+    def _expected_vector_sizes(self) -> dict[str, int]:
+        return {
+            IMAGE: self.embedder.dimension,
+            WORDS: len(words_vector(None)),
+            **{_cells_vector(layer): size for layer, size in enumerate(self.embedder.cell_dimensions)},
+        }
+
+    def _vector_sizes(self, client: QdrantClient) -> dict[str, int]:
+        with backend_errors("reading the products collection"):
+            vectors = client.get_collection(self.collection).config.params.vectors
+        return (
+            {name: int(params.size) for name, params in (vectors or {}).items()}
+            if isinstance(vectors, dict)
+            else {}
+        )
+
     def stored_products(self) -> builtins.list[Product]:
         """Every product as stored, whichever embedder stored it (:meth:`list` refuses another's)."""
         client = self.source.current()[0]
@@ -467,9 +483,10 @@ class ProductRegistry:
         with :class:`ConfigurationError`): ids, boxes, masks and dates stay; the vectors and the
         collection's embedder are replaced. An exemplar whose region came from the expert needs
         ``expert`` (its map against the product's references, read inside the stored box). Everything
-        is computed before the write; the embedded store publishes it as one new version, while on a
-        server the collection is rewritten in place. Returns the counts of products, references and
-        defect exemplars.
+        is computed before the write; the embedded store publishes it as one new version. With vectors
+        of the same sizes the points are overwritten by id and the embedder's id written last, so a
+        failure midway loses nothing; only another backbone's vectors make the collection anew (on a
+        server not atomically). Returns the counts of products, references and defect exemplars.
         """
         products = {p.name: p for p in self.stored_products()}
         if not products:
@@ -524,10 +541,20 @@ class ProductRegistry:
                     "the products changed while they were re-embedded (another process wrote them); "
                     "run `riad product reembed` again"
                 )
-            with backend_errors("re-embedding the products"):
-                client.delete_collection(self.collection)
-            self._ensure_collection(client)
-            self._upsert(client, points)
+            if self._vector_sizes(client) == self._expected_vector_sizes():
+                # the same shapes (an earlier input side or signature): overwrite by id, the
+                # embedder's id last, so a write that fails midway loses nothing and is run again
+                self._upsert(client, points)
+                with backend_errors("re-embedding the products"):
+                    client.update_collection(
+                        self.collection,
+                        metadata={META_KEY: json.dumps({"embedder": self.embedder.embedder_id})},
+                    )
+            else:  # another backbone: other vector sizes, so the collection is made anew
+                with backend_errors("re-embedding the products"):
+                    client.delete_collection(self.collection)
+                self._ensure_collection(client)
+                self._upsert(client, points)
         with self._signatures_lock:
             self._signatures.clear()
         return counts

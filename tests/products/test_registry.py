@@ -204,6 +204,23 @@ def test_products_of_an_earlier_embedder_are_reembedded_from_their_stored_images
     assert now.reembed(expert)["defects"] == 2  # running it again changes nothing
 
 
+def test_products_of_another_backbone_are_reembedded_into_a_collection_of_its_sizes(
+    tmp_path: Path, registry: ProductRegistry
+) -> None:
+    registry.add("washer", normals("washer", range(2)))
+    scratch = generate_sample("washer", "scratch", 11, SIZE)
+    registry.add_defect("washer", "scratch", scratch.image, mask=scratch.mask)
+    fewer = ImageEmbedder("efficientnet-lite0/s8s16s32")  # other taps: other vector sizes
+    assert fewer.dimension != registry.embedder.dimension
+    moved = ProductRegistry(LocalStore(tmp_path / "qdrant"), ProductFiles(tmp_path / "products"), fewer)
+    with pytest.raises(ConfigurationError, match="embedded with efficientnet-lite0/s4s8s16s32"):
+        moved.list()
+    assert moved.reembed() == {"products": 1, "references": 2, "defects": 1}  # masks only: no expert
+    assert moved.recognise(normals("washer", [40])[0]).product == "washer"
+    query = generate_sample("washer", "scratch", 13, SIZE)
+    assert moved.nearest_defects("washer", query.image, query.bbox)[0].defect_type == "scratch"
+
+
 def test_reembedding_refuses_to_drop_what_another_process_wrote_meanwhile(
     tmp_path: Path, registry: ProductRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
