@@ -248,13 +248,10 @@ def reembed(
 ) -> None:
     """Embed every registered product again from its stored images (after an upgrade or a new backbone)."""
     with typed_errors():
-        settings, _, registry = _context()
-        expert = None
-        if any(d.region_source == "expert" for p in registry.stored_products() for d in p.defects):
-            from riad_agent.expert import open_expert
+        from riad_agent.expert import open_expert
 
-            expert = open_expert(settings)
-        counts = registry.reembed(expert)
+        settings, _, registry = _context()
+        counts = registry.reembed(open_expert=lambda: open_expert(settings))  # built only if needed
         if json_out:
             print(json.dumps({**counts, "embedder": registry.embedder.embedder_id}))
         else:

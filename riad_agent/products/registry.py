@@ -25,7 +25,7 @@ import json
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -262,7 +262,7 @@ class ProductRegistry:
 
     def reference_images(self, name: str) -> builtins.list[Image.Image]:
         """The stored normal references of ``name`` (what the expert compares against)."""
-        return [self.files.open(r.sha256) for r in self.show(name).references]
+        return self._references(self.show(name))
 
     def exemplar_crop(self, name: str, exemplar_id: str, margin: float = 0.25) -> Image.Image:
         """The region of a stored defect exemplar cut from its image, ``margin`` of its size around it.
@@ -476,13 +476,16 @@ class ProductRegistry:
                 return []
         return list(self._assemble(self._payloads(client)).values())
 
-    def reembed(self, expert: Expert | None = None) -> dict[str, int]:
+    def reembed(
+        self, expert: Expert | None = None, *, open_expert: Callable[[], Expert] | None = None
+    ) -> dict[str, int]:
         """Embed every stored product again with this registry's embedder, from the stored images.
 
         For products stored by an earlier riad-agent or another backbone (which :meth:`list` refuses
         with :class:`ConfigurationError`): ids, boxes, masks and dates stay; the vectors and the
         collection's embedder are replaced. An exemplar whose region came from the expert needs
-        ``expert`` (its map against the product's references, read inside the stored box). Everything
+        ``expert`` (its map against the product's references, read inside the stored box), or
+        ``open_expert`` to build one only when such an exemplar exists. Everything
         is computed before the write; the embedded store publishes it as one new version. With vectors
         of the same sizes the points are overwritten by id and the embedder's id written last, so a
         failure midway loses nothing; only another backbone's vectors make the collection anew (on a
@@ -496,7 +499,11 @@ class ProductRegistry:
             return exemplar.region_source != "mask" or exemplar.mask_sha256 is None
 
         if expert is None and any(needs_expert(d) for p in products.values() for d in p.defects):
-            raise InvalidRequestError("re-embedding exemplars whose region the expert found needs the expert")
+            if open_expert is None:
+                raise InvalidRequestError(
+                    "re-embedding exemplars whose region the expert found needs the expert"
+                )
+            expert = open_expert()
         points: builtins.list[models.PointStruct] = []
         counts = {"products": len(products), "references": 0, "defects": 0}
         for product in products.values():
