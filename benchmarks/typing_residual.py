@@ -161,6 +161,23 @@ def layout_accuracy(folder: Path, embedder, expert, ks: list[int]) -> dict:
     return out
 
 
+def report_layouts(layouts: list[Path], accuracy, ks: list[int]) -> None:
+    """Print each category's row and the means per layout: ``accuracy(folder, ks)`` returns
+    ``(label, {k: {(query side, variant): top-1 accuracy}})``; also used by ``typing_views.py``."""
+    totals: dict = {}
+    for layout in layouts:
+        for folder in sorted(p for p in layout.iterdir() if (p / "test").is_dir()):
+            label, found = accuracy(folder, ks)
+            for k, row in found.items():
+                text = "  ".join(f"{q}/{v} {acc:.3f}" for (q, v), acc in row.items())
+                print(f"{layout.name}/{folder.name}{label} K={k}: {text}", flush=True)
+                for key, acc in row.items():
+                    totals.setdefault((layout.name, k, *key), []).append(acc)
+    print("\nmean over categories:")
+    for (name, k, q, v), accs in sorted(totals.items()):
+        print(f"  {name:14s} K={k} query {q:6s} {v:10s} {np.mean(accs):.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("layouts", nargs="*", type=Path)
@@ -173,18 +190,9 @@ def main() -> None:
     torch.set_num_threads(2)
     embedder = ImageEmbedder("efficientnet-lite0")
     expert = PatchCoreExpert(ExpertConfig(heatmap=False))
-    totals: dict = {}
-    for layout in args.layouts:
-        for folder in sorted(p for p in layout.iterdir() if (p / "test").is_dir()):
-            found = layout_accuracy(folder, embedder, expert, args.exemplars)
-            for k, row in found.items():
-                text = "  ".join(f"{q}/{v} {acc:.3f}" for (q, v), acc in row.items())
-                print(f"{layout.name}/{folder.name} K={k}: {text}", flush=True)
-                for key, acc in row.items():
-                    totals.setdefault((layout.name, k, *key), []).append(acc)
-    print("\nmean over categories:")
-    for (name, k, q, v), accs in sorted(totals.items()):
-        print(f"  {name:14s} K={k} query {q:6s} {v:6s} {np.mean(accs):.3f}")
+    report_layouts(
+        args.layouts, lambda folder, ks: ("", layout_accuracy(folder, embedder, expert, ks)), args.exemplars
+    )
 
 
 if __name__ == "__main__":

@@ -355,7 +355,10 @@ class RegionDescription(BaseModel):
 
 
 def _percent(value: float) -> str:
-    return f"{value:.1f}" if value >= 0.1 else f"{value:.2f}"
+    """A share in percent for a sentence: one decimal, two under 0.1, and never a bare zero."""
+    if value >= 0.1:
+        return f"{value:.1f}"
+    return f"{value:.2f}" if value >= 0.005 else "under 0.01"
 
 
 class KnowledgeHit(_Strict):

@@ -241,6 +241,21 @@ def test_a_thin_mark_in_a_large_box_names_the_box_too() -> None:
     assert "box" not in _scratch_words().sentence()  # 60 px filling its 20 x 4 box: nothing to add
 
 
+def test_a_speck_on_a_large_part_is_not_said_to_be_zero_percent_of_it() -> None:
+    speck = (
+        _scratch_words()
+        .regions[0]
+        .model_copy(update={"box": (10, 4, 12, 13), "area_px": 1, "area_pct_of_part": 0.001})
+    )
+    text = RegionDescription(regions=[speck], part_area_px=90000, whole_image=False).sentence()
+    assert text.startswith("One region, 1 px (under 0.01 % of the part) within a 2 x 9 px box")
+    small = speck.model_copy(update={"area_pct_of_part": 0.04})
+    assert (
+        "(0.04 % of the part)"
+        in RegionDescription(regions=[small], part_area_px=9000, whole_image=False).sentence()
+    )
+
+
 def test_a_normal_report_carries_no_defect_description() -> None:
     report = _report(_findings(0.1, description=_scratch_words()))
     assert report.verdict == "normal" and report.defect_description is None
