@@ -70,6 +70,49 @@ def test_prompt_layout_and_cached_forwards_agree(builtin: Any) -> None:
     assert packed.attention is not None and packed.attention[0].shape == (36,)
 
 
+def test_a_prompt_head_seen_before_is_not_run_again(builtin: Any) -> None:
+    head = "Inspect the washer. Normal: a flat grey ring with a round hole and clean, even edges. " * 2
+    ran: list[int] = []
+    hook = builtin._language_model().register_forward_pre_hook(
+        lambda _module, _args, kwargs: ran.append(int(kwargs["inputs_embeds"].shape[1])), with_kwargs=True
+    )
+
+    def prompt(seed: int, lead: str, question: str) -> Any:
+        image = generate_sample("synthetic/washer", "scratch" if seed % 2 else None, seed=seed, size=96).image
+        return builtin.prepare(
+            [TextSegment(lead + "Query image: "), ImageSegment(image, role="query"), TextSegment(question)]
+        )
+
+    try:
+        builtin._prompt_heads.clear()
+        first, second = (
+            prompt(1, head, "\nIs there any defect?"),
+            prompt(2, head, "\nAny scratch? A. Yes B. No"),
+        )
+        length = first.query_span.start
+        assert length >= 32 and second.query_span.start == length
+        builtin.prefix_forward(first)
+        assert ran == [length, first.length - length]  # the head once, then the rest
+        ran.clear()
+        prefix = builtin.prefix_forward(second)
+        assert ran == [second.length - length]  # the head's cache is reused
+        with torch.no_grad():
+            direct = builtin.model(inputs_embeds=second.inputs_embeds).logits[0, -1]
+        assert torch.allclose(direct, prefix.last_logits, atol=1e-4)
+        row = torch.randn(5, builtin.hidden_size, generator=torch.Generator().manual_seed(5)) * 0.1
+        packed = builtin.suffix_forward(prefix, [row], [[0, 4]])
+        assert torch.allclose(packed.logits[0], builtin.full_forward(second, row, [0, 4]), atol=1e-3)
+        ran.clear()
+        other = prompt(3, head.replace("washer", "bracket"), "\nIs there any defect?")
+        builtin.prefix_forward(other)
+        assert ran[0] == other.query_span.start and len(builtin._prompt_heads) == 2  # another head
+        ran.clear()
+        builtin.prefix_forward(prompt(4, "Short. ", "\nIs there any defect?"))
+        assert len(ran) == 1 and len(builtin._prompt_heads) == 2  # too short to keep: one plain pass
+    finally:
+        hook.remove()
+
+
 def test_evidence_reaches_the_visual_tokens_and_bad_evidence_is_typed(builtin: Any) -> None:
     image = generate_sample("synthetic/tile", None, seed=4, size=96).image
     plain = builtin.visual_tokens([ImageSegment(image)])

@@ -58,6 +58,9 @@ class PromptLayout:
 class BuiltinAdapter(BatchedHFDecoderAdapter):
     """A :class:`~riad_agent.models.base.VisionLanguageModel`: EfficientNet-Lite0 + projector + SmolLM2."""
 
+    # the system turn, instruction and knowledge before the query image repeat across inspections
+    reuses_prompt_head: ClassVar[bool] = True
+
     latent_defaults: ClassVar[dict[str, object]] = {
         **dict(
             zip(("knowledge_chars", "knowledge_hits", "max_templates"), BUILTIN_PROMPT_BUDGET, strict=True)
