@@ -6,6 +6,7 @@ explanation and the citations are decided here and nowhere else.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, get_args
 
@@ -85,10 +86,32 @@ def reasoner_opinion(
 ) -> str | None:
     """The one rule when expert and reasoner disagree, in words: the calibrated expert decides.
 
-    Only for the default question (its option A is "defect") and only when the expert compared with
-    references; without references the reasoner's P(defect) is the score and cannot disagree with it.
+    For the default question (its option A is "defect") by the reasoner's P(defect); for an asked
+    question by what its chosen option says of the part (:func:`answer_leaning`: "No defect", or a
+    defect when the question offered "No defect", or yes / no to "is there a defect?"). Only when the
+    expert compared with references; without references the reasoner's P(defect) is the score and
+    cannot disagree with it. The answer itself stays the reasoner's.
     """
-    if anomaly is None or anomaly.notes or reasoning is None or question is not None:
+    if anomaly is None or anomaly.notes or reasoning is None:
+        return None
+    if question is not None:
+        letter = reasoning.answer
+        leans = answer_leaning(question, letter) if letter in question.options else None
+        if leans is None or letter is None:
+            return None
+        said = (
+            f"The answer ({letter}. {question.options[letter].strip().rstrip('.')}) says the part is {leans}"
+        )
+        if verdict == "uncertain":
+            return (
+                f"{said}; the verdict stays uncertain, because only the expert's score is calibrated on "
+                "this product's normal references."
+            )
+        if leans != verdict:
+            return (
+                f"{said}, unlike the verdict; the verdict follows the vision expert, whose score is calibrated "
+                "on this product's normal references."
+            )
         return None
     probability = reasoner_anomaly_probability(reasoning)
     if probability is None:
@@ -105,6 +128,62 @@ def reasoner_opinion(
             "expert, whose score is calibrated on this product's normal references."
         )
     return None
+
+
+#: An option that says, and only says, that the part has no defect ("No defect.", "None", "Normal").
+_NO_DEFECT_OPTION = re.compile(
+    r"(?:there\s+(?:is|are)\s+|it\s+has\s+|the\s+\w+\s+(?:is|has)\s+)?"
+    r"(?:no\s+(?:visible\s+|obvious\s+|apparent\s+)?(?:defects?|anomal(?:y|ies)|damage|flaws?)"
+    r"(?:\s+(?:is\s+|are\s+)?(?:visible|found|present))?"
+    r"|none|normal|good|ok|defect[- ]free|flawless|intact|nothing)",
+    re.IGNORECASE,
+)
+#: A question about whether there is a defect at all ("Is there any defect in the object?").
+_PRESENCE_QUESTION = re.compile(
+    r"\b(?:is|are)\s+there\s+(?:any|a|an)\b[^?]*\b(?:defects?|anomal\w*|damage|flaws?)\b"
+    r"|\b(?:is|are)\s+(?:it|the\s+\w+|this\s+\w+)\s+(?:defective|anomalous|damaged)\b",
+    re.IGNORECASE,
+)
+
+
+def answer_agrees(
+    verdict: Verdict,
+    anomaly: ExpertFindings | None,
+    answer: str | None,
+    question: MultipleChoiceQuestion | None,
+) -> bool | None:
+    """Whether an asked question's answer says of the part what the verdict says (the report's
+    ``answer_agrees_with_verdict``): None when nothing was asked, the answer says nothing of the part,
+    the verdict is uncertain, or the expert did not compare with references (then nothing overrides it)."""
+    if question is None or answer not in question.options or verdict == "uncertain":
+        return None
+    if anomaly is None or anomaly.notes:
+        return None
+    leans = answer_leaning(question, answer)
+    return None if leans is None else leans == verdict
+
+
+def answer_leaning(question: MultipleChoiceQuestion, letter: str) -> Verdict | None:
+    """What the chosen option of an asked question says of the part, or None when it says nothing.
+
+    Yes / no to a question about whether there is a defect; an option that says "no defect"; any
+    other option of a question that offered one (the part has the defect it names).
+    """
+    text = question.options[letter].strip()
+    if _PRESENCE_QUESTION.search(question.text):
+        if re.match(r"yes\b", text, re.IGNORECASE):
+            return "anomalous"
+        if re.match(r"no\b", text, re.IGNORECASE):
+            return "normal"
+    if _says_no_defect(text):
+        return "normal"
+    if any(_says_no_defect(other) for other in question.options.values()):
+        return "anomalous"
+    return None
+
+
+def _says_no_defect(option: str) -> bool:
+    return _NO_DEFECT_OPTION.fullmatch(option.strip().rstrip(".!").strip()) is not None
 
 
 def reasoner_anomaly_probability(result: ReasoningResult) -> float | None:
@@ -290,9 +369,6 @@ def explanation_text(
             "Candidate types from the knowledge, ranked by how well their visual cues match the region "
             f"(low confidence, not a verdict): {'; '.join(_candidate_words(c) for c in candidates)}."
         )
-    opinion = reasoner_opinion(verdict, anomaly, reasoning, asked)
-    if opinion is not None:
-        sentences.append(opinion)
     if reasoning is None and skipped_reasoner:
         sentences.append(
             "The latent reasoner was not run: the expert's verdict is clear and no question was asked "
@@ -322,6 +398,9 @@ def explanation_text(
             f"Reward {trace.initial_reward:.3f} -> {trace.final_reward:.3f} over {iterations}"
             f"{why.get(trace.stopped, '')}, {patches} kept."
         )
+    opinion = reasoner_opinion(verdict, anomaly, reasoning, asked)
+    if opinion is not None:  # after what the reasoner answered, as the rule that overrides it
+        sentences.append(opinion)
     if degraded:
         sentences.append(f"Parts skipped: {', '.join(degraded)}.")
     return " ".join(sentences)
@@ -430,6 +509,7 @@ def build_report(
         category_similarity=category_similarity,
         answer=answer,
         answer_text=question.options.get(answer) if question is not None and answer else None,
+        answer_agrees_with_verdict=answer_agrees(verdict, anomaly, answer, question),
         defect_type=(typing.defect_type if typing is not None and typing.defect_type else None)
         or (defect.defect_type if defect is not None else None),
         defect_description=_defect_description(description, defect, typing),

@@ -514,6 +514,12 @@ class InspectionReport(_Strict):
     )
     answer: str | None = Field(default=None, description="Answer letter when a question was asked.")
     answer_text: str | None = None
+    answer_agrees_with_verdict: bool | None = Field(
+        default=None,
+        description="False when the answer says the part is otherwise than the verdict (e.g. 'No defect' on "
+        "an anomalous part): the verdict follows the calibrated expert and the explanation says so; None "
+        "when the answer says nothing of the part, nothing was asked, or the verdict is uncertain.",
+    )
     defect_type: str | None = Field(
         default=None,
         description="What the defect is, when the evidence is clear; never on a normal verdict, and on an "
@@ -567,7 +573,12 @@ class InspectionReport(_Strict):
             top = max(self.regions, key=lambda r: r.score)
             parts.append(f"at x={top.x0}-{top.x1}, y={top.y0}-{top.y1}")
         if self.answer:
-            parts.append(f"answer: {self.answer}")
+            unlike = (
+                " (unlike the verdict, which follows the expert)"
+                if self.answer_agrees_with_verdict is False
+                else ""
+            )
+            parts.append(f"answer: {self.answer}{unlike}")
         if self.degraded:
             parts.append(f"degraded: {', '.join(self.degraded)}")
         return "; ".join(parts)

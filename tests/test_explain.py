@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from riad_agent.evidence import ExpertFindings
-from riad_agent.explain import UNCERTAIN_BAND, build_report, verdict_for
+from riad_agent.explain import UNCERTAIN_BAND, answer_leaning, build_report, verdict_for
 from riad_agent.protocols import ReasoningResult
 from riad_agent.schemas import (
     DescribedRegion,
@@ -428,3 +428,23 @@ def test_an_uncertain_score_just_under_the_anomalous_edge_does_not_print_as_the_
     # its strongest place, capped at the image's score, does not print as the edge either
     box = Region(x0=1, y0=2, x1=9, y1=12, score=0.7, area=40)
     assert "score 0.548" in _report(_findings(0.548, regions=[box])).explanation
+
+
+@pytest.mark.parametrize(
+    ("text", "options", "letter", "leaning"),
+    [
+        ("Is there any defect in the object?", {"A": "Yes.", "B": "No."}, "A", "anomalous"),
+        ("Is there any defect in the object?", {"A": "Yes.", "B": "No."}, "B", "normal"),
+        ("Is the cell defective?", {"A": "No", "B": "Yes"}, "A", "normal"),
+        ("What kind of defect is visible?", {"A": "A crack", "B": "No visible defects"}, "B", "normal"),
+        ("What kind of defect is visible?", {"A": "A crack", "B": "No visible defects"}, "A", "anomalous"),
+        ("What kind of defect is visible?", {"A": "A crack", "B": "Abnormal colour"}, "B", None),
+        ("Where is the defect?", {"A": "Top left", "B": "Centre"}, "A", None),
+        ("What is the object?", {"A": "Washer", "B": "Normal bracket"}, "A", None),
+        ("Is there a defect?", {"A": "There is no defect.", "B": "A crack."}, "B", "anomalous"),
+    ],
+)
+def test_what_an_asked_answer_says_of_the_part(
+    text: str, options: dict[str, str], letter: str, leaning: str | None
+) -> None:
+    assert answer_leaning(MultipleChoiceQuestion(text=text, options=options), letter) == leaning

@@ -290,6 +290,36 @@ async def test_question_or_unclear_expert_runs_the_reasoner(
     assert off.trace is None and "was not run" not in off.explanation
 
 
+async def test_an_asked_answer_that_contradicts_the_verdict_is_said_and_the_expert_decides(
+    settings: Settings, images: dict[str, Path]
+) -> None:
+    options = {"A": "A scratch.", "B": "A hole.", "C": "No defect."}
+    question = {"text": "What kind of defect is on the washer?", "options": options}
+    base = {"category": "washer", "references": [str(images["ref0"])], "question": question}
+    report = await _inspector(settings, FakeReasoner(answer="C")).ainspect(
+        {**base, "image": str(images["bad"])}
+    )
+    assert report.verdict == "anomalous" and report.answer == "C"  # the answer stays the reasoner's
+    assert report.answer_agrees_with_verdict is False
+    assert "answer: C (unlike the verdict, which follows the expert)" in report.summary()
+    assert (
+        "The answer (C. No defect) says the part is anomalous" not in report.explanation
+        and "The answer (C. No defect) says the part is normal, unlike the verdict; the verdict follows "
+        "the vision expert"
+        in report.explanation
+    )
+    agreeing = await _inspector(settings, FakeReasoner(answer="A")).ainspect(
+        {**base, "image": str(images["bad"])}
+    )
+    assert "The answer (" not in agreeing.explanation and agreeing.answer_agrees_with_verdict is True
+    assert "unlike the verdict" not in agreeing.summary()
+    named = await _inspector(settings, FakeReasoner(answer="B")).ainspect(
+        {**base, "image": str(images["good"])}
+    )
+    assert named.verdict == "normal" and named.answer_agrees_with_verdict is False
+    assert "The answer (B. A hole) says the part is anomalous, unlike the verdict" in named.explanation
+
+
 async def test_reasoner_disagreeing_with_the_expert_is_said_and_the_expert_decides(
     settings: Settings, images: dict[str, Path]
 ) -> None:
