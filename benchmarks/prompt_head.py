@@ -8,7 +8,9 @@ a later prompt (``HFDecoderAdapter.reuses_prompt_head``). Generated washers (hal
 generated references, one warm `Inspector` with the reasoner on every image; the head is reused or
 not image by image, alternating, so both see the same machine. Prints, for each, the median of the
 prefix stage and of the whole inspection (ms), the ratio of the medians, and whether the answers
-(verdict, score, option probabilities) agreed, as JSON.
+(verdict, score, option probabilities) agreed, as JSON. Then a group's prefixes, as the reasoner
+service batches them (``prefix_forward_batch``): 4 of those prompts as one right-padded batch of whole
+prompts, or one by one after the kept head (what the builtin now does), alternating, 5 times each.
 """
 
 from __future__ import annotations
@@ -41,6 +43,14 @@ def main() -> None:
             references.append(str(path))
         inspector = Inspector()
         vlm: Any = inspector.components.reasoner.get().vlm  # the in-process builtin adapter
+        prompts: list[Any] = []
+        prefix_forward = vlm.prefix_forward
+
+        def recording(prompt: Any) -> Any:
+            prompts.append(prompt)
+            return prefix_forward(prompt)
+
+        vlm.prefix_forward = recording
 
         def inspect(image: str, reuse: bool) -> tuple[float, float, dict[str, Any]]:
             vlm.reuses_prompt_head = reuse  # off: the whole prompt runs; the kept heads stay for the next
@@ -94,6 +104,20 @@ def main() -> None:
         result["prefix_ratio"] = round(float(np.median(prefix[True]) / np.median(prefix[False])), 3)
         result["inspection_ratio"] = round(float(np.median(totals[True]) / np.median(totals[False])), 3)
         result["answers_agree"] = f"{same} of {args.images}"
+        vlm.prefix_forward = prefix_forward
+        group = prompts[-4:]
+        grouped: dict[bool, list[float]] = {True: [], False: []}
+        for repeat in range(5):
+            for reuse in (repeat % 2 == 0, repeat % 2 == 1):
+                vlm.reuses_prompt_head = reuse
+                started = time.perf_counter()
+                vlm.prefix_forward_batch(group)
+                grouped[reuse].append(1000.0 * (time.perf_counter() - started))
+        vlm.reuses_prompt_head = True
+        result["group_of_4_prefix_ms_median"] = {
+            "one by one, kept head": round(float(np.median(grouped[True])), 1),
+            "padded batch of whole prompts": round(float(np.median(grouped[False])), 1),
+        }
         result["precision"] = vlm.precision
         print(json.dumps(result, indent=1))
 

@@ -98,10 +98,15 @@ class BatchedHFDecoderAdapter(HFDecoderAdapter):
         self._group_scratch = None
 
     def prefix_forward_batch(self, prompts: list[PreparedPrompt]) -> list[PrefixState]:
-        """Run several prompts as one right-padded batch; each gets a batch-1 view of its cache."""
+        """Run several prompts as one right-padded batch; each gets a batch-1 view of its cache.
+
+        An adapter that keeps prompt heads runs them one by one instead: each then runs only what
+        follows its (kept) head, fewer products on a CPU than the padded whole prompts, and a request
+        gets the same prefix alone and in a group.
+        """
         lengths = [p.length for p in prompts]
         extras = [self._visual_kwargs(p, p.length, [], with_prompt=True) for p in prompts]
-        if len(prompts) < 2 or any(extras):
+        if len(prompts) < 2 or any(extras) or self._keeps_prompt_heads():
             return [self.prefix_forward(p) for p in prompts]
         width = max(lengths)
         allowed = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()

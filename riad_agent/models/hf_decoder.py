@@ -175,13 +175,18 @@ class HFDecoderAdapter:
         """
         with torch.no_grad():
             extra = self._visual_kwargs(prompt, prompt.length, [], with_prompt=True)
-            reuse = self.reuses_prompt_head and not extra and self.precision != "int8"
-            start, cache = self._prompt_head(prompt) if reuse else (0, None)
+            start, cache = (
+                self._prompt_head(prompt) if self._keeps_prompt_heads() and not extra else (0, None)
+            )
             hidden, cache = self._run(
                 prompt.inputs_embeds[:, start:], prompt.position_ids[..., start:], cache, None, extra
             )
             last_logits = self._lm_head()(hidden[:, -1]).float()[0]
         return PrefixState(prompt=prompt, cache=cache, last_logits=last_logits)
+
+    def _keeps_prompt_heads(self) -> bool:
+        """Whether prompt heads are kept: the adapter opts in and multiplies in fp32 or bf16."""
+        return self.reuses_prompt_head and self.precision != "int8"
 
     def _prompt_head(self, prompt: PreparedPrompt) -> tuple[int, Any]:
         """``(n, cache)``: a fork of the KV cache of the prompt's first ``n`` tokens, its text before the

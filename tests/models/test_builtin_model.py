@@ -103,6 +103,10 @@ def test_a_prompt_head_seen_before_is_not_run_again(builtin: Any) -> None:
         packed = builtin.suffix_forward(prefix, [row], [[0, 4]])
         assert torch.allclose(packed.logits[0], builtin.full_forward(second, row, [0, 4]), atol=1e-3)
         ran.clear()
+        grouped = builtin.prefix_forward_batch([first, second])  # one by one, each after its kept head
+        assert ran == [first.length - length, second.length - length]
+        assert torch.equal(grouped[1].last_logits, prefix.last_logits)
+        ran.clear()
         other = prompt(3, head.replace("washer", "bracket"), "\nIs there any defect?")
         builtin.prefix_forward(other)
         assert ran[0] == other.query_span.start and len(builtin._prompt_heads) == 2  # another head
