@@ -29,6 +29,16 @@ from riad_agent.inspector import Inspector
 from riad_agent.schemas import InspectionRequest
 
 
+def write_references(root: Path, size: int = 256, count: int = 4) -> list[str]:
+    """``count`` generated normal washers written under ``root`` (the benchmarks' references), their paths."""
+    paths = []
+    for index in range(count):
+        path = root / f"ref{index}.png"
+        generate_sample("synthetic/washer", None, 500 + index, size).image.save(path)
+        paths.append(str(path))
+    return paths
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10)
@@ -38,11 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="riad-default-") as tmp:
         root = Path(tmp)
-        references = []
-        for index in range(4):
-            path = root / f"ref{index}.png"
-            generate_sample("synthetic/washer", None, 500 + index, args.size).image.save(path)
-            references.append(str(path))
+        references = write_references(root, args.size)
         images = []
         for index in range(args.images):
             path = root / f"part{index}.png"

@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))  # the sibling default_inspection.py
+from default_inspection import write_references
 
 from riad_agent.data.synthetic import generate_sample
 from riad_agent.inspector import Inspector
@@ -36,11 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="riad-head-") as tmp:
         root = Path(tmp)
-        references = []
-        for index in range(4):
-            path = root / f"ref{index}.png"
-            generate_sample("synthetic/washer", None, 500 + index, 256).image.save(path)
-            references.append(str(path))
+        references = write_references(root)
         inspector = Inspector()
         vlm: Any = inspector.components.reasoner.get().vlm  # the in-process builtin adapter
         prompts: list[Any] = []

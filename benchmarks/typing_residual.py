@@ -123,6 +123,16 @@ def signature(features: ImageFeatures, box, words, weights, share, normal) -> Si
     return Signature(cells, residuals(cells, normal), words_vector(words))
 
 
+def exemplar_draws(items: list, types: list[str], item, k: int, rng: np.random.Generator) -> dict[str, list]:
+    """Per type, ``k`` labelled defects other than ``item`` drawn by ``rng`` (the leave-one-out exemplars);
+    also used by ``typing_views.py``, so both probes draw the same ones."""
+    draws = {}
+    for kind in types:
+        pool = [other for other in items if other.defect_type == kind and other.path != item.path]
+        draws[kind] = [pool[i] for i in rng.permutation(len(pool))[:k]]
+    return draws
+
+
 def layout_accuracy(folder: Path, embedder, expert, ks: list[int]) -> dict:
     references = [Image.open(p).convert("RGB") for p in sorted((folder / "train" / "good").glob("*.png"))[:4]]
     normal = reference_cells(embedder, references)
@@ -146,10 +156,7 @@ def layout_accuracy(folder: Path, embedder, expert, ks: list[int]) -> dict:
         rng = np.random.default_rng(0)
         right = {(q, v): 0 for q in ("mask", "expert") for v in VARIANTS}
         for item in items:
-            draws = {}
-            for kind in types:
-                pool = [o for o in items if o.defect_type == kind and o.path != item.path]
-                draws[kind] = [pool[i] for i in rng.permutation(len(pool))[:k]]
+            draws = exemplar_draws(items, types, item, k, rng)
             for qside, queries in (("mask", by_mask), ("expert", by_expert)):
                 for variant in VARIANTS:
                     best = {

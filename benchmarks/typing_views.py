@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))  # the sibling typing_residual.py
-from typing_residual import report_layouts
+from typing_residual import exemplar_draws, report_layouts
 
 from riad_agent.eval.typing_eval import (
     expert_signature,
@@ -102,10 +102,7 @@ def layout_accuracy(folder: Path, embedder: ImageEmbedder, expert: PatchCoreExpe
         rng = np.random.default_rng(0)
         right = {(side, variant): 0 for side in ("mask", "expert") for variant in VARIANTS}
         for item in items:
-            draws = {}
-            for kind in types:
-                pool = [other for other in items if other.defect_type == kind and other.path != item.path]
-                draws[kind] = [pool[i] for i in rng.permutation(len(pool))[:k]]
+            draws = exemplar_draws(items, types, item, k, rng)
             for side in ("mask", "expert"):
                 query = queries[(side, item.path)]
                 for variant in VARIANTS:

@@ -96,7 +96,7 @@ def reasoner_opinion(
         return None
     if question is not None:
         letter = reasoning.answer
-        leans = answer_leaning(question, letter) if letter in question.options else None
+        leans = asked_leaning(anomaly, letter, question)
         if leans is None or letter is None:
             return None
         said = (
@@ -146,6 +146,18 @@ _PRESENCE_QUESTION = re.compile(
 )
 
 
+def asked_leaning(
+    anomaly: ExpertFindings | None, answer: str | None, question: MultipleChoiceQuestion | None
+) -> Verdict | None:
+    """What an asked question's answer says of the part (:func:`answer_leaning`), when the expert compared
+    with references (else its score is not calibrated and nothing overrides the answer); else None."""
+    if question is None or answer is None or answer not in question.options:
+        return None
+    if anomaly is None or anomaly.notes:
+        return None
+    return answer_leaning(question, answer)
+
+
 def answer_agrees(
     verdict: Verdict,
     anomaly: ExpertFindings | None,
@@ -153,14 +165,10 @@ def answer_agrees(
     question: MultipleChoiceQuestion | None,
 ) -> bool | None:
     """Whether an asked question's answer says of the part what the verdict says (the report's
-    ``answer_agrees_with_verdict``): None when nothing was asked, the answer says nothing of the part,
-    the verdict is uncertain, or the expert did not compare with references (then nothing overrides it)."""
-    if question is None or answer not in question.options or verdict == "uncertain":
-        return None
-    if anomaly is None or anomaly.notes:
-        return None
-    leans = answer_leaning(question, answer)
-    return None if leans is None else leans == verdict
+    ``answer_agrees_with_verdict``): None when the answer says nothing of the part (see
+    :func:`asked_leaning`) or the verdict is uncertain."""
+    leans = asked_leaning(anomaly, answer, question)
+    return None if leans is None or verdict == "uncertain" else leans == verdict
 
 
 def answer_leaning(question: MultipleChoiceQuestion, letter: str) -> Verdict | None:

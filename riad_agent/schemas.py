@@ -573,15 +573,18 @@ class InspectionReport(_Strict):
             top = max(self.regions, key=lambda r: r.score)
             parts.append(f"at x={top.x0}-{top.x1}, y={top.y0}-{top.y1}")
         if self.answer:
-            unlike = (
-                " (unlike the verdict, which follows the expert)"
-                if self.answer_agrees_with_verdict is False
-                else ""
-            )
-            parts.append(f"answer: {self.answer}{unlike}")
+            parts.append(f"answer: {self.answer}{self.answer_caveat()}")
         if self.degraded:
             parts.append(f"degraded: {', '.join(self.degraded)}")
         return "; ".join(parts)
+
+    def answer_caveat(self) -> str:
+        """' (unlike the verdict, which follows the expert)' after an answer that contradicts the verdict."""
+        return (
+            " (unlike the verdict, which follows the expert)"
+            if self.answer_agrees_with_verdict is False
+            else ""
+        )
 
     def degradation_notes(self) -> list[str]:
         """One line per ``degraded`` entry, each saying what was skipped and what that means."""

@@ -78,12 +78,9 @@ def print_report(report: Any) -> None:
             guessed = f" (guessed{similarity})"
         table.add_row("category", report.category + guessed)
     if report.answer:
-        unlike = (
-            " (unlike the verdict, which follows the expert)"
-            if report.answer_agrees_with_verdict is False
-            else ""
+        table.add_row(
+            "answer", f"{report.answer}. {(report.answer_text or '').rstrip()}{report.answer_caveat()}"
         )
-        table.add_row("answer", f"{report.answer}. {(report.answer_text or '').rstrip()}{unlike}")
     if report.defect_type and report.verdict == "uncertain":  # not called defective: what it would be
         table.add_row("if defective", f"it looks like {report.defect_type}")
     elif report.defect_type:
