@@ -386,7 +386,7 @@ def explanation_text(
         if reasoning.answer is not None:
             option = question.options.get(reasoning.answer, "")
             model = reasoning.trace.model_id
-            if reasoning.trace.precision == "int8":  # an opt-in that moves a few answers: say so
+            if reasoning.trace.precision == "int8":  # moves a few answers against fp32: say so
                 model += ", int8"
             if reasoning.trace.answer_source == "exemplars":
                 own = reasoning.trace.model_answer

@@ -481,7 +481,7 @@ class ReasoningTrace(_Strict):
     precision: str | None = Field(
         default=None,
         description="The language model's precision: 'float32', 'bfloat16', 'float16' or 'int8' (the "
-        "builtin's opt-in RIAD_DTYPE=int8); None in older traces.",
+        "builtin's default on x86 CPUs without native bf16, or RIAD_DTYPE=int8); None in older traces.",
     )
 
     @property

@@ -49,12 +49,16 @@ def resolve_dtype(dtype: str, device: torch.device, cpu_bfloat16: bool = False) 
 
 
 def builtin_uses_int8(dtype: str, device: torch.device) -> bool:
-    """Whether the builtin language model multiplies in int8 (:mod:`riad_agent.models.int8`): only when
-    asked ('int8'), on a CPU whose PyTorch has the x86 int8 kernels (else ``ConfigurationError``).
+    """Whether the builtin language model multiplies in int8 (:mod:`riad_agent.models.int8`).
 
-    'auto' never chooses it: on the checks in docs/results.md int8 changed 8 of 120 answers (bf16 3)
-    for 15-36 % less time per reasoned inspection on a 2-core AVX2 machine, a trade a user makes knowingly.
+    'int8' asks for it (on a CPU without PyTorch's x86 int8 kernels, or on a GPU: ``ConfigurationError``);
+    'auto' chooses it on a CPU that has the kernels but no native bf16 products, where fp32 misses the
+    3 s budget of a reasoned inspection (docs/results.md: 4.8 s fp32 against 2.4 s int8 on a 2-core AVX2
+    machine; 112 of 120 generated answers as fp32, the same accuracy within a point or two, as bf16's
+    117 of 120 where bf16 is native). 'float32' keeps full precision.
     """
+    if dtype == "auto":
+        return device.type == "cpu" and not cpu_has_native_bfloat16() and int8_matmul_available()
     if dtype != "int8":
         return False
     if device.type != "cpu" or not int8_matmul_available():

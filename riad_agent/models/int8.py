@@ -1,4 +1,5 @@
-"""Int8 matrix products for the builtin language model on x86 CPUs (opt-in: ``RIAD_DTYPE=int8``).
+"""Int8 matrix products for the builtin language model on x86 CPUs without native bf16 (``RIAD_DTYPE``
+``auto`` there, or ``int8``).
 
 Each large ``nn.Linear`` of the language model becomes a :class:`DynamicInt8Linear`: the weight is
 also stored as int8 with one scale per output channel, and a call with enough rows quantises its

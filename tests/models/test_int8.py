@@ -73,14 +73,21 @@ def test_quantise_linears_replaces_the_linears_not_skipped() -> None:
     assert model(torch.randn(40, 8)).shape == (40, 4)
 
 
-def test_int8_is_used_only_when_asked_on_a_cpu_with_the_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
-    cpu = torch.device("cpu")
+def test_int8_is_used_when_asked_or_by_auto_on_a_cpu_without_native_bf16(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(device_module, "int8_matmul_available", lambda: True)
+    monkeypatch.setattr(device_module, "cpu_has_native_bfloat16", lambda: True)
     assert builtin_uses_int8("int8", cpu)
-    assert not any(builtin_uses_int8(d, cpu) for d in ("auto", "float32", "bfloat16"))
+    assert not any(builtin_uses_int8(d, cpu) for d in ("auto", "float32", "bfloat16"))  # auto: bf16 there
+    monkeypatch.setattr(device_module, "cpu_has_native_bfloat16", lambda: False)
+    assert builtin_uses_int8("auto", cpu)  # fp32 would miss the reasoned inspection's 3 s
+    assert not builtin_uses_int8("auto", cuda) and not builtin_uses_int8("float32", cpu)
     with pytest.raises(ConfigurationError, match="CPU"):
-        builtin_uses_int8("int8", torch.device("cuda"))
+        builtin_uses_int8("int8", cuda)
     monkeypatch.setattr(device_module, "int8_matmul_available", lambda: False)
+    assert not builtin_uses_int8("auto", cpu)  # no x86 kernels (an ARM CPU): fp32
     with pytest.raises(ConfigurationError, match="int8 kernels"):
         builtin_uses_int8("int8", cpu)
 

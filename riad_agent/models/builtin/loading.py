@@ -75,9 +75,10 @@ def load_builtin(
     """The builtin VLM ready for the latent reasoner: SmolLM2 (LoRA merged) + EfficientNet + projector.
 
     ``dtype`` 'auto' on a CPU with native bf16 products (AVX512-BF16, AMX) runs the language model in
-    bf16: the latent loop takes about half the time, with the same answers on the checks in
-    docs/results.md, else fp32; 'int8' multiplies in int8 on x86 CPUs (:mod:`riad_agent.models.int8`:
-    faster where bf16 is not native, with a few answers changed); 'float32' keeps full precision.
+    bf16 (the latent loop takes about half the time, 117 of 120 answers as fp32 on the checks in
+    docs/results.md); on another x86 CPU it multiplies in int8 (:mod:`riad_agent.models.int8`: about
+    half of fp32's time there, 112 of 120 answers as fp32), on other devices as :func:`resolve_dtype`
+    says; 'int8' asks for int8; 'float32' keeps full precision.
     The LoRA deltas are merged in fp32 either way.
     """
     torch_device = resolve_device(device)
