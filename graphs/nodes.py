@@ -267,7 +267,8 @@ async def latent_reasoning(state: InspectionState, config: RunnableConfig) -> di
     anomaly, prior = state.get("anomaly"), state.get("prior")
     evidence = None
     if anomaly is not None and prior is not None:
-        evidence = StoredPrior(anomaly.score, await asyncio.to_thread(blobs.get_array, prior))
+        prior_map = await asyncio.to_thread(blobs.get_array, prior)
+        evidence = StoredPrior(anomaly.score, prior_map, tuple(anomaly.cautions), tuple(anomaly.notes))
     typing = state.get("typing")
     crops = []  # a reasoner that shows no exemplar images (the builtin model) is spared reading them
     if getattr(reasoner, "takes_exemplar_images", True):

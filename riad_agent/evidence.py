@@ -87,10 +87,13 @@ class ExemplarTyping(BaseModel):
 
 @dataclass(frozen=True)
 class StoredPrior:
-    """Expert evidence read back from a store: the score and the prior map :meth:`AnomalyMap.prior_map` gave."""
+    """Expert evidence read back from a store: the score and the prior map :meth:`AnomalyMap.prior_map` gave,
+    and the expert's cautions and notes (they keep its score from settling an answer)."""
 
     score: float
     prior: np.ndarray
+    cautions: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
     def prior_map(self) -> np.ndarray:
         return self.prior
@@ -150,8 +153,11 @@ def reasoning_input(
     """The reasoner's input from the evidence; no question means the default defect question.
 
     ``exemplars``: what a registered product's labelled defects say of the strongest region (most
-    similar first), and ``exemplar_type`` the type they clearly point to.
+    similar first), and ``exemplar_type`` the type they clearly point to. The expert's score also
+    settles what an answer may say (``ReasoningInput.settled_score``) unless the expert gave
+    cautions (references that disagree) or notes (a query they cannot judge).
     """
+    unsettled = expert is None or getattr(expert, "cautions", None) or getattr(expert, "notes", None)
     return ReasoningInput(
         image=image,
         question=question or DEFAULT_QUESTION,
@@ -166,6 +172,7 @@ def reasoning_input(
         seed=seed,
         exemplars=list(exemplars),
         exemplar_type=exemplar_type,
+        settled_score=None if unsettled or expert is None else expert.score,
     )
 
 

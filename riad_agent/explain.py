@@ -6,13 +6,13 @@ explanation and the citations are decided here and nowhere else.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, get_args
 
 from riad_agent.errors import RiadError
 from riad_agent.knowledge.cues import rank_by_cues
 from riad_agent.protocols import ReasoningResult
+from riad_agent.reasoning.option_meaning import answer_leaning
 from riad_agent.schemas import UNCERTAIN_BAND as UNCERTAIN_BAND  # re-exported: the band's old home
 from riad_agent.schemas import (
     CandidateType,
@@ -130,22 +130,6 @@ def reasoner_opinion(
     return None
 
 
-#: An option that says, and only says, that the part has no defect ("No defect.", "None", "Normal").
-_NO_DEFECT_OPTION = re.compile(
-    r"(?:there\s+(?:is|are)\s+|it\s+has\s+|the\s+\w+\s+(?:is|has)\s+)?"
-    r"(?:no\s+(?:visible\s+|obvious\s+|apparent\s+)?(?:defects?|anomal(?:y|ies)|damage|flaws?)"
-    r"(?:\s+(?:is\s+|are\s+)?(?:visible|found|present))?"
-    r"|none|normal|good|ok|defect[- ]free|flawless|intact|nothing)",
-    re.IGNORECASE,
-)
-#: A question about whether there is a defect at all ("Is there any defect in the object?").
-_PRESENCE_QUESTION = re.compile(
-    r"\b(?:is|are)\s+there\s+(?:any|a|an)\b[^?]*\b(?:defects?|anomal\w*|damage|flaws?)\b"
-    r"|\b(?:is|are)\s+(?:it|the\s+\w+|this\s+\w+)\s+(?:defective|anomalous|damaged)\b",
-    re.IGNORECASE,
-)
-
-
 def asked_leaning(
     anomaly: ExpertFindings | None, answer: str | None, question: MultipleChoiceQuestion | None
 ) -> Verdict | None:
@@ -169,29 +153,6 @@ def answer_agrees(
     :func:`asked_leaning`) or the verdict is uncertain."""
     leans = asked_leaning(anomaly, answer, question)
     return None if leans is None or verdict == "uncertain" else leans == verdict
-
-
-def answer_leaning(question: MultipleChoiceQuestion, letter: str) -> Verdict | None:
-    """What the chosen option of an asked question says of the part, or None when it says nothing.
-
-    Yes / no to a question about whether there is a defect; an option that says "no defect"; any
-    other option of a question that offered one (the part has the defect it names).
-    """
-    text = question.options[letter].strip()
-    if _PRESENCE_QUESTION.search(question.text):
-        if re.match(r"yes\b", text, re.IGNORECASE):
-            return "anomalous"
-        if re.match(r"no\b", text, re.IGNORECASE):
-            return "normal"
-    if _says_no_defect(text):
-        return "normal"
-    if any(_says_no_defect(other) for other in question.options.values()):
-        return "anomalous"
-    return None
-
-
-def _says_no_defect(option: str) -> bool:
-    return _NO_DEFECT_OPTION.fullmatch(option.strip().rstrip(".!").strip()) is not None
 
 
 def reasoner_anomaly_probability(result: ReasoningResult) -> float | None:
@@ -395,6 +356,14 @@ def explanation_text(
                     f"Answer {reasoning.answer} ({option.rstrip('.')}) follows the product's labelled "
                     f"exemplars{alone}; latent reasoning ran on {model}."
                 )
+            elif reasoning.trace.answer_source == "verdict":
+                own = reasoning.trace.model_answer or ""
+                own_option = question.options.get(own, "").rstrip(".")
+                sentences.append(
+                    f"Latent reasoning ({model}) leaned to {own} ({own_option}), which contradicts the vision "
+                    f"expert's confident score; the answer is the most likely option that does not: "
+                    f"{reasoning.answer} ({option.rstrip('.')})."
+                )
             else:
                 ended = option if not option or option[-1] in ".!?" else option + "."
                 sentences.append(f"Latent reasoning ({model}) answered {reasoning.answer}. {ended}".rstrip())
@@ -481,7 +450,9 @@ def build_report(
         # an answer taken from the labelled exemplars carries their evidence, not the model's lead
         clear = reasoning.trace.answer_source == "exemplars" or chosen - second >= REASONER_TYPE_LEAD
     defect = named if clear else None
-    leaned = named if not clear else None
+    # an answer the confident verdict forced is not the model's lean: its sentence says what happened
+    forced = reasoning is not None and reasoning.trace.answer_source == "verdict"
+    leaned = named if not clear and not forced else None
     typing = None if verdict == "normal" else typing
     # nothing states a type on a flagged part: the knowledge's best cue matches, as a lean
     untyped = defect is None and verdict != "normal" and (typing is None or typing.defect_type is None)

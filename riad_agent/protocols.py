@@ -163,6 +163,9 @@ class ReasoningInput:
     seed: int = 0
     exemplars: list[ExemplarHint] = field(default_factory=list)  # most similar first
     exemplar_type: str | None = None  # the type the exemplars clearly point to, if any
+    # the expert's score when its verdict stands on its own (references agree, the query fits them):
+    # an answer may not contradict it where it is confident (LatentConfig.follow_confident_verdict)
+    settled_score: float | None = None
 
 
 @dataclass

@@ -26,6 +26,8 @@ from riad_agent.errors import InvalidRequestError, first_problem
 SCHEMA_VERSION = "1"
 
 Verdict = Literal["normal", "anomalous", "uncertain"]
+AnswerSource = Literal["model", "exemplars", "verdict"]
+"""Where an asked answer came from (``ReasoningTrace.answer_source``)."""
 
 #: Scores within this distance of 0.5 are "uncertain" (the calibrated edge of normal).
 UNCERTAIN_BAND = 0.05
@@ -465,13 +467,16 @@ class ReasoningTrace(_Strict):
         description="The answer letter and the text decoded after it (the builtin model decodes the letter "
         "only: its rationales just repeated an option's text).",
     )
-    answer_source: Literal["model", "exemplars"] = Field(
+    answer_source: AnswerSource = Field(
         default="model",
         description="'exemplars': the option naming the type the product's labelled exemplars clearly "
-        "point to was taken (LatentConfig.follow_exemplars); 'model': the model's own choice.",
+        "point to was taken (LatentConfig.follow_exemplars); 'verdict': the model's choice contradicted "
+        "a confident expert score and the best option that does not was taken "
+        "(LatentConfig.follow_confident_verdict); 'model': the model's own choice.",
     )
     model_answer: str | None = Field(
-        default=None, description="The model's own letter when the answer came from the exemplars."
+        default=None,
+        description="The model's own letter when the answer came from the exemplars or the verdict.",
     )
     stopped: LoopStop = Field(
         default="steps",
@@ -579,12 +584,13 @@ class InspectionReport(_Strict):
         return "; ".join(parts)
 
     def answer_caveat(self) -> str:
-        """' (unlike the verdict, which follows the expert)' after an answer that contradicts the verdict."""
-        return (
-            " (unlike the verdict, which follows the expert)"
-            if self.answer_agrees_with_verdict is False
-            else ""
-        )
+        """' (unlike the verdict, which follows the expert)' after an answer that contradicts the verdict;
+        ' (the model leaned to D, which the expert's confident score rules out)' after one the verdict chose."""
+        if self.answer_agrees_with_verdict is False:
+            return " (unlike the verdict, which follows the expert)"
+        if self.trace is not None and self.trace.answer_source == "verdict" and self.trace.model_answer:
+            return f" (the model leaned to {self.trace.model_answer}, which the expert's confident score rules out)"
+        return ""
 
     def degradation_notes(self) -> list[str]:
         """One line per ``degraded`` entry, each saying what was skipped and what that means."""

@@ -363,6 +363,28 @@ def test_an_answer_taken_from_the_exemplars_says_so_and_names_the_models_lean() 
     assert "Latent reasoning (fake) answered" not in report.explanation
 
 
+def test_an_answer_the_confident_verdict_chose_says_what_the_model_leaned_to() -> None:
+    question = MultipleChoiceQuestion(
+        text="What is the type of the defect?", options={"A": "Crack.", "B": "Scratch.", "C": "No defect."}
+    )
+    trace = _trace(answer_source="verdict", model_answer="C")
+    trace = trace.model_copy(update={"option_probabilities": {"A": 0.25, "B": 0.2, "C": 0.55}})
+    reasoning = ReasoningResult(answer="A", text="A", trace=trace)
+    request = InspectionRequest(image="query.png", question=question)
+    box = Region(x0=1, y0=2, x1=9, y1=12, score=0.95, area=40)
+    report = _flagged(request, _findings(0.95, regions=[box]), reasoning)
+    assert report.answer == "A" and report.answer_agrees_with_verdict is True
+    assert (
+        "Latent reasoning (fake) leaned to C (No defect), which contradicts the vision expert's confident "
+        "score; the answer is the most likely option that does not: A (Crack)." in report.explanation
+    )
+    # a forced answer is neither a stated type nor the reasoner's lean
+    assert report.defect_type is None and "The reasoner leaned to" not in report.explanation
+    assert "unlike the verdict" not in report.explanation
+    assert report.answer_caveat() == " (the model leaned to C, which the expert's confident score rules out)"
+    assert "answer: A (the model leaned to C" in report.summary()
+
+
 def test_the_explanation_says_when_the_latent_loop_stopped_early() -> None:
     request = InspectionRequest(image="query.png")
     box = Region(x0=1, y0=2, x1=9, y1=12, score=0.9, area=40)

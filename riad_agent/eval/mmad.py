@@ -81,6 +81,12 @@ class MmadRunConfig(BaseModel):
     debias: Literal["none", "cyclic", "dihedral"] = Field(
         default="dihedral", description="The reasoner's answer debiasing (LatentConfig.debias)."
     )
+    follow_verdict: bool = Field(
+        default=True,
+        description="An answer may not contradict a confident expert score "
+        "(LatentConfig.follow_confident_verdict, the shipped default); the ablation turns it off above "
+        "its '+ confident verdict' row.",
+    )
     exemplars: int = Field(
         default=0,
         ge=0,
@@ -145,6 +151,7 @@ def build_mmad_reasoner(vlm: VisionLanguageModel, config: MmadRunConfig) -> Late
             latent_tokens=config.latent_tokens,
             rationale_tokens=config.rationale_tokens,
             debias=config.debias,
+            follow_confident_verdict=config.follow_verdict,
         ),
     )
 

@@ -8,8 +8,14 @@ base                  + the vision expert's evidence channels (the builtin model
 + knowledge           + the category's retrieved knowledge in the prompt
 + latent reasoning    + T latent steps optimising the entropy reward (no injection)
 + visual injection    + query patches spliced after the latents, chosen by attention alone
-+ expert prior        + patch choice weighted by the expert's prior (the full method)
++ expert prior        + patch choice weighted by the expert's prior
++ confident verdict   + no answer that contradicts a confident expert score (the full method)
++ exemplars           + what labelled defects of the category say of the strongest region
 ====================  =====================================================================
+
+The rows above "+ confident verdict" let the model contradict a confident expert score (the
+shipped default does not: ``LatentConfig.follow_confident_verdict``), so that row shows that rule's
+gain with its sign.
 
 Protocol. The headline is MMAD's one-shot protocol: the vision expert compares the query with the one
 normal template the model is shown, no more. k-shot figures (the expert with k references, the
@@ -106,7 +112,7 @@ def ablation_steps(
     debias: str = "dihedral",
     exemplars: int = 1,
 ) -> list[AblationStep]:
-    """The seven rows with ``steps`` latent iterations in the ``shots``-shot protocol.
+    """The eight rows with ``steps`` latent iterations in the ``shots``-shot protocol.
 
     The last, "+ exemplars", is the full method told what ``exemplars`` labelled defects per type
     (other test images of the category, leave-one-out) say of the strongest region; it needs
@@ -128,6 +134,7 @@ def ablation_steps(
         "sample": sample,
         "reverse_options": reverse_options,
         "debias": debias,
+        "follow_verdict": False,
     }
 
     def step(name: str, slug: str, use_expert: bool, **config: object) -> AblationStep:
@@ -138,31 +145,22 @@ def ablation_steps(
             config=MmadRunConfig.model_validate({**common, **config}),
         )
 
+    method = {"knowledge": True, "latent": True, "inject": True}  # every component up to the injection
     return [
         step("no expert evidence", "no_evidence", False, knowledge=False, latent=False),
         step("base", "base", True, knowledge=False, latent=False),
         step("+ knowledge", "knowledge", True, knowledge=True, latent=False),
         step("+ latent reasoning", "latent", True, knowledge=True, latent=True, inject=False),
-        step(
-            "+ visual injection",
-            "injection",
-            True,
-            knowledge=True,
-            latent=True,
-            inject=True,
-            prior_weight=0.0,
-        ),
-        step(
-            "+ expert prior", "expert_prior", True, knowledge=True, latent=True, inject=True, prior_weight=0.5
-        ),
+        step("+ visual injection", "injection", True, **method, prior_weight=0.0),
+        step("+ expert prior", "expert_prior", True, **method, prior_weight=0.5),
+        step("+ confident verdict", "verdict", True, **method, prior_weight=0.5, follow_verdict=True),
         step(
             "+ exemplars",
             "exemplars",
             True,
-            knowledge=True,
-            latent=True,
-            inject=True,
+            **method,
             prior_weight=0.5,
+            follow_verdict=True,
             exemplars=exemplars,
         ),
     ]

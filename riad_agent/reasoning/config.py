@@ -138,6 +138,20 @@ class LatentConfig(BaseModel):
         "exemplars clearly point to (ReasoningInput.exemplar_type) is answered with that option; the "
         "model's own choice stays in the trace (answer_source, model_answer). Off: the model decides.",
     )
+    follow_confident_verdict: bool = Field(
+        default=True,
+        description="An asked question's options that contradict a confident expert score (calibrated on "
+        "references: >= 1 - verdict_margin anomalous, <= verdict_margin normal; 'No defect' on a part "
+        "scored 0.99, 'Yes' to 'Is there any defect?' on one scored 0.01) are not chosen: the answer is "
+        "the best of the other options, the model's own choice stays in the trace (answer_source "
+        "'verdict', model_answer). Off: the model decides, and the report says when it disagrees.",
+    )
+    verdict_margin: float = Field(
+        default=0.2,
+        ge=0.0,
+        lt=0.5,
+        description="How far from 0 or 1 an expert score still counts as confident (follow_confident_verdict).",
+    )
     exemplar_images: bool = Field(
         default=True,
         description="Show a registered product's defect-exemplar crops as extra images (models that take them).",

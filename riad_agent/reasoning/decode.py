@@ -37,7 +37,7 @@ from riad_agent.models.hf_cache import fork_cache
 from riad_agent.reasoning.latent_loop import LoopSetup, State, build_row, row_injection
 from riad_agent.reasoning.prompt import question_text
 from riad_agent.reasoning.reward import option_logits
-from riad_agent.schemas import MultipleChoiceQuestion
+from riad_agent.schemas import AnswerSource, MultipleChoiceQuestion
 
 _LETTER = re.compile(r"\b([A-Z])\b")
 
@@ -50,7 +50,9 @@ class Decoded:
     letter_from_text: str | None
     probabilities: dict[str, float]
     raw_probabilities: dict[str, float] | None = None  # before debiasing, when it ran
-    source: str = "model"  # 'exemplars': the letter is the setup's preferred option (outside evidence)
+    # 'exemplars': the setup's preferred option (outside evidence); 'verdict': the model's letter was
+    # one the setup excludes (it contradicts a confident expert score) and the best other was taken
+    source: AnswerSource = "model"
     model_answer: str | None = None  # the model's own letter when the source is not the model
 
 
@@ -208,7 +210,7 @@ def decode_answers(
     rows, budgets = [], []
     for setup, state, stem, names in zip(setups, states, stems, letters, strict=True):
         row = build_row(setup, state.latents, state.patches)
-        if stem is None and setup.preferred is None:
+        if stem is None and setup.preferred is None and not setup.excluded:
             chosen.append(None)
             rows.append(row)
             budgets.append(max(1, max_new_tokens))
@@ -217,7 +219,7 @@ def decode_answers(
             debiased, raw = debiased_probabilities(vlm, setup, state, stem)
         else:
             debiased = raw = answer_probabilities(vlm, setup, state, row)
-        letter = setup.preferred or names[int(torch.argmax(debiased))]
+        letter = setup.preferred or allowed_best(names, debiased, setup.excluded)
         chosen.append((letter, debiased, raw))
         rows.append(torch.cat([row, vlm.embed_text(letter).to(row.dtype)]))
         budgets.append(max(0, max_new_tokens - 1))
@@ -229,6 +231,9 @@ def decode_answers(
             continue
         letter, debiased, raw = pick
         own = names[int(torch.argmax(debiased))]
+        source: AnswerSource = (
+            "exemplars" if setup.preferred is not None else "verdict" if letter != own else "model"
+        )
         results.append(
             Decoded(
                 answer=letter,
@@ -237,11 +242,18 @@ def decode_answers(
                 letter_from_text=letter,
                 probabilities=_named(names, debiased),
                 raw_probabilities=_named(names, raw),
-                source="model" if setup.preferred is None else "exemplars",
-                model_answer=None if setup.preferred is None else own,
+                source=source,
+                model_answer=None if source == "model" else own,
             )
         )
     return results
+
+
+def allowed_best(names: list[str], probabilities: torch.Tensor, excluded: frozenset[str]) -> str:
+    """The most probable option letter that is not ``excluded`` (all excluded: the most probable)."""
+    order = [int(i) for i in torch.argsort(probabilities, descending=True)]
+    allowed = [names[i] for i in order if names[i] not in excluded]
+    return allowed[0] if allowed else names[order[0]]
 
 
 def _generate(

@@ -81,6 +81,7 @@ class LoopSetup:
     embedding_rms: float
     layout: PatchLayout = "interleaved"  # set by the loop from its config; the decode builds the same rows
     preferred: str | None = None  # the option letter outside evidence names (the exemplars' type), if any
+    excluded: frozenset[str] = frozenset()  # letters whose options contradict a confident expert score
 
 
 @dataclass

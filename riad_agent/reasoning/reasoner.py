@@ -34,6 +34,7 @@ from riad_agent.reasoning.latent_loop import (
     run_latent_loop,
     run_latent_loops,
 )
+from riad_agent.reasoning.option_meaning import contradicting_options
 from riad_agent.reasoning.prompt import build_segments, preferred_option
 from riad_agent.schemas import ReasoningTrace
 
@@ -127,6 +128,11 @@ class LatentReasoner:
             preferred=preferred_option(request.question, request.exemplar_type)
             if config.follow_exemplars
             else None,
+            excluded=frozenset(
+                contradicting_options(request.question, request.settled_score, config.verdict_margin)
+                if config.follow_confident_verdict
+                else ()
+            ),
         )
 
     def reason(self, request: ReasoningInput, progress: ProgressCallback | None = None) -> ReasoningResult:
@@ -305,7 +311,7 @@ class LatentReasoner:
             kept=injected_refs(setup, result),
             option_probabilities=decoded.probabilities,
             rationale=decoded.text,
-            answer_source="exemplars" if decoded.source == "exemplars" else "model",
+            answer_source=decoded.source,
             model_answer=decoded.model_answer,
             stopped=result.stopped,
         )

@@ -69,6 +69,13 @@ class WireRequest(_Wire):
         le=1.0,
         description="The expert's calibrated image score (0.5 = edge of normal).",
     )
+    settled_score: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="The expert's score when its verdict stands on its own; an answer may not contradict "
+        "it where it is confident.",
+    )
     category: str | None = Field(default=None, max_length=200)
     latent_steps: int = Field(default=10, ge=0, le=200)
     latent_tokens: int = Field(default=4, ge=1, le=64)
@@ -233,6 +240,7 @@ def encode_input(request: ReasoningInput) -> WireRequest:
         knowledge=list(request.knowledge),
         patch_prior=prior,
         image_score=None if request.image_score is None else float(request.image_score),
+        settled_score=None if request.settled_score is None else float(request.settled_score),
         category=request.category,
         latent_steps=request.latent_steps,
         latent_tokens=request.latent_tokens,
@@ -269,6 +277,7 @@ def decode_input(body: WireRequest, limits: WireLimits) -> ReasoningInput:
         templates=templates,
         patch_prior=prior,
         image_score=body.image_score,
+        settled_score=body.settled_score,
         category=body.category,
         latent_steps=body.latent_steps,
         latent_tokens=body.latent_tokens,

@@ -44,8 +44,10 @@ def test_rows_run_score_resume_and_tabulate(question_set: Path, tmp_path: Path) 
         "latent",
         "injection",
         "expert_prior",
+        "verdict",
         "exemplars",
     ]
+    assert [s.config.follow_verdict for s in steps] == [False] * 6 + [True] * 2
     chosen = [steps[1], steps[5]]
     expert = PatchCoreExpert(ExpertConfig(heatmap=False))
     rows = run_ablation(question_set, vlm, chosen, tmp_path, FakeKnowledge(), expert)

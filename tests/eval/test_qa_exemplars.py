@@ -89,7 +89,7 @@ def test_the_exemplars_row_asks_with_them_and_needs_the_pool(
     root = tmp_path / "questions"
     write_mmad_layout(mvtec_set(parts, "test", knowledge_dataset="synthetic", key_dataset=KEY), root, seed=0)
     steps = ablation_steps(steps=1, shots=4, exemplars=1)
-    assert [s.slug for s in steps][-2:] == ["expert_prior", "exemplars"]
+    assert [s.slug for s in steps][-3:] == ["expert_prior", "verdict", "exemplars"]
     row = steps[-1]
     assert row.config.exemplars == 1 and row.config.knowledge and row.config.latent
     vlm = build_tiny_qwen2_vl("qwen2_vl", seed=0)

@@ -158,6 +158,15 @@ def test_one_builder_for_the_reasoners_input(images: dict[str, Path]) -> None:
     )
     assert from_request.seed == 9 and from_request.category == "synthetic/washer"
     assert reasoning_input(image).patch_prior is None
+    # the expert's score settles an answer unless it gave cautions or notes (or there is no expert)
+    assert built.settled_score == anomaly.score and from_request.settled_score == anomaly.score
+    cautioned = StoredPrior(0.1, anomaly.prior_map(), cautions=("reference 2 of 3 looks unlike the others",))
+    assert reasoning_input(image, expert=cautioned).settled_score is None
+    assert (
+        reasoning_input(image, expert=StoredPrior(0.5, anomaly.prior_map(), notes=("aspect",))).settled_score
+        is None
+    )
+    assert reasoning_input(image).settled_score is None
 
     findings = ExpertFindings.of(anomaly, heatmap=False)
     assert (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -110,3 +111,28 @@ def test_the_stem_reproduces_the_full_prompt_and_batches_agree(biased: object) -
     assert first.answer == alone.answer and first.text == alone.text
     for letter, p in alone.trace.option_probabilities.items():
         assert first.trace.option_probabilities[letter] == pytest.approx(p, abs=1e-4)
+
+
+@pytest.mark.parametrize("debias", ["none", "dihedral"])
+def test_an_answer_never_contradicts_a_confident_expert_score(biased: Any, debias: str) -> None:
+    """The biased model says "A" (here "No.") for its place; a part the expert scored 0.97 is not
+    answered "No." unless the rule is off, and the model's own letter stays in the trace."""
+
+    def ask(score: float, **config: Any) -> Any:
+        request = _request({"A": "No.", "B": "Yes."}, seed=3)
+        request.settled_score = score
+        return LatentReasoner(biased, LatentConfig(debias=debias, **config)).reason(request)
+
+    for score, fits in ((0.97, "B"), (0.02, "A")):
+        own = ask(score, follow_confident_verdict=False)
+        found = ask(score)
+        assert found.answer == fits and found.text.startswith(fits)
+        if own.answer == fits:
+            assert found.trace.answer_source == "model" and found.trace.model_answer is None
+        else:
+            assert found.trace.answer_source == "verdict" and found.trace.model_answer == own.answer
+    if debias == "none":  # the bias stays: "No." was the model's own answer on the flagged part
+        assert ask(0.97, follow_confident_verdict=False).answer == "A"
+    unsure = ask(0.6)
+    assert unsure.trace.answer_source == "model"
+    assert unsure.answer == ask(0.6, follow_confident_verdict=False).answer

@@ -52,6 +52,7 @@ async def test_remote_reasoner_then_service_dies(tmp_path: Path, request_dict: d
     assert call.latent_steps == 3 and len(call.templates) == 1 and call.category == "synthetic/washer"
     assert call.patch_prior is not None and call.patch_prior.shape == (64, 64)
     assert call.image_score == pytest.approx(report.anomaly_score, abs=1e-9)  # the expert's score travels too
+    assert call.settled_score == pytest.approx(report.anomaly_score, abs=1e-9)  # and settles the answer there
     assert [hit.id for hit in call.knowledge][:1] == ["synthetic/washer/normal"]
 
     after = await inspector.ainspect(request_dict)  # the service is gone now

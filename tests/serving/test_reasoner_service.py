@@ -233,8 +233,10 @@ def test_exemplars_cross_the_wire() -> None:
         ExemplarHint("hole", 0.7),
     ]
     request.exemplar_type = "crack"
+    request.settled_score = 0.93
     body = WireRequest.model_validate_json(encode_input(request).model_dump_json())
     back = decode_input(body, WireLimits())
+    assert back.settled_score == pytest.approx(0.93)
     assert back.exemplar_type == "crack" and [h.defect_type for h in back.exemplars] == ["crack", "hole"]
     assert back.exemplars[0].crop is not None and back.exemplars[0].crop.size == (12, 8)
     assert back.exemplars[1].crop is None and back.exemplars[0].similarity == pytest.approx(0.91)
