@@ -106,8 +106,11 @@ class WireRequest(_Wire):
             raise ValueError(f"patch_prior rows must have at most {PRIOR_MAX_SIDE} values")
         if any(len(row) != width for row in grid):
             raise ValueError("patch_prior rows must all have the same length")
-        if not all(np.isfinite(value) for row in grid for value in row):
-            raise ValueError("patch_prior values must be finite numbers")
+        largest = float(np.finfo(np.float32).max)  # the service reads the grid as float32
+        if not all(np.isfinite(value) and abs(value) <= largest for row in grid for value in row):
+            raise ValueError(
+                "patch_prior values must be finite numbers within float32's range (a prior is in [0, 1])"
+            )
         return grid
 
 

@@ -206,6 +206,8 @@ def test_limits_and_bad_inputs_are_typed_4xx(serve: ServeFn) -> None:
     assert _post(server.url, b"not json").json()["error"]["code"] == "invalid_request"
     ragged = _post(server.url, {**_body(), "patch_prior": [[0.1, 0.2], [0.3]]})
     assert ragged.status_code == 422 and "same length" in ragged.json()["error"]["message"]
+    huge = _post(server.url, {**_body(), "patch_prior": [[0.1, 1e300]]})  # float32 would overflow
+    assert huge.status_code == 422 and "float32's range" in huge.json()["error"]["message"]
     score = _post(server.url, {**_body(), "image_score": 1.5})
     assert score.status_code == 422 and "image_score" in score.json()["error"]["message"]
     assert fake.calls == []  # nothing invalid reached the model
