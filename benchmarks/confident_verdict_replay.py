@@ -21,9 +21,8 @@ import argparse
 from pathlib import Path
 
 import torch
-from PIL import Image
 
-from riad_agent.eval.mmad import read_answers
+from riad_agent.eval.mmad import _open_image, _open_template, read_answers
 from riad_agent.eval.mmad_data import load_mmad
 from riad_agent.eval.mmad_scoring import score_answers
 from riad_agent.expert import open_expert
@@ -50,8 +49,8 @@ def main() -> None:
         for answer in answers:
             if answer.image not in scores:
                 item = items[answer.image]
-                query = Image.open(args.questions / answer.image).convert("RGB")
-                template = Image.open(args.questions / item.similar_templates[0]).convert("RGB")
+                query = _open_image(args.questions, answer.image)  # as the evaluation opens them
+                template = _open_template(args.questions, item.similar_templates[0])
                 scores[answer.image] = expert.analyse(query, [template]).score
             question = MultipleChoiceQuestion(text=answer.question, options=answer.options)
             excluded = frozenset(contradicting_options(question, scores[answer.image], margin))

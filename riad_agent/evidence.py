@@ -157,7 +157,9 @@ def reasoning_input(
     settles what an answer may say (``ReasoningInput.settled_score``) unless the expert gave
     cautions (references that disagree) or notes (a query they cannot judge).
     """
-    unsettled = expert is None or getattr(expert, "cautions", None) or getattr(expert, "notes", None)
+    settled = (
+        expert is not None and not getattr(expert, "cautions", None) and not getattr(expert, "notes", None)
+    )
     return ReasoningInput(
         image=image,
         question=question or DEFAULT_QUESTION,
@@ -172,7 +174,7 @@ def reasoning_input(
         seed=seed,
         exemplars=list(exemplars),
         exemplar_type=exemplar_type,
-        settled_score=None if unsettled or expert is None else expert.score,
+        settled_score=expert.score if settled and expert is not None else None,
     )
 
 
