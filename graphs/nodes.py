@@ -140,13 +140,17 @@ async def resolve_category(state: InspectionState, config: RunnableConfig) -> di
         knowledge: KnowledgeBase | None = await asyncio.to_thread(components.knowledge.get)
     except BackendUnavailableError:
         knowledge = None
-    # a typo of a known category raises (the caller's error); the registered product's pose wins
+    near: tuple[str, ...] = ()
+    if product is None and not state["references"]:  # a typo of a registered product's name?
+        near = await asyncio.to_thread(_near_products, components, category)
+    # a typo of a known category or product raises (the caller's error); the product's pose wins
     resolved = await asyncio.to_thread(
         steps.resolve_category,
         knowledge,
         category,
         state.get("pose"),
         use_knowledge=True,
+        near=near,
     )
     return {
         "category": resolved.category,
@@ -156,6 +160,14 @@ async def resolve_category(state: InspectionState, config: RunnableConfig) -> di
         "degraded": resolved.degraded,
         "timings_ms": {"resolve_category": _ms(start)},
     }
+
+
+def _near_products(components: Components, category: str) -> tuple[str, ...]:
+    try:
+        names = [product.name for product in components.products.get().list()]
+    except (BackendUnavailableError, OSError):
+        return ()
+    return steps.near_products(names, category)
 
 
 async def expert_analysis(state: InspectionState, config: RunnableConfig) -> dict[str, Any]:

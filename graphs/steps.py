@@ -9,14 +9,15 @@ same lower-level parts (``products/``, the knowledge base's ``resolve_category``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import difflib
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
 
 from riad_agent.blobs import BlobStore
-from riad_agent.errors import UnknownCategoryError
+from riad_agent.errors import UnknownCategoryError, UnknownProductError
 from riad_agent.evidence import ExemplarTyping, ExpertFindings
 from riad_agent.explain import UNCERTAIN_BAND
 from riad_agent.graphs.images import remember_image
@@ -87,6 +88,14 @@ def choose_product(
     return ProductChoice(recognition.product, recognition.similarity)
 
 
+def near_products(registered: Collection[str], category: str | None) -> tuple[str, ...]:
+    """Registered names a category that is not registered is a likely typo of (``solar-mon``:
+    ``solar-mono``), closest first; empty for a name close to none."""
+    if category is None or category in registered:
+        return ()
+    return tuple(difflib.get_close_matches(category, sorted(registered), n=3, cutoff=0.8))
+
+
 def stored_product(
     registry: ProductRegistry, name: str, policy: ImagePolicy, blobs: BlobStore
 ) -> StoredProduct:
@@ -106,12 +115,16 @@ def resolve_category(
     pose: Pose | None,
     *,
     use_knowledge: bool,
+    near: Sequence[str] = (),
 ) -> CategoryResolution:
     """The canonical category and pose, by the rules of the graph's ``resolve_category`` node.
 
     ``knowledge`` None means it could not be opened (``knowledge_unavailable``). A likely typo of a
-    known category raises :class:`UnknownCategoryError`; a name close to none is a new product.
-    ``pose`` is the registered product's, which wins over the knowledge entry's.
+    known category raises :class:`UnknownCategoryError`; ``near``: the registered products an
+    unregistered name without references is a likely typo of (:func:`near_products`): when the
+    knowledge does not know the name either, :class:`UnknownProductError` says which was meant. A
+    name close to nothing is a new product. ``pose`` is the registered product's, which wins over
+    the knowledge entry's.
     """
     if not use_knowledge or category is None:
         return CategoryResolution(category, pose)
@@ -122,6 +135,12 @@ def resolve_category(
     except UnknownCategoryError as exc:
         if exc.close_matches:
             raise
+        if near:
+            meant = " or ".join(repr(name) for name in near)
+            raise UnknownProductError(
+                f"no product or knowledge category named {category!r} and no references were given: "
+                f"did you mean the registered product {meant}?"
+            ) from None
         return CategoryResolution(category, pose, ["no_knowledge_for_category"])
     if pose is None:
         pose = knowledge.pose(category)

@@ -32,6 +32,7 @@ from riad_agent.graphs.steps import (
     StoredProduct,
     choose_product,
     exemplar_typing,
+    near_products,
     resolve_category,
     stored_product,
 )
@@ -98,7 +99,7 @@ class FastTriage:
         self._references: list[Image.Image] | None = None
         self._products: dict[str, StoredProduct] = {}
         self._registered: list[str] | None = None
-        self._resolutions: dict[tuple[str | None, Pose | None], CategoryResolution] = {}
+        self._resolutions: dict[tuple[str | None, Pose | None, tuple[str, ...]], CategoryResolution] = {}
 
     def decode(self, image: str) -> Decoded:
         """Read, check and decode one image (thread-safe; typed errors as the graph's ``load_inputs``)."""
@@ -179,7 +180,9 @@ class FastTriage:
             )
             if choice.name is None:
                 if not choice.unknown:
-                    return self._unregistered([])
+                    return self._unregistered(
+                        [], near_products(self._registered_names(registry), self.category)
+                    )
                 return _Context([], similarity=choice.similarity, degraded=["unknown_product"])
             name, similarity = choice.name, choice.similarity
             product = self._stored(registry, name)
@@ -196,9 +199,10 @@ class FastTriage:
             degraded=resolution.degraded,
         )
 
-    def _unregistered(self, degraded: list[str]) -> _Context:
-        """No stored references: a named category is resolved in the knowledge; nothing to compare with."""
-        resolution = self._resolution(self.category, None)
+    def _unregistered(self, degraded: list[str], near: tuple[str, ...] = ()) -> _Context:
+        """No stored references: a named category is resolved in the knowledge; nothing to compare with.
+        ``near``: registered products the name is a likely typo of (the resolution then raises)."""
+        resolution = self._resolution(self.category, None, near)
         return _Context(
             [], None, resolution.category, resolution.pose, degraded=degraded + resolution.degraded
         )
@@ -229,15 +233,17 @@ class FastTriage:
                 self._products[name] = stored_product(registry, name, policy, blobs)
             return self._products[name]
 
-    def _resolution(self, category: str | None, pose: Pose | None) -> CategoryResolution:
-        key = (category, pose)
+    def _resolution(
+        self, category: str | None, pose: Pose | None, near: tuple[str, ...] = ()
+    ) -> CategoryResolution:
+        key = (category, pose, near)
         with self._state_lock:
             cached = self._resolutions.get(key)
         if cached is not None:
             return cached
         use = self.options.use_knowledge
         knowledge = self._knowledge() if use and category is not None else None
-        resolution = resolve_category(knowledge, category, pose, use_knowledge=use)
+        resolution = resolve_category(knowledge, category, pose, use_knowledge=use, near=near)
         with self._state_lock:
             self._resolutions[key] = resolution
         return resolution

@@ -21,7 +21,7 @@ from typing import Any
 from langgraph.graph.state import CompiledStateGraph
 
 from riad_agent.components import Components
-from riad_agent.errors import OutputWriteError, RiadError
+from riad_agent.errors import OutputWriteError, RiadError, UnknownCategoryError, UnknownProductError
 from riad_agent.graphs.inspection import run_inspection
 from riad_agent.graphs.triage_fast import FastTriage, ReasonerMode, triage_record, wants_reasoner
 from riad_agent.graphs.triage_results import TriageRecord
@@ -118,8 +118,8 @@ class ImageTriage:
                 heatmap=heatmap,
                 elapsed_ms=_elapsed(start),
             )
-        except OutputWriteError:
-            raise
+        except (OutputWriteError, UnknownCategoryError, UnknownProductError):
+            raise  # the output, or the run's category (wrong for every image): the run ends, typed
         except RiadError as exc:
             return self._error(image, type(exc).__name__, exc.message, start)
         except OSError as exc:  # the heatmap file

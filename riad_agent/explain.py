@@ -264,13 +264,16 @@ def explanation_text(
     asked: MultipleChoiceQuestion | None = None,
     skipped_reasoner: bool = False,
     leaned: KnowledgeHit | None = None,
+    category: str | None = None,
+    category_similarity: float | None = None,
 ) -> str:
     """A few plain sentences that say what was found, where, and on what evidence.
 
     ``question`` is the question answered (the default one when none was asked); ``asked`` the
     request's own question, or None; ``skipped_reasoner``: the reasoner was wanted but not needed;
     ``leaned``: the defect type the reasoner's answer names, when its lead was too small to state it;
-    ``candidates``: the knowledge's candidate types to name when nothing states a type.
+    ``candidates``: the knowledge's candidate types to name when nothing states a type; ``category``
+    and ``category_similarity``: what was named, or how near the image came to a registered product.
     """
     calibrated = (
         f"Verdict: {verdict} (calibrated anomaly score {score_text(score)}; 0.50 is the edge of normal)."
@@ -279,8 +282,7 @@ def explanation_text(
     if anomaly is None:  # the score is the reasoner's own probability, or 0.5: nothing calibrated it
         sentences = [
             f"Verdict: {verdict} (uncalibrated anomaly score {score:.2f}, not the expert's).",
-            "No normal reference images were given, so no calibrated comparison was possible: "
-            "the verdict stays uncertain whatever the reasoner's answer.",
+            _without_references(degraded, category, category_similarity),
         ]
     elif anomaly.notes:
         sentences.append("The vision expert could not judge this image: " + "; ".join(anomaly.notes) + ".")
@@ -383,6 +385,29 @@ def explanation_text(
     return " ".join(sentences)
 
 
+def _without_references(degraded: list[str], category: str | None, similarity: float | None) -> str:
+    """Why nothing calibrated the score, and what the user can do about it."""
+    register = "give normal reference images or register it (riad product add, or the register_product tool)"
+    if "unknown_product" in degraded:
+        nearest = (
+            f" (the nearest is at similarity {similarity:.2f}, below the acceptance threshold)"
+            if similarity is not None
+            else " (none is registered)"
+        )
+        return (
+            f"No category was named and the image matches no registered product{nearest}: name its "
+            f"category, or {register}. Without references no calibrated comparison is possible: the "
+            "verdict stays uncertain whatever the reasoner's answer."
+        )
+    unknown = ""
+    if category is not None and "no_knowledge_for_category" in degraded:
+        unknown = f" '{category}' is neither a registered product nor a knowledge category: {register}."
+    return (
+        "No normal reference images were given, so no calibrated comparison was possible: "
+        f"the verdict stays uncertain whatever the reasoner's answer.{unknown}"
+    )
+
+
 def _candidate_words(candidate: CandidateType) -> str:
     """'Synthetic washer: Scratch (matches elongated; not darker)': the region's attributes its cues name,
     and those where they name others."""
@@ -479,6 +504,8 @@ def build_report(
         and not reasoner_needed(request.options, question, anomaly)
         and not any(item.startswith("reasoner_") for item in degraded),
         leaned=leaned,
+        category=category,
+        category_similarity=category_similarity,
     )
     return InspectionReport(
         verdict=verdict,

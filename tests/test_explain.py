@@ -109,6 +109,46 @@ def test_without_references_the_verdict_is_uncertain() -> None:
     assert "calibrated anomaly score" not in report.explanation.replace("uncalibrated", "")
 
 
+def test_without_references_the_explanation_says_what_was_missing_and_what_to_do() -> None:
+    request = InspectionRequest(image="query.png")
+    unknown = build_report(
+        request,
+        (64, 64),
+        (64, 64),
+        None,
+        False,
+        [],
+        None,
+        None,
+        ["unknown_product", "no_references"],
+        {},
+        {},
+        category_similarity=0.8694,
+    )
+    assert "matches no registered product (the nearest is at similarity 0.87" in unknown.explanation
+    assert "register it (riad product add" in unknown.explanation
+    assert "No normal reference images were given" not in unknown.explanation  # one reason, not two
+    nothing = build_report(
+        request, (64, 64), (64, 64), None, False, [], None, None, ["unknown_product"], {}, {}
+    )
+    assert "(none is registered)" in nothing.explanation
+    named = build_report(
+        request,
+        (64, 64),
+        (64, 64),
+        "solar-poly",
+        False,
+        [],
+        None,
+        None,
+        ["no_knowledge_for_category", "no_references"],
+        {},
+        {},
+    )
+    assert "'solar-poly' is neither a registered product nor a knowledge category" in named.explanation
+    assert unknown.verdict == nothing.verdict == named.verdict == "uncertain"
+
+
 def test_an_image_the_expert_could_not_judge_is_uncertain_with_its_reason() -> None:
     report = _report(
         _findings(0.5, notes=["the image's aspect ratio 4.00 does not fit the references' 1.00"])

@@ -2,8 +2,9 @@
 
 Read by the reasoner (an asked answer must not contradict a confident expert score,
 ``LatentConfig.follow_confident_verdict``) and by the explanation (an answer that contradicts the
-verdict is said). English only, by full match: an unusual wording says nothing rather than the wrong
-thing ("Normal bracket" and "Abnormal colour" say nothing).
+verdict is said). English only, by full match of every clause: an unusual wording says nothing rather
+than the wrong thing ("Normal bracket", "Abnormal colour" and "Normal, but stained" say nothing;
+"Nothing, it is normal" says normal).
 """
 
 from __future__ import annotations
@@ -20,6 +21,18 @@ _NO_DEFECT_OPTION = re.compile(
     r"|none|normal|good|ok|defect[- ]free|flawless|intact|nothing)",
     re.IGNORECASE,
 )
+#: A clause that says the part as a whole is fine ("it is normal", "the part looks good",
+#: "nothing is wrong", "no defects detected").
+_FINE_CLAUSE = re.compile(
+    r"(?:it|this|everything|the\s+(?:\w+\s+)?\w+|this\s+\w+)\s+(?:is|looks|appears|seems)(?:\s+to\s+be)?"
+    r"\s+(?:completely\s+|perfectly\s+|entirely\s+)?"
+    r"(?:normal|fine|good|ok|intact|undamaged|flawless|defect[- ]free|as\s+expected)"
+    r"|nothing\s+(?:is\s+)?(?:wrong|abnormal|unusual|defective)"
+    r"|no\s+(?:defects?|anomal(?:y|ies)|damage|flaws?)\s+(?:detected|observed|seen)",
+    re.IGNORECASE,
+)
+#: Where an option's clauses part ("Nothing, it is normal"; "No - the part looks fine").
+_CLAUSE_BREAK = re.compile(r"\s*[,;:]\s*|\s+[-\u2013\u2014]\s+")
 #: A question about whether there is a defect at all ("Is there any defect in the object?").
 _PRESENCE_QUESTION = re.compile(
     r"\b(?:is|are)\s+there\s+(?:any|a|an)\b[^?]*\b(?:defects?|anomal\w*|damage|flaws?)\b"
@@ -48,7 +61,15 @@ def answer_leaning(question: MultipleChoiceQuestion, letter: str) -> Verdict | N
 
 
 def _says_no_defect(option: str) -> bool:
-    return _NO_DEFECT_OPTION.fullmatch(option.strip().rstrip(".!").strip()) is not None
+    """True when every clause of the option says the part is fine; a bare "No" may lead them."""
+    clauses = [c for c in _CLAUSE_BREAK.split(option.strip().rstrip(".!").strip()) if c]
+    if clauses and len(clauses) > 1 and re.fullmatch(r"no", clauses[0], re.IGNORECASE):
+        clauses = clauses[1:]
+    return bool(clauses) and all(_says_fine(clause) for clause in clauses)
+
+
+def _says_fine(clause: str) -> bool:
+    return any(rule.fullmatch(clause) is not None for rule in (_NO_DEFECT_OPTION, _FINE_CLAUSE))
 
 
 def contradicting_options(question: MultipleChoiceQuestion, score: float | None, margin: float) -> set[str]:

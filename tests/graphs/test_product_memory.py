@@ -10,6 +10,7 @@ from support.fakes import FakeExpert, FakeKnowledge, FakeReasoner
 
 from riad_agent.components import build_components
 from riad_agent.data.synthetic import generate_sample
+from riad_agent.errors import UnknownProductError
 from riad_agent.graphs.steps import choose_product
 from riad_agent.inspector import Inspector
 from riad_agent.knowledge.local_store import LocalStore
@@ -162,3 +163,23 @@ def test_a_registered_name_spelled_with_underscores_is_that_product() -> None:
     assert choose_product(registered, "solar-cell", never).name == "solar-cell"
     # a name no registered product spells is a knowledge category or a new product: no choice
     assert choose_product(registered, "solar_cells", never).name is None
+
+
+def test_a_typo_of_a_registered_name_without_references_says_which_was_meant(
+    tmp_path: Path, embedder: ImageEmbedder
+) -> None:
+    inspector, _ = _setup(tmp_path, embedder)
+    registry = inspector.components.products.get()
+    registry.add("solar-mono", [generate_sample("synthetic/tile", None, 5, SIZE).image])
+    image = _query(tmp_path, "synthetic/tile", None)
+    with pytest.raises(UnknownProductError, match="did you mean the registered product 'solar-mono'"):
+        inspector.inspect({"image": image, "category": "solar-mon", "options": {"use_reasoner": False}})
+    # a name close to no registered product nor knowledge category: a new product, uncertain and why
+    report = inspector.inspect({"image": image, "category": "solar-poly", "options": {"use_reasoner": False}})
+    assert report.verdict == "uncertain" and "no_knowledge_for_category" in report.degraded
+    assert "'solar-poly' is neither a registered product nor a knowledge category" in report.explanation
+    # with references the name is a new product's label, however close to a registered one
+    given = inspector.inspect(
+        {"image": image, "category": "solar-mon", "references": [image], "options": {"use_reasoner": False}}
+    )
+    assert given.category == "solar-mon"

@@ -13,7 +13,7 @@ import pytest
 from support.fakes import FakeExpert, FakeKnowledge, FakeReasoner, part_image
 
 from riad_agent.components import build_components
-from riad_agent.errors import InvalidRequestError
+from riad_agent.errors import InvalidRequestError, UnknownCategoryError
 from riad_agent.graphs.triage import TriageJob, build_triage_graph, read_finished, run_triage
 from riad_agent.settings import Settings
 
@@ -65,6 +65,27 @@ async def test_triage_writes_one_line_per_image_and_records_errors(tmp_path: Pat
         TriageJob(images=images, out=out, references=[reference], retry_errors=True), graph
     )
     assert retried.inspected == 1
+
+
+async def test_a_mistyped_category_ends_the_run_with_its_typed_error(tmp_path: Path) -> None:
+    images, reference = _folder(tmp_path, 3)
+    components = build_components(
+        Settings(data_dir=tmp_path / "data"),
+        knowledge=FakeKnowledge(),
+        expert=FakeExpert(),
+        reasoner=FakeReasoner(),
+    )
+    graph = build_triage_graph(components=components)
+    out = tmp_path / "results.jsonl"
+    # wrong for every image: not one error line per image and an exit status of success
+    with pytest.raises(UnknownCategoryError, match="synthetic/washer"):
+        await run_triage(TriageJob(images=images, out=out, category="synthetic/washr"), graph)
+    assert not out.exists() or _records(out) == []
+    # the lock was let go: the corrected run goes ahead
+    summary = await run_triage(
+        TriageJob(images=images, out=out, category="synthetic/washer", references=[reference]), graph
+    )
+    assert summary.inspected == 3 and summary.errors == 0
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from support.fakes import FakeExpert, FakeKnowledge, FakeReasoner
 
 from riad_agent.components import Components, build_components
 from riad_agent.data.synthetic import generate_sample
+from riad_agent.errors import UnknownProductError
 from riad_agent.graphs.inspection import build_inspection_graph, run_inspection
 from riad_agent.graphs.triage import TriageJob, build_triage_graph, run_triage
 from riad_agent.graphs.triage_export import export_table, flat_row
@@ -139,6 +140,16 @@ async def test_fast_path_recognises_and_types_as_the_graph_does(
     assert seen[("washer-colour", None)].category_guessed
     assert "unknown_product" in seen[("tile", None)].degraded
     assert "labelled" in seen[("washer-colour", "washer")].explanation
+    # a typo of a registered name, without references: the same typed error on both paths
+    registry.add("solar-mono", washers)
+    path = tmp_path / "tile.png"
+    graph = build_inspection_graph(components=components, checkpointer=False)
+    request = InspectionRequest(image=str(path), category="solar-mon", options=InspectionOptions())
+    with pytest.raises(UnknownProductError, match="'solar-mono'"):
+        await run_inspection(graph, request)
+    fast = FastTriage(components, category="solar-mon", references=[], options=InspectionOptions())
+    with pytest.raises(UnknownProductError, match="'solar-mono'"):
+        fast.inspect(fast.decode(str(path)))
 
 
 def _triage(

@@ -29,3 +29,21 @@ def test_nothing_is_excluded_without_a_confident_score_or_a_meaning() -> None:
     assert contradicting_options(LOCATION, 0.99, 0.2) == set()  # its options say nothing of the verdict
     no_only = MultipleChoiceQuestion(text="Which defect?", options={"A": "No defect", "B": "None"})
     assert contradicting_options(no_only, 0.99, 0.2) == set()  # never every option
+
+
+def test_a_no_defect_option_in_several_clauses_is_read_and_a_qualified_one_is_not() -> None:
+    def leaning(option: str) -> set[str]:
+        question = MultipleChoiceQuestion(
+            text="What is wrong with this hazelnut?", options={"A": "A crack", "B": "A hole", "C": option}
+        )
+        return contradicting_options(question, 0.95, 0.2)
+
+    for fine in (
+        "Nothing, it is normal",
+        "No, the hazelnut looks fine.",
+        "No defects detected",
+        "It is normal",
+    ):
+        assert leaning(fine) == {"C"}, fine  # the operator's wording: excluded on a broken part
+    for qualified in ("Normal, but stained", "It is normal except for a scratch", "None of the above"):
+        assert leaning(qualified) == set(), qualified  # says more than "no defect": read as nothing
