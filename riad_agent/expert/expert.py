@@ -57,7 +57,15 @@ from riad_agent.expert.bank import BankCache, MemoryBank, bank_key, greedy_cores
 from riad_agent.expert.calibration import Calibration, fit_calibration, relative_calibration
 from riad_agent.expert.describe import describe_regions
 from riad_agent.expert.features import FeatureConfig, PatchFeatureExtractor
-from riad_agent.expert.pose import Pose, PoseEstimate, border_fill, corner_content, infer_pose, rotated
+from riad_agent.expert.pose import (
+    FIXED_AGREEMENT,
+    Pose,
+    PoseEstimate,
+    border_fill,
+    corner_content,
+    infer_pose,
+    rotated,
+)
 from riad_agent.expert.regions import (
     find_regions,
     guided_upsample,
@@ -151,6 +159,13 @@ class ExpertConfig(BaseModel):
             "'fixed' (a turned or shifted part is a defect), 'free' (parts lie at any rotation: the "
             "bank holds rotated references, no position features) or 'auto' (inferred from the "
             "references, see riad_agent.expert.pose); a knowledge entry's pose overrides 'auto'."
+        ),
+    )
+    fixed_agreement: tuple[float, float, float] = Field(
+        default=FIXED_AGREEMENT,
+        description=(
+            "Orientation agreement (resultant length) that 2, 3, and 4 or more references need for an "
+            "inferred fixed pose: stricter for few references, which agree by chance (expert/pose.py)."
         ),
     )
     rotations: int = Field(default=8, ge=1, description="Most rotated copies of a reference (free pose).")
@@ -354,7 +369,7 @@ class PatchCoreExpert:
             return PoseEstimate(pose, "knowledge")
         if len(images) < 2:
             return PoseEstimate(self.config.single_reference_pose, "default for 1 reference")
-        return infer_pose(images)
+        return infer_pose(images, agreement=self.config.fixed_agreement)
 
     def _build(self, images: list[Image.Image], pose_hint: Pose | None = None) -> MemoryBank:
         torch.manual_seed(self.config.features.seed)

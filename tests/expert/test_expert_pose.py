@@ -13,7 +13,7 @@ from riad_agent.data.synthetic import POSE_CATEGORIES, generate_sample
 from riad_agent.errors import InvalidImageError, InvalidRequestError
 from riad_agent.expert import ExpertConfig, PatchCoreExpert
 from riad_agent.expert.calibration import calibrate
-from riad_agent.expert.pose import corner_content, infer_pose, rotated
+from riad_agent.expert.pose import corner_content, fixed_cutoff, infer_pose, rotated
 
 SIZE = 160
 
@@ -45,6 +45,18 @@ def test_pose_is_inferred_from_the_references_spread() -> None:
     assert infer_pose(_refs("synthetic/bracket", 4)).pose == "fixed"
     assert infer_pose(_refs("synthetic/bracket-loose", 4)).pose == "free"
     assert infer_pose(_refs("synthetic/bracket", 1)).pose == "fixed"  # one image: the default
+
+
+def test_few_references_must_agree_more_closely_to_be_judged_fixed() -> None:
+    part = generate_sample("synthetic/bracket", None, seed=0, size=SIZE).image
+    turned = [rotated(part, angle) for angle in (0.0, 8.0, 0.0, 8.0)]  # 8 degrees apart: R about 0.99
+    two, four = infer_pose(turned[:2]), infer_pose(turned)
+    assert 0.97 <= two.resultant < 0.995 and four.resultant >= 0.97
+    assert two.pose == "free"  # two free parts agree that well by chance (a quarter of hazelnut pairs)
+    assert four.pose == "fixed"  # four do not: the spread stays a fixed product's
+    assert infer_pose(turned[:2], agreement=(0.97, 0.97, 0.97)).pose == "fixed"  # the old single cut-off
+    assert fixed_cutoff(2) == 0.995 and fixed_cutoff(3) == 0.99 and fixed_cutoff(40) == 0.97
+    assert infer_pose([part, part]).pose == "fixed"  # identical references: fixed at any count
 
 
 def test_free_pose_forgives_rotation_and_still_sees_defects(expert: PatchCoreExpert) -> None:
