@@ -43,7 +43,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -75,6 +75,9 @@ from riad_agent.expert.regions import (
 )
 from riad_agent.protocols import AnomalyMap
 from riad_agent.schemas import RegionDescription
+
+#: A share between 0 and 1 (a resultant length).
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class ExpertConfig(BaseModel):
@@ -161,7 +164,7 @@ class ExpertConfig(BaseModel):
             "references, see riad_agent.expert.pose); a knowledge entry's pose overrides 'auto'."
         ),
     )
-    fixed_agreement: tuple[float, float, float] = Field(
+    fixed_agreement: tuple[Unit, Unit, Unit] = Field(
         default=FIXED_AGREEMENT,
         description=(
             "Orientation agreement (resultant length) that 2, 3, and 4 or more references need for an "

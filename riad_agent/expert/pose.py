@@ -10,11 +10,11 @@ magnitude-weighted mean of the doubled gradient angle, so a turn by 180 degrees 
 orientation). Aligned references share it: the resultant length ``R`` of their unit orientation
 vectors is close to 1; parts at random rotations scatter it. ``R < 0.97`` (a spread of about +-7
 degrees; chosen on generated products and MVTec train splits, see docs/results.md) means ``free``.
-Two or three references of a free part agree that well by chance (23 % of the pairs of hazelnut
-train images, 6 % of their triples), while fixtured parts agree far better (every pair and triple of
-transistor train images and generated brackets has R >= 0.9975): so 2 references must reach 0.995
-and 3 references 0.99 (``FIXED_AGREEMENT``, ``ExpertConfig.fixed_agreement``; hazelnut pairs then 9 %,
-triples 2 %). Rotation-symmetric parts (a washer) and textures come out either way, which is harmless
+Two or three references of a free part agree that well by chance (26 % of the pairs of hazelnut
+train images, 7 % of their triples), while fixtured parts agree far better (every pair and triple of
+transistor train images and generated brackets has R >= 0.997): so 2 references must reach 0.995
+and 3 references 0.99 (``FIXED_AGREEMENT``, ``ExpertConfig.fixed_agreement``; hazelnut pairs then
+11 %, triples 2 %; ``benchmarks/few_shot/pose_agreement.py``). Rotation-symmetric parts (a washer) and textures come out either way, which is harmless
 for them: a free pose scores only the inscribed disc when the references' corners are background
 (:func:`corner_content`), so a texture keeps its corners scored. One reference cannot show a spread: the caller decides (the expert assumes
 ``ExpertConfig.single_reference_pose``, free by default).
