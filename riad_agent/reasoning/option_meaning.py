@@ -24,9 +24,10 @@ _NO_DEFECT_OPTION = re.compile(
 #: A clause that says the part as a whole is fine ("it is normal", "the part looks good",
 #: "nothing is wrong", "no defects detected").
 _FINE_CLAUSE = re.compile(
-    r"(?:it|this|everything|the\s+(?:\w+\s+)?\w+|this\s+\w+)\s+(?:is|looks|appears|seems)(?:\s+to\s+be)?"
+    r"(?:(?:(?:it|this|everything|the\s+(?:\w+\s+)?\w+|this\s+\w+)\s+(?:is|looks|appears|seems)"
+    r"|(?:it|everything)['\u2019]s|looks|appears|seems)(?:\s+to\s+be)?"
     r"\s+(?:completely\s+|perfectly\s+|entirely\s+)?"
-    r"(?:normal|fine|good|ok|intact|undamaged|flawless|defect[- ]free|as\s+expected)"
+    r"(?:normal|fine|good|ok|intact|undamaged|flawless|defect[- ]free|as\s+expected)(?:\s+to\s+me)?)"
     r"|nothing\s+(?:is\s+)?(?:wrong|abnormal|unusual|defective)"
     r"|no\s+(?:defects?|anomal(?:y|ies)|damage|flaws?)\s+(?:detected|observed|seen)",
     re.IGNORECASE,

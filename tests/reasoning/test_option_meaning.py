@@ -43,7 +43,15 @@ def test_a_no_defect_option_in_several_clauses_is_read_and_a_qualified_one_is_no
         "No, the hazelnut looks fine.",
         "No defects detected",
         "It is normal",
+        "It's OK",
+        "Looks good to me",
     ):
         assert leaning(fine) == {"C"}, fine  # the operator's wording: excluded on a broken part
-    for qualified in ("Normal, but stained", "It is normal except for a scratch", "None of the above"):
+    for qualified in (
+        "Normal, but stained",
+        "It is normal except for a scratch",
+        "None of the above",
+        "Looks normal but stained",
+        "It's cracked",
+    ):
         assert leaning(qualified) == set(), qualified  # says more than "no defect": read as nothing
