@@ -140,9 +140,12 @@ async def resolve_category(state: InspectionState, config: RunnableConfig) -> di
         knowledge: KnowledgeBase | None = await asyncio.to_thread(components.knowledge.get)
     except BackendUnavailableError:
         knowledge = None
-    near: tuple[str, ...] = ()
-    if product is None and not state["references"]:  # a typo of a registered product's name?
-        near = await asyncio.to_thread(_near_products, components, category)
+
+    def near() -> tuple[str, ...]:  # a typo of a registered product's name? (only without references)
+        if product is not None or state["references"]:
+            return ()
+        return _near_products(components, category)
+
     # a typo of a known category or product raises (the caller's error); the product's pose wins
     resolved = await asyncio.to_thread(
         steps.resolve_category,

@@ -115,15 +115,15 @@ def resolve_category(
     pose: Pose | None,
     *,
     use_knowledge: bool,
-    near: Sequence[str] = (),
+    near: Callable[[], Sequence[str]] = tuple,
 ) -> CategoryResolution:
     """The canonical category and pose, by the rules of the graph's ``resolve_category`` node.
 
     ``knowledge`` None means it could not be opened (``knowledge_unavailable``). A likely typo of a
-    known category raises :class:`UnknownCategoryError`; ``near``: the registered products an
-    unregistered name without references is a likely typo of (:func:`near_products`): when the
-    knowledge does not know the name either, :class:`UnknownProductError` says which was meant. A
-    name close to nothing is a new product. ``pose`` is the registered product's, which wins over
+    known category raises :class:`UnknownCategoryError`. ``near`` gives the registered products an
+    unregistered name without references is a likely typo of (:func:`near_products`); it is called
+    only when the knowledge does not know the name either, and then :class:`UnknownProductError`
+    says which was meant. A name close to nothing is a new product. ``pose`` is the registered product's, which wins over
     the knowledge entry's.
     """
     if not use_knowledge or category is None:
@@ -135,8 +135,8 @@ def resolve_category(
     except UnknownCategoryError as exc:
         if exc.close_matches:
             raise
-        if near:
-            meant = " or ".join(repr(name) for name in near)
+        meant = " or ".join(repr(name) for name in near())
+        if meant:
             raise UnknownProductError(
                 f"no product or knowledge category named {category!r} and no references were given: "
                 f"did you mean the registered product {meant}?"

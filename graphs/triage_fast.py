@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -99,7 +99,7 @@ class FastTriage:
         self._references: list[Image.Image] | None = None
         self._products: dict[str, StoredProduct] = {}
         self._registered: list[str] | None = None
-        self._resolutions: dict[tuple[str | None, Pose | None, tuple[str, ...]], CategoryResolution] = {}
+        self._resolutions: dict[tuple[str | None, Pose | None], CategoryResolution] = {}
 
     def decode(self, image: str) -> Decoded:
         """Read, check and decode one image (thread-safe; typed errors as the graph's ``load_inputs``)."""
@@ -181,7 +181,7 @@ class FastTriage:
             if choice.name is None:
                 if not choice.unknown:
                     return self._unregistered(
-                        [], near_products(self._registered_names(registry), self.category)
+                        [], lambda: near_products(self._registered_names(registry), self.category)
                     )
                 return _Context([], similarity=choice.similarity, degraded=["unknown_product"])
             name, similarity = choice.name, choice.similarity
@@ -199,7 +199,7 @@ class FastTriage:
             degraded=resolution.degraded,
         )
 
-    def _unregistered(self, degraded: list[str], near: tuple[str, ...] = ()) -> _Context:
+    def _unregistered(self, degraded: list[str], near: Callable[[], Sequence[str]] = tuple) -> _Context:
         """No stored references: a named category is resolved in the knowledge; nothing to compare with.
         ``near``: registered products the name is a likely typo of (the resolution then raises)."""
         resolution = self._resolution(self.category, None, near)
@@ -234,9 +234,9 @@ class FastTriage:
             return self._products[name]
 
     def _resolution(
-        self, category: str | None, pose: Pose | None, near: tuple[str, ...] = ()
+        self, category: str | None, pose: Pose | None, near: Callable[[], Sequence[str]] = tuple
     ) -> CategoryResolution:
-        key = (category, pose, near)
+        key = (category, pose)
         with self._state_lock:
             cached = self._resolutions.get(key)
         if cached is not None:

@@ -19,34 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling fewshot.py
-from fewshot import MVTEC, painted_train_defect
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling pose_agreement.py
+from pose_agreement import generated_product, train_product
 
-from riad_agent.data import synthetic as syn
 from riad_agent.eval.expert_eval import verdict_balanced_accuracy
 from riad_agent.eval.expert_metrics import image_auroc
 from riad_agent.expert import ExpertConfig, PatchCoreExpert
 from riad_agent.expert.expert import reference_alignment
-
-Query = tuple[Image.Image, bool]
-
-
-def generated(category: str) -> tuple[list[Image.Image], list[Query]]:
-    refs = [syn.generate_sample(category, None, 100 + s).image for s in range(24)]
-    queries = [(syn.generate_sample(category, None, 5000 + i).image, False) for i in range(8)]
-    queries += [(syn.generate_sample(category, syn.DEFECTS[i % 7], 6000 + i).image, True) for i in range(8)]
-    return refs, queries
-
-
-def train_split(category: str) -> tuple[list[Image.Image], list[Query]]:
-    images = [
-        Image.open(p).convert("RGB") for p in sorted((MVTEC / category / "train" / "good").glob("*.png"))
-    ]
-    queries = [(image, False) for image in images[-24:-12]]
-    queries += [(painted_train_defect(image, 500 + n)[0], True) for n, image in enumerate(images[-12:])]
-    return images[:-24], queries
 
 
 def main() -> None:
@@ -57,10 +37,10 @@ def main() -> None:
     kept = PatchCoreExpert(ExpertConfig(heatmap=False, alignment_threshold=1e6))
     dropped = PatchCoreExpert(ExpertConfig(heatmap=False, alignment_threshold=1e-6))
     products = {
-        "gen/tile": generated("synthetic/tile"),
-        "gen/fabric": generated("synthetic/fabric"),
-        "gen/bracket": generated("synthetic/bracket"),
-        "train/transistor": train_split("transistor"),
+        "gen/tile": generated_product("synthetic/tile", 24),
+        "gen/fabric": generated_product("synthetic/fabric", 24),
+        "gen/bracket": generated_product("synthetic/bracket", 24),
+        "train/transistor": train_product("transistor"),
     }
     rng = np.random.default_rng(3)
     for name, (refs, queries) in products.items():

@@ -34,7 +34,8 @@ from riad_agent.expert.features import FeatureConfig, PatchFeatureExtractor
 def plain_scores(
     extractor: PatchFeatureExtractor, refs: list[Image.Image], queries: list[Image.Image]
 ) -> list[float]:
-    bank = extractor(refs).reshape(-1, extractor(refs[:1]).shape[-1])
+    features = extractor(refs)
+    bank = features.reshape(-1, features.shape[-1])
     scores = []
     for query in queries:
         patches = extractor([query]).reshape(-1, bank.shape[-1])

@@ -36,21 +36,30 @@ OLD = 0.97
 Query = tuple[Image.Image, bool]
 
 
+def train_product(category: str) -> tuple[list[Image.Image], list[Query]]:
+    """An MVTec train split: the last 24 images as queries (12 good, 12 with a painted defect), the rest
+    as candidate references."""
+    images = [
+        Image.open(p).convert("RGB") for p in sorted((MVTEC / category / "train" / "good").glob("*.png"))
+    ]
+    queries = [(image, False) for image in images[-24:-12]]
+    queries += [(painted_train_defect(image, 500 + n)[0], True) for n, image in enumerate(images[-12:])]
+    return images[:-24], queries
+
+
+def generated_product(category: str, references: int = 26) -> tuple[list[Image.Image], list[Query]]:
+    """A generated product: ``references`` good parts (seeds 100+), 8 good and 8 defective queries."""
+    refs = [syn.generate_sample(category, None, 100 + s).image for s in range(references)]
+    queries = [(syn.generate_sample(category, None, 5000 + i).image, False) for i in range(8)]
+    queries += [(syn.generate_sample(category, syn.DEFECTS[i % 7], 6000 + i).image, True) for i in range(8)]
+    return refs, queries
+
+
 def products() -> dict[str, tuple[list[Image.Image], list[Query]]]:
     """Each product's candidate references and its queries."""
-    out: dict[str, tuple[list[Image.Image], list[Query]]] = {}
-    for category in ("hazelnut", "transistor"):
-        paths = sorted((MVTEC / category / "train" / "good").glob("*.png"))
-        images = [Image.open(path).convert("RGB") for path in paths]
-        queries = [(image, False) for image in images[-24:-12]]
-        queries += [(painted_train_defect(image, 500 + n)[0], True) for n, image in enumerate(images[-12:])]
-        out[f"train/{category}"] = (images[:-24], queries)
+    out = {f"train/{category}": train_product(category) for category in ("hazelnut", "transistor")}
     for category in ("synthetic/bracket", "synthetic/bracket-loose", "synthetic/washer"):
-        refs = [syn.generate_sample(category, None, 100 + s).image for s in range(26)]
-        queries = [(syn.generate_sample(category, None, 5000 + i).image, False) for i in range(8)]
-        defects = syn.DEFECTS
-        queries += [(syn.generate_sample(category, defects[i % 7], 6000 + i).image, True) for i in range(8)]
-        out[f"gen/{category.split('/')[1]}"] = (refs, queries)
+        out[f"gen/{category.split('/')[1]}"] = generated_product(category)
     return out
 
 

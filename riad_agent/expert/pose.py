@@ -14,9 +14,10 @@ Two or three references of a free part agree that well by chance (26 % of the pa
 train images, 7 % of their triples), while fixtured parts agree far better (every pair and triple of
 transistor train images and generated brackets has R >= 0.997): so 2 references must reach 0.995
 and 3 references 0.99 (``FIXED_AGREEMENT``, ``ExpertConfig.fixed_agreement``; hazelnut pairs then
-11 %, triples 2 %; ``benchmarks/few_shot/pose_agreement.py``). Rotation-symmetric parts (a washer) and textures come out either way, which is harmless
-for them: a free pose scores only the inscribed disc when the references' corners are background
-(:func:`corner_content`), so a texture keeps its corners scored. One reference cannot show a spread: the caller decides (the expert assumes
+11 %, triples 2 %; ``benchmarks/few_shot/pose_agreement.py``). Rotation-symmetric parts (a washer)
+and textures come out either way, which is harmless for them: a free pose scores only the inscribed
+disc when the references' corners are background (:func:`corner_content`), so a texture keeps its
+corners scored. One reference cannot show a spread: the caller decides (the expert assumes
 ``ExpertConfig.single_reference_pose``, free by default).
 """
 
@@ -81,13 +82,10 @@ def fixed_cutoff(count: int, agreement: Sequence[float] = FIXED_AGREEMENT) -> fl
 
 
 def infer_pose(
-    images: Sequence[Image.Image],
-    fixed_above: float | None = None,
-    max_images: int = 16,
-    agreement: Sequence[float] = FIXED_AGREEMENT,
+    images: Sequence[Image.Image], agreement: Sequence[float] = FIXED_AGREEMENT, max_images: int = 16
 ) -> PoseEstimate:
-    """``free`` or ``fixed`` from the references' orientation spread (see the module docstring);
-    ``fixed_above`` None: :func:`fixed_cutoff` of their number by ``agreement``."""
+    """``free`` or ``fixed`` from the references' orientation spread (see the module docstring), at
+    :func:`fixed_cutoff` of their number."""
     if len(images) < 2:
         return PoseEstimate("fixed", "default for 1 reference")
     used = images[:max_images]
@@ -95,8 +93,7 @@ def infer_pose(
     units = vectors / (np.abs(vectors) + 1e-12)
     resultant = float(np.abs(units.mean()))
     spread = float(np.degrees(np.sqrt(max(0.0, -2.0 * np.log(max(resultant, 1e-9))))) / 2)
-    cutoff = fixed_cutoff(len(used), agreement) if fixed_above is None else fixed_above
-    pose: Pose = "fixed" if resultant >= cutoff else "free"
+    pose: Pose = "fixed" if resultant >= fixed_cutoff(len(used), agreement) else "free"
     return PoseEstimate(pose, "references", spread, resultant)
 
 

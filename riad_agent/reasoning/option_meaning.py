@@ -17,19 +17,18 @@ from riad_agent.schemas import MultipleChoiceQuestion, Verdict
 _NO_DEFECT_OPTION = re.compile(
     r"(?:there\s+(?:is|are)\s+|it\s+has\s+|the\s+\w+\s+(?:is|has)\s+)?"
     r"(?:no\s+(?:visible\s+|obvious\s+|apparent\s+)?(?:defects?|anomal(?:y|ies)|damage|flaws?)"
-    r"(?:\s+(?:is\s+|are\s+)?(?:visible|found|present))?"
+    r"(?:\s+(?:is\s+|are\s+)?(?:visible|found|present|detected|observed|seen))?"
     r"|none|normal|good|ok|defect[- ]free|flawless|intact|nothing)",
     re.IGNORECASE,
 )
 #: A clause that says the part as a whole is fine ("it is normal", "the part looks good",
-#: "nothing is wrong", "no defects detected").
+#: "nothing is wrong").
 _FINE_CLAUSE = re.compile(
     r"(?:(?:(?:it|this|everything|the\s+(?:\w+\s+)?\w+|this\s+\w+)\s+(?:is|looks|appears|seems)"
     r"|(?:it|everything)['\u2019]s|looks|appears|seems)(?:\s+to\s+be)?"
     r"\s+(?:completely\s+|perfectly\s+|entirely\s+)?"
     r"(?:normal|fine|good|ok|intact|undamaged|flawless|defect[- ]free|as\s+expected)(?:\s+to\s+me)?)"
-    r"|nothing\s+(?:is\s+)?(?:wrong|abnormal|unusual|defective)"
-    r"|no\s+(?:defects?|anomal(?:y|ies)|damage|flaws?)\s+(?:detected|observed|seen)",
+    r"|nothing\s+(?:is\s+)?(?:wrong|abnormal|unusual|defective)",
     re.IGNORECASE,
 )
 #: Where an option's clauses part ("Nothing, it is normal"; "No - the part looks fine").
@@ -64,7 +63,7 @@ def answer_leaning(question: MultipleChoiceQuestion, letter: str) -> Verdict | N
 def _says_no_defect(option: str) -> bool:
     """True when every clause of the option says the part is fine; a bare "No" may lead them."""
     clauses = [c for c in _CLAUSE_BREAK.split(option.strip().rstrip(".!").strip()) if c]
-    if clauses and len(clauses) > 1 and re.fullmatch(r"no", clauses[0], re.IGNORECASE):
+    if len(clauses) > 1 and re.fullmatch(r"no", clauses[0], re.IGNORECASE):
         clauses = clauses[1:]
     return bool(clauses) and all(_says_fine(clause) for clause in clauses)
 
