@@ -303,6 +303,8 @@ def triage_record(
         defect_type=report.defect_type,
         type_confidence=confidence,
         size=report.image_size,
+        references=report.references,
+        pose=report.pose,
         reasoner=report.trace is not None,
         report=report if graph else None,
         heatmap=heatmap,

@@ -66,6 +66,8 @@ class TriageRecord(BaseModel):
         None  # the closest labelled exemplar's similarity (0-1), not a probability
     )
     size: tuple[int, int] | None = None
+    references: int | None = None  # how many normal references the image was compared with
+    pose: str | None = None  # the pose the expert assumed and what said so, e.g. "fixed (references)"
     reasoner: bool = False
     report: InspectionReport | None = None
     heatmap: str | None = None

@@ -111,6 +111,7 @@ class ExpertFindings(BaseModel):
     backbone: str
     heatmap_png: bytes | None = None
     pose: str | None = None  # the pose the expert used and its source, e.g. "free (references)"
+    references: int = 0  # how many normal references the image was compared with
     scored_area: str | None = None  # the part of the image the score covers, e.g. "the whole image"
     notes: list[str] = Field(default_factory=list)  # why the expert could not judge the image
     cautions: list[str] = Field(default_factory=list)  # why a normal verdict cannot be trusted
@@ -127,6 +128,7 @@ class ExpertFindings(BaseModel):
             backbone=anomaly.backbone,
             heatmap_png=anomaly.heatmap() if heatmap else None,
             pose=anomaly.pose,
+            references=anomaly.references,
             scored_area=anomaly.scored_area,
             notes=list(anomaly.notes),
             cautions=list(anomaly.cautions),

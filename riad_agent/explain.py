@@ -287,9 +287,15 @@ def explanation_text(
     elif anomaly.notes:
         sentences.append("The vision expert could not judge this image: " + "; ".join(anomaly.notes) + ".")
     else:
-        if anomaly.pose:
-            scored = f"; scored: {anomaly.scored_area}" if anomaly.scored_area else ""
-            sentences.append(f"Pose: {anomaly.pose}{scored}.")
+        basis = [f"pose: {anomaly.pose}"] if anomaly.pose else []
+        if anomaly.pose and anomaly.scored_area:
+            basis.append(f"scored: {anomaly.scored_area}")
+        if anomaly.references:
+            compared = _count(anomaly.references, "normal reference", "normal references")
+            sentences.append(f"Compared with {compared}" + "".join(f"; {part}" for part in basis) + ".")
+        elif basis:
+            told = "; ".join(basis)
+            sentences.append(told[0].upper() + told[1:] + ".")
         if regions:
             top = max(regions, key=lambda r: r.score)
             box = f"x {top.x0}-{top.x1}, y {top.y0}-{top.y1}, score {score_text(top.score)}"
@@ -539,6 +545,8 @@ def build_report(
         models=models,
         degraded=degraded,
         image_size=image_size,
+        references=anomaly.references if anomaly is not None else 0,
+        pose=anomaly.pose if anomaly is not None else None,
     )
 
 

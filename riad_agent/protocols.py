@@ -77,6 +77,7 @@ class AnomalyMap:
     prior_scores: np.ndarray | None = None
     render_heatmap: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
     pose: str | None = None  # the pose the bank used and where it came from, e.g. "free (references)"
+    references: int = 0  # how many normal references the bank was built from
     scored_area: str | None = None  # the part of the image the score covers, e.g. "the whole image"
     notes: list[str] = field(default_factory=list)  # why the score was held at 0.5 ("uncertain")
     cautions: list[str] = field(default_factory=list)  # why a normal verdict cannot be trusted ("uncertain")

@@ -551,6 +551,16 @@ class InspectionReport(_Strict):
         description="Why parts were skipped, e.g. 'reasoner_unavailable', 'no_references'.",
     )
     image_size: tuple[int, int] = Field(description="(width, height) of the inspected image.")
+    references: int = Field(
+        default=0,
+        ge=0,
+        description="How many normal references the expert compared the image with (the request's, or a "
+        "registered product's stored ones); 0 when there were none.",
+    )
+    pose: str | None = Field(
+        default=None,
+        description="The pose the expert assumed and what said so, e.g. 'free (knowledge)', 'fixed (references)'.",
+    )
 
     @field_validator("answer")
     @classmethod

@@ -95,10 +95,22 @@ def _defect(row: TriageRow) -> str:
 
 def _product(row: TriageRow) -> str:
     if not row.product:
-        return '<span class="muted">no product named</span>'
-    if row.product_guessed:
-        return f'<span class="guessed" title="recognised from the image">{_e(row.product)}</span>'
-    return _e(row.product)
+        named = '<span class="muted">no product named</span>'
+    elif row.product_guessed:
+        named = f'<span class="guessed" title="recognised from the image">{_e(row.product)}</span>'
+    else:
+        named = _e(row.product)
+    return named + _basis(row)
+
+
+def _basis(row: TriageRow) -> str:
+    """' · 4 refs' (its title the pose): what the verdict rests on; nothing for lines that do not say."""
+    if row.references is None or row.outcome == "error":
+        return ""
+    pose = f"; pose: {row.pose}" if row.pose else ""
+    count = "no references" if row.references == 0 else f"{row.references} ref" + "s" * (row.references != 1)
+    title = f"compared with {row.references} normal reference{'s' * (row.references != 1)}{pose}"
+    return f' <span class="muted" title="{_e(title)}">· {count}</span>'
 
 
 def _where(row: TriageRow) -> str:
@@ -259,7 +271,8 @@ def _table(rows: list[TriageRow], thumbs: _Thumbs, heatmaps: bool) -> str:
         f'<section id="all"><h2>All images</h2>{_filters(rows)}'
         f'<table id="rows"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
         '<p class="legend">Boxes: the strongest region of anomalous (red) and uncertain (amber) images. '
-        "Dotted product: recognised from the image. In brackets after a type: its similarity to the "
+        "Dotted product: recognised from the image; after it, how many normal references the image was "
+        "compared with (the pose on hover). In brackets after a type: its similarity to the "
         "closest labelled exemplar (0-1, not a probability). Click a heading to sort.</p>"
         "</section>"
     )

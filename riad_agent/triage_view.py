@@ -49,6 +49,8 @@ class _Report(_Lenient):
     regions: list[_OldRegion] = Field(default_factory=list)
     image_size: tuple[int, int] | None = None
     explanation: str = ""
+    references: int | None = None
+    pose: str | None = None
 
 
 class _Line(_Lenient):
@@ -64,6 +66,8 @@ class _Line(_Lenient):
     defect_type: str | None = None
     type_confidence: float | None = None
     size: tuple[int, int] | None = None
+    references: int | None = None
+    pose: str | None = None
     reasoner: bool | None = None
     heatmap: str | None = None
     error: dict[str, str] | None = None
@@ -92,6 +96,8 @@ class TriageRow(BaseModel):
     error: str | None = None  # "Type: message"
     heatmap: str | None = None
     reasoner: bool | None = None
+    references: int | None = None  # normal references the image was compared with (None: older lines)
+    pose: str | None = None
 
     @property
     def note(self) -> str:
@@ -138,6 +144,10 @@ def _row(line: _Line, path: str) -> TriageRow:
         error=error,
         heatmap=line.heatmap,
         reasoner=line.reasoner,
+        references=line.references
+        if line.references is not None
+        else (report.references if report else None),
+        pose=line.pose or (report.pose if report else None),
     )
 
 

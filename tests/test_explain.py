@@ -100,6 +100,27 @@ def test_clear_scores_give_firm_verdicts_and_the_pose() -> None:
     assert _report(_findings(0.1)).verdict == "normal"
 
 
+def test_the_report_says_how_many_references_judged_the_image_and_the_pose() -> None:
+    box = Region(x0=1, y0=2, x1=9, y1=12, score=0.9, area=40)
+    two = _findings(0.9, regions=[box]).model_copy(
+        update={"references": 2, "scored_area": "the disc inscribed in the image"}
+    )
+    report = _report(two)
+    assert report.references == 2 and report.pose == "fixed (references)"
+    assert (
+        "Compared with 2 normal references; pose: fixed (references); scored: the disc inscribed in the image."
+        in report.explanation
+    )
+    one = _report(_findings(0.1).model_copy(update={"references": 1}))
+    assert (
+        one.references == 1
+        and "Compared with 1 normal reference; pose: fixed (references)." in one.explanation
+    )
+    # nothing compared: no count, no pose
+    unjudged = _report(None)
+    assert unjudged.references == 0 and unjudged.pose is None and "Compared with" not in unjudged.explanation
+
+
 def test_without_references_the_verdict_is_uncertain() -> None:
     report = _report(None)
     assert report.verdict == "uncertain"

@@ -170,6 +170,8 @@ def results(tmp_path: Path) -> Path:
             regions=[{"box": [32, 40, 64, 60], "score": 0.93}, {"box": [0, 0, 8, 8], "score": 0.6}],
             defect_type="scratch",
             type_confidence=0.81,
+            references=4,
+            pose="fixed (references)",
         ),
         _new(hole, root, verdict="anomalous", score=0.71, regions=[{"box": [10, 10, 30, 30], "score": 0.7}]),
         _new(odd, root, product="fabric", verdict="anomalous", score=0.99, defect_type='<i>"x"</i> & y'),
@@ -226,6 +228,11 @@ def test_new_lines_show_relative_paths_verdict_score_type_and_product(results: P
     assert scratch["verdict"]["v"] == "anomalous" and scratch["score"]["text"] == "0.93"
     assert scratch["type"]["v"] == "scratch" and "0.81" in scratch["type"]["text"]
     assert scratch["product"]["v"] == "washer"
+    # after the product, what the verdict rests on: the count, the pose on hover; older lines say nothing
+    assert "· 4 refs" in scratch["product"]["text"] and "· " not in by_path["fabric/b.png"]["product"]["text"]
+    assert 'title="compared with 4 normal references; pose: fixed (references)"' in render_triage_html(
+        results
+    )
     # an uncertain image is not called defective: its type is what it would be
     borderline = by_path["fabric/b.png"]
     assert "looks like stain" in borderline["type"]["text"] and "0.44" in borderline["type"]["text"]

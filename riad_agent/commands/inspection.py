@@ -77,6 +77,10 @@ def print_report(report: Any) -> None:
             )
             guessed = f" (guessed{similarity})"
         table.add_row("category", report.category + guessed)
+    if report.references:
+        pose = f", pose {report.pose}" if report.pose else ""
+        count = f"{report.references} normal reference" + "s" * (report.references != 1)
+        table.add_row("compared with", count + pose)
     if report.answer:
         table.add_row(
             "answer", f"{report.answer}. {(report.answer_text or '').rstrip()}{report.answer_caveat()}"

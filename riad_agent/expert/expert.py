@@ -731,6 +731,7 @@ class PatchCoreExpert:
             prior_scores=prior_scores,
             render_heatmap=render,
             pose=bank.meta.get("pose"),
+            references=bank.n_references,
             scored_area=self._scored_cells(bank)[1],
             notes=notes,
             cautions=self.reference_cautions(bank),

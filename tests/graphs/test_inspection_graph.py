@@ -210,7 +210,8 @@ async def test_the_knowledge_pose_reaches_the_expert_and_the_report(
     }
     report = await inspector.ainspect({**request, "category": "hazelnut"})
     assert expert.last_pose == "free"
-    assert "Pose: free (knowledge)." in report.explanation
+    assert "Compared with 1 normal reference; pose: free (knowledge)." in report.explanation
+    assert report.references == 1 and report.pose == "free (knowledge)"
     await inspector.ainspect({**request, "category": "washer"})
     assert expert.last_pose is None  # no pose declared: the expert infers it
 

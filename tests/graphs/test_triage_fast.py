@@ -244,7 +244,11 @@ async def test_tables_have_one_row_per_image_old_lines_included(tmp_path: Path) 
     assert table == tmp_path / "results.csv"
     rows = list(csv.DictReader(table.open()))
     assert len(rows) == 7 and {row["path"] for row in rows} >= {"a/clean.png", "b/clean.png"}
-    assert next(row for row in rows if row["path"] == "b/clean.png")["top_box"] == "24,20,40,30"
+    clean = next(row for row in rows if row["path"] == "b/clean.png")
+    assert clean["top_box"] == "24,20,40,30"
+    # what each verdict rests on: one reference here; an older line does not say
+    assert clean["references"] == "1" and old_row["references"] is None
+    assert all(line["references"] == 1 for line in _lines(out)[:-1])
 
     pq = pytest.importorskip("pyarrow.parquet")
     frame = pq.read_table(export_table(out, "parquet")).to_pylist()

@@ -96,6 +96,7 @@ class FakeExpert:
             backbone=self.backbone_id,
             heatmap_png=b"\x89PNGfake",
             pose=f"{pose} (knowledge)" if pose else None,
+            references=len(references),
         )
 
 
