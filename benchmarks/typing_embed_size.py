@@ -18,8 +18,21 @@ import time
 from pathlib import Path
 
 from riad_agent.commands.eval_typing import _expert_box
-from riad_agent.eval.typing_eval import categories_of, evaluate_category
+from riad_agent.eval.typing_eval import BoxSource, ExpertBox, categories_of, evaluate_category
 from riad_agent.products import ImageEmbedder
+
+
+def layout_accuracies(
+    folders: list[Path], embedder: ImageEmbedder, k: int, box: BoxSource, boxes: dict[Path, ExpertBox]
+) -> list[tuple[str, float]]:
+    """(category, top-1 accuracy) of each folder of a layout: K exemplars per type, the query's region
+    by its mask or by the expert's box (``boxes``)."""
+    accuracies = []
+    for folder in folders:
+        result = evaluate_category(folder, embedder, k, box, boxes[folder] if box == "expert" else None, 0)
+        if result is not None:
+            accuracies.append((folder.name, round(result.accuracy, 3)))
+    return accuracies
 
 
 def main() -> None:
@@ -35,13 +48,7 @@ def main() -> None:
         for k in (1, 3):
             for box in ("mask", "expert"):
                 started = time.time()
-                accuracies = []
-                for folder in folders:
-                    result = evaluate_category(
-                        folder, embedder, k, box, boxes[folder] if box == "expert" else None, 0
-                    )
-                    if result is not None:
-                        accuracies.append((folder.name, round(result.accuracy, 3)))
+                accuracies = layout_accuracies(folders, embedder, k, box, boxes)
                 mean = sum(a for _, a in accuracies) / len(accuracies)
                 row = {"data": args.data.name, "size": size, "k": k, "box": box, "mean": round(mean, 3)}
                 print(json.dumps({**row, "per_category": accuracies, "s": round(time.time() - started)}))

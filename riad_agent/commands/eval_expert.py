@@ -29,6 +29,13 @@ def eval_expert(
     size: Annotated[int, typer.Option(help="Expert input size in pixels.")] = 256,
     json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the reference choice and splits.")] = 0,
+    draws: Annotated[
+        int,
+        typer.Option(
+            help="Reference draws (seeds SEED, SEED+1, ...) averaged, each category's range shown: "
+            "which few references you have moves the figures."
+        ),
+    ] = 1,
     limit: Annotated[int, typer.Option(help="ELPV: at most this many test cells per class; 0 = all.")] = 0,
     backbone: Annotated[str, typer.Option(help="Expert backbone name.")] = "efficientnet-lite0",
     threads: Annotated[int, typer.Option(help="Torch CPU threads.")] = 2,
@@ -56,6 +63,7 @@ def eval_expert(
         evaluate_mvtec,
         expert_for,
         mean_of,
+        pool_draws,
     )
     from riad_agent.eval.expert_eval import table as results_table
 
@@ -67,28 +75,34 @@ def eval_expert(
             raise InvalidRequestError(f"--pose must be 'free' or 'fixed' (got {pose})")
         if shots < 0:
             raise InvalidRequestError(f"--shots must be >= 0 (got {shots})")
+        if not 1 <= draws <= 100:
+            raise InvalidRequestError(f"--draws must be between 1 and 100 (got {draws})")
         torch.set_num_threads(max(1, threads))
         is_elpv = data.strip().lower() == "elpv"
+        dataset = "elpv" if is_elpv else str(data)
         expert = expert_for(backbone, size, is_elpv if texture is None else texture, None)
+        per_draw = []
         with Progress(console=console, transient=True, disable=json_out) as progress:
-            if is_elpv:
-                results = evaluate_elpv(expert, shots, categories, seed, limit, progress)
-                dataset = "elpv"
-            else:
-                results = evaluate_mvtec(
-                    Path(data),
-                    expert,
-                    shots,
-                    categories,
-                    seed,
-                    progress,
-                    rotate=rotate,
-                    pose=cast("Pose | None", pose),
-                )
-                dataset = str(data)
+            for drawn_seed in range(seed, seed + draws):
+                if is_elpv:
+                    found = evaluate_elpv(expert, shots, categories, drawn_seed, limit, progress)
+                else:
+                    found = evaluate_mvtec(
+                        Path(data),
+                        expert,
+                        shots,
+                        categories,
+                        drawn_seed,
+                        progress,
+                        rotate=rotate,
+                        pose=cast("Pose | None", pose),
+                    )
+                per_draw.append(found)
+        results = pool_draws(per_draw)
         evaluation = ExpertEvaluation(
             dataset=dataset,
             shots=shots,
+            draws=draws,
             image_size=size,
             backbone=expert.backbone_id,
             categories=results,

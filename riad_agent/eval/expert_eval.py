@@ -55,6 +55,9 @@ class CategoryResult(BaseModel):
     pose: str | None = None
     ms_per_image: float
     fit_seconds: float
+    draws: int = 1  # reference draws averaged (``pool_draws``); the ranges below only when more than one
+    image_auroc_range: tuple[float, float] | None = None
+    verdict_balanced_accuracy_range: tuple[float, float] | None = None
 
 
 class ExpertEvaluation(BaseModel):
@@ -62,6 +65,7 @@ class ExpertEvaluation(BaseModel):
 
     dataset: str
     shots: int
+    draws: int = 1
     image_size: int
     backbone: str
     categories: list[CategoryResult]
@@ -315,6 +319,54 @@ def evaluate_elpv(
     return results
 
 
+_AVERAGED = (
+    "n_references",
+    "n_test_good",
+    "n_test_anomalous",
+    "image_auroc",
+    "pixel_auroc",
+    "aupro_30",
+    "image_auroc_all",
+    "normal_below_half",
+    "anomalous_above_half",
+    "verdict_balanced_accuracy",
+    "uncertain_fraction",
+    "confidently_wrong",
+    "ms_per_image",
+    "fit_seconds",
+)
+
+
+def pool_draws(draws: Sequence[list[CategoryResult]]) -> list[CategoryResult]:
+    """Each category's results over several reference draws: the means, and the range of its image AUROC
+    and verdict balanced accuracy (which few references a user has moves both; docs/results.md)."""
+    if len(draws) == 1:
+        return list(draws[0])
+    pooled = []
+    for results in zip(*draws, strict=True):
+        first = results[0]
+        values: dict[str, object] = {}
+        for name in _AVERAGED:
+            found = [getattr(r, name) for r in results if getattr(r, name) is not None]
+            mean = float(np.mean(found)) if found else None
+            values[name] = round(mean) if mean is not None and name.startswith("n_") else mean
+        auroc = [r.image_auroc for r in results]
+        balanced = [r.verdict_balanced_accuracy for r in results if r.verdict_balanced_accuracy is not None]
+        poses = list(dict.fromkeys(r.pose for r in results if r.pose))
+        pooled.append(
+            first.model_copy(
+                update={
+                    **values,
+                    "pose": " / ".join(poses) or None,
+                    "draws": len(results),
+                    "image_auroc_range": (min(auroc), max(auroc)),
+                    "verdict_balanced_accuracy_range": (min(balanced), max(balanced)) if balanced else None,
+                }
+            )
+        )
+    return pooled
+
+
 def mean_of(results: list[CategoryResult]) -> dict[str, float]:
     out: dict[str, float] = {}
     for field in (
@@ -333,7 +385,8 @@ def mean_of(results: list[CategoryResult]) -> dict[str, float]:
 
 
 def table(evaluation: ExpertEvaluation) -> Table:
-    table = Table(title=f"vision expert on {evaluation.dataset} ({evaluation.shots or 'all'} shots)")
+    drawn = f", mean of {evaluation.draws} reference draws, range below" if evaluation.draws > 1 else ""
+    table = Table(title=f"vision expert on {evaluation.dataset} ({evaluation.shots or 'all'} shots{drawn})")
     columns = (
         "category",
         "refs",
@@ -347,8 +400,10 @@ def table(evaluation: ExpertEvaluation) -> Table:
     for column in (*columns, "AUPRO@30%", "ms/img"):
         table.add_column(column)
 
-    def fmt(value: float | None) -> str:
-        return "-" if value is None else f"{value:.3f}"
+    def fmt(value: float | None, spread: tuple[float, float] | None = None) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.3f}" + (f"\n{spread[0]:.2f}-{spread[1]:.2f}" if spread else "")  # the range below
 
     for r in evaluation.categories:
         table.add_row(
@@ -356,8 +411,8 @@ def table(evaluation: ExpertEvaluation) -> Table:
             str(r.n_references),
             r.pose or "-",
             f"{r.n_test_good}/{r.n_test_anomalous}",
-            fmt(r.image_auroc),
-            fmt(r.verdict_balanced_accuracy),
+            fmt(r.image_auroc, r.image_auroc_range),
+            fmt(r.verdict_balanced_accuracy, r.verdict_balanced_accuracy_range),
             fmt(r.confidently_wrong),
             fmt(r.pixel_auroc),
             fmt(r.aupro_30),
