@@ -811,14 +811,17 @@ def _scale_position(features: torch.Tensor, scale: float, weight: float) -> torc
     return features
 
 
-def _jittered_views(image: Image.Image, size: int, seed: int, count: int) -> list[Image.Image]:
-    """Normal pose jitter of a fixtured part: +-3 degrees, a few pixels of shift, +-4 % brightness."""
+def _jittered_views(
+    image: Image.Image, size: int, seed: int, count: int, shift: float = 0.012
+) -> list[Image.Image]:
+    """Normal pose jitter of a fixtured part: +-3 degrees, a shift of up to ``shift`` x the side (a few
+    pixels), +-4 % brightness (wider shifts measured: docs/results.md, "wider jitter")."""
     rng = np.random.default_rng(seed)
     base = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
     views = []
     for _ in range(count):
         angle = float(rng.uniform(-3.0, 3.0))
-        dx, dy = (float(v) for v in rng.uniform(-0.012, 0.012, size=2) * size)
+        dx, dy = (float(v) for v in rng.uniform(-shift, shift, size=2) * size)
         fill = border_fill(base)
         # PIL shifts by sub-pixel amounts; its type stub asks for ints
         view = base.rotate(angle, Image.Resampling.BICUBIC, translate=(dx, dy), fillcolor=fill)  # type: ignore[arg-type]
