@@ -4,6 +4,8 @@ MVTec layout: ``<cat>/train/good/*.png`` are the references (``--shots K`` takes
 of them, 0 = all), ``<cat>/test/<type>/*.png`` the test images and
 ``<cat>/ground_truth/<type>/<name>_mask.png`` their masks. Reported per category and as the mean:
 image AUROC, pixel AUROC, AUPRO up to 30 % FPR and milliseconds per image once the bank is built.
+``--draws N`` repeats the evaluation with the seeds SEED .. SEED+N-1 (other references, other turns)
+and reports each category's means with the range of its AUROC and verdict (:func:`pool_draws`).
 
 ``--data elpv`` evaluates on the ``elpv-dataset`` wheel (CC BY-NC-SA 4.0, evaluation only, never a
 dependency: install it yourself). Image level only, mono and poly cells separately. Protocol: per
