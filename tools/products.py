@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from riad_agent.components import Components
 from riad_agent.errors import RiadError, UnknownProductError
 from riad_agent.imaging import load_image
-from riad_agent.products.models import Product, defect_type_name, product_name
+from riad_agent.products.models import Product, defect_type_name, placement_advice, product_name
 from riad_agent.tools.common import validation_error_text
 
 #: At most this many images in one register_product call (as many as one ``--good`` folder).
@@ -202,7 +202,11 @@ class ProductTools:
         images = [load_image(source, self.components.policy).image for source in args.images]
         if existing is None:
             product = registry.add(name, images, knowledge=link, pose=args.pose)
-            return f"registered {describe(product)}. Inspect with category {name!r} to use its references."
+            advice = placement_advice(product.pose)
+            return (
+                f"registered {describe(product)}. Inspect with category {name!r} to use its references."
+                + (f" Note: {advice}." if advice else "")
+            )
         product = registry.extend(name, images)
         added = len(product.references) - len(existing.references)
         return (

@@ -87,11 +87,16 @@ def _summary(product: Product) -> dict[str, Any]:
 
 
 def _print_product(product: Product, bank_pose: str | None = None) -> None:
+    from riad_agent.products.models import placement_advice
+
     table = Table(show_header=False, box=None)
     table.add_row("product", product.name)
     table.add_row("knowledge", product.knowledge or "-")
     table.add_row("pose", product.pose or bank_pose or "inferred from the references")
     table.add_row("references", str(len(product.references)))
+    advice = placement_advice(product.pose or bank_pose)
+    if advice:
+        table.add_row("note", advice)
     for kind, count in product.defect_counts().items():
         table.add_row("defect", f"{kind} ({count})")
     stdout.print(table)

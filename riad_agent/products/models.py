@@ -28,6 +28,21 @@ def product_name(name: str) -> str:
     return canonical
 
 
+def placement_advice(pose: str | None) -> str | None:
+    """What a fixed-pose product's references must show, or None for another pose.
+
+    ``pose``: the product's declared pose or the bank's resolved one ("fixed (references)"). Measured on
+    the MVTec transistor train split: 4 references whose parts happen to sit alike flagged 30 % of the
+    other good parts (those lying lower), another 4 flagged 4 % (docs/results.md, "What a verdict rests on").
+    """
+    if pose is None or not pose.startswith("fixed"):
+        return None
+    return (
+        "fixed pose: a good part lying further from where these references lie reads as misplaced, so give "
+        "references that show the line's normal placement (its highest, lowest and most turned good parts)"
+    )
+
+
 def defect_type_name(name: str) -> str:
     """The canonical defect type (lower case, spaces as '_'), or :class:`InvalidRequestError`."""
     canonical = "_".join(name.strip().lower().split())

@@ -72,7 +72,7 @@ def test_add_extend_defects_list_show_remove(tmp_path: Path, env: dict[str, str]
         }
     ]
     code, out, _ = _run(env, "show", "washer")
-    assert code == 0 and "scratch (1)" in out
+    assert code == 0 and "scratch (1)" in out and "misplaced" not in out  # a free pose: no placement note
     code, out, err = _run(env, "reembed", "--json")  # the mask's exemplar and the expert's, both again
     assert code == 0, err
     counts = json.loads(out)
@@ -163,3 +163,19 @@ def test_knowledge_link_is_resolved_and_a_typo_refused(tmp_path: Path, env: dict
         hashing, "add", "screw", "--good", str(good), "--knowledge", "screw", "--no-cache-bank"
     )
     assert code == 0, err
+
+
+def test_a_fixed_pose_product_is_told_what_its_references_must_show(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    good = _good(tmp_path / "good", category="bracket")
+    code, out, err = _run(env, "add", "bracket", "--good", str(good), "--pose", "fixed")
+    assert code == 0, err
+    assert "reads as misplaced" in " ".join(out.split()) and "normal placement" in " ".join(out.split())
+
+
+def test_the_placement_note_reads_a_declared_or_resolved_fixed_pose() -> None:
+    from riad_agent.products.models import placement_advice
+
+    assert placement_advice("fixed") == placement_advice("fixed (references)") is not None
+    assert placement_advice("free (references)") is None and placement_advice(None) is None

@@ -97,6 +97,7 @@ async def test_langchain_product_tools_teach_a_product_the_inspection_then_uses(
     )
     assert first.status == "success", first.content
     assert "registered washer: 2 references, pose free, knowledge synthetic/washer" in first.content
+    assert "misplaced" not in first.content  # the placement note is for fixed poses only
     more = tools["register_product"].invoke({"name": "washer", "images": parts["good"]})  # sync, extends
     assert more.startswith("extended washer with 1 new references")
     masked = await tools["add_defect_exemplar"].ainvoke(
