@@ -25,6 +25,7 @@ from riad_agent.schemas import (
     Region,
     RegionDescription,
     Verdict,
+    references_text,
     score_text,
 )
 
@@ -291,8 +292,8 @@ def explanation_text(
         if anomaly.pose and anomaly.scored_area:
             basis.append(f"scored: {anomaly.scored_area}")
         if anomaly.references:
-            compared = _count(anomaly.references, "normal reference", "normal references")
-            sentences.append(f"Compared with {compared}" + "".join(f"; {part}" for part in basis) + ".")
+            told = "".join(f"; {part}" for part in basis)
+            sentences.append(f"Compared with {references_text(anomaly.references)}{told}.")
         elif basis:
             told = "; ".join(basis)
             sentences.append(told[0].upper() + told[1:] + ".")

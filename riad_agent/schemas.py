@@ -33,6 +33,11 @@ AnswerSource = Literal["model", "exemplars", "verdict"]
 UNCERTAIN_BAND = 0.05
 
 
+def references_text(count: int) -> str:
+    """What a verdict was compared with, as people read it: '1 normal reference', '4 normal references'."""
+    return f"{count} normal reference{'' if count == 1 else 's'}"
+
+
 def score_text(score: float) -> str:
     """A calibrated score as people read it: two decimals, more where two would round it across an
     edge of the uncertain band (an uncertain 0.548 printed "0.55", the first anomalous score)."""

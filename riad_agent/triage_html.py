@@ -13,7 +13,7 @@ from pathlib import Path
 from riad_agent.errors import OutputWriteError
 from riad_agent.graphs.triage_results import read_records
 from riad_agent.imaging import ImagePolicy
-from riad_agent.schemas import score_text
+from riad_agent.schemas import references_text, score_text
 from riad_agent.triage_assets import SCRIPT, STYLE
 from riad_agent.triage_svg import score_histogram
 from riad_agent.triage_thumbs import BOX_COLOURS, Thumbnail, make_thumbnail
@@ -109,7 +109,7 @@ def _basis(row: TriageRow) -> str:
         return ""
     pose = f"; pose: {row.pose}" if row.pose else ""
     count = "no references" if row.references == 0 else f"{row.references} ref" + "s" * (row.references != 1)
-    title = f"compared with {row.references} normal reference{'s' * (row.references != 1)}{pose}"
+    title = f"compared with {references_text(row.references)}{pose}"
     return f' <span class="muted" title="{_e(title)}">· {count}</span>'
 
 

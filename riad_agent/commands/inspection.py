@@ -12,7 +12,7 @@ from rich.text import Text
 
 from riad_agent.commands.terminal import console, spinner, stdout, typed_errors
 from riad_agent.errors import InvalidRequestError
-from riad_agent.schemas import score_text
+from riad_agent.schemas import references_text, score_text
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -79,8 +79,7 @@ def print_report(report: Any) -> None:
         table.add_row("category", report.category + guessed)
     if report.references:
         pose = f", pose {report.pose}" if report.pose else ""
-        count = f"{report.references} normal reference" + "s" * (report.references != 1)
-        table.add_row("compared with", count + pose)
+        table.add_row("compared with", references_text(report.references) + pose)
     if report.answer:
         table.add_row(
             "answer", f"{report.answer}. {(report.answer_text or '').rstrip()}{report.answer_caveat()}"
