@@ -113,6 +113,7 @@ async def recall_product(state: InspectionState, config: RunnableConfig) -> dict
         "references": product.references,
         "category": product.knowledge,
         "pose": product.pose,
+        "pose_from": steps.PRODUCT_POSE if product.pose is not None else None,
         "category_guessed": similarity is not None,
         "category_similarity": similarity,
         "timings_ms": {"recall_product": _ms(start)},
@@ -192,6 +193,7 @@ async def expert_analysis(state: InspectionState, config: RunnableConfig) -> dic
     image = await asyncio.to_thread(open_image, state["image"], policy, blobs)
     references = [await asyncio.to_thread(open_image, ref, policy, blobs) for ref in state["references"]]
     anomaly = await asyncio.to_thread(lambda: expert.analyse(image, references, pose=state.get("pose")))
+    steps.credit_pose(anomaly, state.get("pose_from"))
     findings = await asyncio.to_thread(ExpertFindings.of, anomaly, request.options.return_heatmap)
     prior = None
     # the prior map serves the reasoner and, on a registered product's flagged part, the defect typing

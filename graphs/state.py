@@ -57,7 +57,8 @@ class InspectionState(TypedDict, total=False):
     category_guessed: bool
     category_similarity: float | None  # a product recognised from the image: how close it was
     product: str | None  # the registered product whose stored references are used
-    pose: Pose | None  # the category's pose from its knowledge entry, None: the expert infers it
+    pose: Pose | None  # the product's or the category's knowledge pose, None: the expert infers it
+    pose_from: str | None  # steps.PRODUCT_POSE when the registered product declared ``pose``
     search_knowledge: bool
     knowledge: list[KnowledgeHit]
     # the category's defect entries, best cue match to the strongest region first

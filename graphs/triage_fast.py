@@ -28,9 +28,11 @@ from riad_agent.explain import UNCERTAIN_BAND, build_report, verdict_for
 from riad_agent.graphs.images import remember_image
 from riad_agent.graphs.state import ImageRef
 from riad_agent.graphs.steps import (
+    PRODUCT_POSE,
     CategoryResolution,
     StoredProduct,
     choose_product,
+    credit_pose,
     exemplar_typing,
     near_products,
     resolve_category,
@@ -71,6 +73,7 @@ class _Context:
     product: str | None = None
     category: str | None = None
     pose: Pose | None = None
+    pose_from: str | None = None  # PRODUCT_POSE: the registered product declared ``pose``
     guessed: bool = False
     similarity: float | None = None
     degraded: list[str] = field(default_factory=list)
@@ -118,6 +121,7 @@ class FastTriage:
             expert = self.components.expert.get()
             with self._expert_lock:
                 anomaly = expert.analyse(decoded.working, context.references, pose=context.pose)
+            credit_pose(anomaly, context.pose_from)
             findings = ExpertFindings.of(anomaly, self.options.return_heatmap)
             if context.product is not None:
                 weights = anomaly.prior_map()
@@ -194,6 +198,7 @@ class FastTriage:
             product.name,
             resolution.category,
             resolution.pose,
+            pose_from=PRODUCT_POSE if product.pose is not None else None,
             guessed=similarity is not None,
             similarity=similarity,
             degraded=resolution.degraded,

@@ -564,7 +564,8 @@ class InspectionReport(_Strict):
     )
     pose: str | None = Field(
         default=None,
-        description="The pose the expert assumed and what said so, e.g. 'free (knowledge)', 'fixed (references)'.",
+        description="The pose the expert assumed and what said so: 'free (knowledge)', 'fixed (references)' "
+        "(inferred from their spread), 'fixed (registered product)', 'free (configuration)'.",
     )
 
     @field_validator("answer")

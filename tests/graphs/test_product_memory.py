@@ -64,6 +64,7 @@ def test_a_registered_name_alone_brings_its_stored_references(
     assert "no_references" not in report.degraded
     assert report.category == "washer" and not report.category_guessed
     assert expert.last_pose == "free"  # the product's registered pose reached the expert
+    assert report.pose == "free (registered product)"  # and is credited to it, not to the knowledge
     assert report.knowledge  # its linked knowledge category was searched
 
 

@@ -56,6 +56,7 @@ def _fields(report: InspectionReport) -> tuple[object, ...]:
         report.category,
         report.category_guessed,
         report.defect_type,
+        report.pose,
     )
 
 
@@ -140,6 +141,7 @@ async def test_fast_path_recognises_and_types_as_the_graph_does(
     assert seen[("washer-colour", None)].category_guessed
     assert "unknown_product" in seen[("tile", None)].degraded
     assert "labelled" in seen[("washer-colour", "washer")].explanation
+    assert seen[("washer-colour", "washer")].pose == "free (registered product)"
     # a typo of a registered name, without references: the same typed error on both paths
     registry.add("solar-mono", washers)
     path = tmp_path / "tile.png"
