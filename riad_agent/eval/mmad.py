@@ -26,7 +26,7 @@ from riad_agent.eval.mmad_data import MmadItem, dataset_of, load_mmad, product_o
 from riad_agent.eval.mmad_scoring import MmadScores, ScoredAnswer, parse_answer, score_answers
 from riad_agent.evidence import reasoning_input
 from riad_agent.models.base import VisionLanguageModel
-from riad_agent.protocols import Expert, KnowledgeBase
+from riad_agent.protocols import Expert, KnowledgeBase, Pose
 from riad_agent.reasoning import LatentReasoner
 from riad_agent.reasoning.config import config_for
 from riad_agent.schemas import KnowledgeHit, MultipleChoiceQuestion
@@ -260,12 +260,14 @@ def answer_question(
     templates = [_open_template(root, path) for path in pool[: config.shots]]
     references = [_open_template(root, path) for path in pool[: config.expert_shots or config.shots]]
     category: str | None = None
+    pose: Pose | None = None
     hits: list[KnowledgeHit] = []
     if config.knowledge and knowledge is not None:
         category = knowledge_category(knowledge, image)
         if category is not None:
             hits = knowledge.search(question.render(), category, config.knowledge_k)
-    anomaly = expert.analyse(query, references) if expert is not None and references else None
+            pose = knowledge.pose(category)  # as an inspection naming the category: its entry's pose
+    anomaly = expert.analyse(query, references, pose=pose) if expert is not None and references else None
     typed = None
     if config.exemplars and exemplars is not None and anomaly is not None:
         typed = exemplars.typing(image, query, anomaly)

@@ -43,11 +43,13 @@ class CountingExpert(PatchCoreExpert):
     def __init__(self) -> None:
         super().__init__(ExpertConfig(heatmap=False))
         self.references: list[int] = []
+        self.poses: list[Pose | None] = []
 
     def analyse(
         self, image: Image.Image, references: Sequence[Image.Image], *, pose: Pose | None = None
     ) -> AnomalyMap:
         self.references.append(len(references))
+        self.poses.append(pose)
         return super().analyse(image, references, pose=pose)
 
 
@@ -82,6 +84,20 @@ def test_the_headline_is_one_shot_and_k_shot_goes_beside(question_set: Path, tmp
         assert answer.options[answer.correct_answer] == original.options[original.correct_answer]
     table = ablation_markdown(rows)
     assert "| MMAD avg 4-shot | AD 4-shot |" in table and "acc reversed" in table
+
+
+def test_rows_with_knowledge_give_the_expert_the_categorys_pose(question_set: Path, tmp_path: Path) -> None:
+    """As an inspection naming the category would: the knowledge entry's pose reaches the expert."""
+    knowledge = FakeKnowledge()
+    knowledge.poses["synthetic/washer"] = "fixed"
+    steps = {s.slug: s for s in ablation_steps(steps=1)}
+    vlm = build_tiny_qwen2_vl("qwen2_vl", seed=0)
+    expert = CountingExpert()
+    run_ablation(question_set, vlm, [steps["base"]], tmp_path / "base", knowledge, expert)
+    assert expert.poses and set(expert.poses) == {None}  # no knowledge: the expert infers the pose
+    expert.poses.clear()
+    run_ablation(question_set, vlm, [steps["knowledge"]], tmp_path / "knowledge", knowledge, expert)
+    assert expert.poses and set(expert.poses) == {"fixed"}
 
 
 def test_cli_rejects_bad_shots(tmp_path: Path) -> None:
