@@ -38,11 +38,14 @@ from riad_agent.graphs.triage_results import (
     Outcome,
     ResultsLock,
     read_outcomes,
+    read_records,
 )
 from riad_agent.graphs.triage_results import TriageRecord as TriageRecord  # for callers of before
 from riad_agent.graphs.triage_results import read_finished as read_finished  # for callers of before
 from riad_agent.schemas import InspectionOptions, validated
 from riad_agent.settings import Settings
+from riad_agent.triage_recurring import recurring_places
+from riad_agent.triage_view import rows_from_records
 
 logger = logging.getLogger(__name__)
 
@@ -85,12 +88,18 @@ class TriageSummary(BaseModel):
     uncertain: int
     errors: int
     out: str
+    cautions: list[str] = Field(
+        default_factory=list,
+        description="Patterns the results file shows that no single image does: where most of a "
+        "product's anomalous images peak at the same place (riad_agent.triage_recurring).",
+    )
 
     @classmethod
     def counted(
         cls, outcomes: Sequence[str], *, total: int, skipped: int, inspected: int, out: Path
     ) -> TriageSummary:
-        """The summary of the job's images' outcomes (``normal``, ``anomalous``, ``uncertain``, ``error``)."""
+        """The summary of the job's images' outcomes (``normal``, ``anomalous``, ``uncertain``, ``error``),
+        with the cautions the whole results file ``out`` gives (:func:`recurring_cautions`)."""
         return cls(
             total=total,
             skipped=skipped,
@@ -100,7 +109,16 @@ class TriageSummary(BaseModel):
             uncertain=sum(outcome == "uncertain" for outcome in outcomes),
             errors=sum(outcome == "error" for outcome in outcomes),
             out=str(out),
+            cautions=recurring_cautions(out),
         )
+
+
+def recurring_cautions(out: Path) -> list[str]:
+    """The sentences of :func:`~riad_agent.triage_recurring.recurring_places` for the results in ``out``
+    (each image by its last line; none when the file does not exist)."""
+    if not out.exists():
+        return []
+    return [place.sentence() for place in recurring_places(rows_from_records(read_records(out)))]
 
 
 class TriageInput(BaseModel):

@@ -38,6 +38,8 @@ td.path{font-family:ui-monospace,monospace;font-size:12px;overflow-wrap:anywhere
 td.num{text-align:right;font-variant-numeric:tabular-nums}td.note{max-width:480px;color:#39414f}
 td.note div{max-height:5.6em;overflow:auto}
 .guessed{border-bottom:1px dotted #6b7383;cursor:help}
+.caution{background:#fff7e0;border:1px solid #e0a020;border-radius:6px;padding:2px 14px;margin:10px 0}
+.caution h2{font-size:14px;margin:8px 0 2px}.caution li{margin:4px 0}
 .counts td{padding:2px 8px;border:0}.counts td.num{font-weight:600}
 .filters{display:flex;flex-wrap:wrap;gap:10px;align-items:center;margin:0 0 8px}
 .filters select,.filters input{font:inherit;padding:3px 6px}

@@ -1,6 +1,6 @@
 """The triage report: one self-contained HTML file (inline style, script, SVG and thumbnails; works
-offline) that an operator reads top-down: what needs a human first, the scores per product, the
-counts, the errors, then every image in a table sortable and filterable by verdict, type and product."""
+offline) that an operator reads top-down: a pattern across images if one shows, what needs a human
+first, the scores per product, the counts, the errors, then every image in a table sortable and filterable by verdict, type and product."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from riad_agent.graphs.triage_results import read_records
 from riad_agent.imaging import ImagePolicy
 from riad_agent.schemas import references_text, score_text
 from riad_agent.triage_assets import SCRIPT, STYLE
+from riad_agent.triage_recurring import recurring_places
 from riad_agent.triage_svg import score_histogram
 from riad_agent.triage_thumbs import BOX_COLOURS, Thumbnail, make_thumbnail
 from riad_agent.triage_view import (
@@ -197,6 +198,17 @@ def _histograms(rows: list[TriageRow]) -> str:
     return "".join(panels)
 
 
+def _patterns(rows: list[TriageRow]) -> str:
+    """Where most of a product's anomalous images peak at one place (riad_agent.triage_recurring)."""
+    places = recurring_places(rows)
+    if not places:
+        return ""
+    items = "".join(f"<li>{_e(place.sentence())}</li>" for place in places)
+    return (
+        f'<section id="patterns" class="caution"><h2>A pattern across images</h2><ul>{items}</ul></section>'
+    )
+
+
 def _type_counts(rows: list[TriageRow]) -> str:
     flagged = [row for row in rows if row.outcome in ("anomalous", "uncertain")]
     counts = Counter(row.defect_type or _NONE for row in flagged)
@@ -313,7 +325,7 @@ def render_triage_html(
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
         f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{STYLE}</style></head>'
         f"<body><h1>{_e(title)}: {_e(summary)}</h1>{_meta(jsonl, rows)}{_verdict_chips(counts)}"
-        f"{_first_section(rows, thumbs, max(0, first))}"
+        f"{_patterns(rows)}{_first_section(rows, thumbs, max(0, first))}"
         f'<section id="overview"><h2>Counts and scores by product</h2><div class="overview">'
         f"{_type_counts(rows)}{_histograms(rows)}</div></section>"
         f"{_errors(rows)}{_table(rows, thumbs, heatmaps)}<script>{SCRIPT}</script></body></html>"

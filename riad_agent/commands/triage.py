@@ -140,6 +140,8 @@ def triage(
             from riad_agent.triage_html import write_triage_html
 
             write_triage_html(out, html, policy=ImagePolicy.from_settings(settings))
+        for caution in summary.cautions:  # for the person at the terminal; the JSON line carries them too
+            print(f"caution: {caution}", file=sys.stderr)
         print(summary.model_dump_json())
     failures = gate_failures(summary, fail_on)
     if failures:

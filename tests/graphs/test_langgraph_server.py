@@ -155,6 +155,7 @@ def test_triage_with_json_input(server: httpx.Client, parts: dict[str, Path], tm
         "uncertain": 0,
         "errors": 0,
         "out": str(out),
+        "cautions": [],
     }
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(Path(r["image"]).name for r in records) == ["bad.png", "good.png"]
