@@ -14,6 +14,8 @@ from riad_agent.commands.terminal import stdout, typed_errors
 from riad_agent.errors import InvalidRequestError, PathNotAllowedError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from PIL import Image
 
     from riad_agent.imaging import ImagePolicy
@@ -25,7 +27,7 @@ app = typer.Typer(
     help="Products the inspector remembers: references and labelled defects.", no_args_is_help=True
 )
 
-#: At most this many images are read from one --good folder.
+#: At most this many images are read from the --good folders and files of one call.
 MAX_GOOD_IMAGES = 200
 
 
@@ -41,18 +43,32 @@ def _confined(path: Path, policy: ImagePolicy, what: str) -> Path:
     return resolved
 
 
-def good_images(folder: Path, policy: ImagePolicy, limit: int = MAX_GOOD_IMAGES) -> list[Image.Image]:
-    """The images of ``folder`` (sorted by name, at most ``limit``), each read under ``policy``."""
+def good_images(
+    sources: Sequence[Path], policy: ImagePolicy, limit: int = MAX_GOOD_IMAGES
+) -> list[Image.Image]:
+    """The images of ``sources`` (folders, their images sorted by name, or image files; each image
+    once, at most ``limit`` in all), each read under ``policy``."""
     from riad_agent.imaging import load_image
 
-    resolved = _confined(folder, policy, "--good folder")
-    if not resolved.is_dir():
-        raise InvalidRequestError(f"--good {folder} is not a folder of normal images")
-    found = sorted(p for p in resolved.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not found:
-        raise InvalidRequestError(f"--good {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    found: list[Path] = []
+    for source in sources:
+        resolved = _confined(source, policy, "--good folder" if source.is_dir() else "--good image")
+        if resolved.is_dir():
+            images = sorted(
+                p for p in resolved.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            )
+            if not images:
+                raise InvalidRequestError(
+                    f"--good {source} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+                )
+            found += images
+        elif resolved.is_file() and resolved.suffix.lower() in IMAGE_SUFFIXES:
+            found.append(resolved)
+        else:
+            raise InvalidRequestError(f"--good {source} is not a folder of normal images nor an image file")
+    found = list(dict.fromkeys(found))
     if len(found) > limit:
-        raise InvalidRequestError(f"--good {folder} holds {len(found)} images; give at most {limit}")
+        raise InvalidRequestError(f"--good gives {len(found)} images; give at most {limit}")
     return [load_image(str(path), policy).image for path in found]
 
 
@@ -105,7 +121,12 @@ def _print_product(product: Product, bank_pose: str | None = None) -> None:
 @app.command("add")
 def add(
     name: Annotated[str, typer.Argument(help="Product name, e.g. washer or line3/bracket.")],
-    good: Annotated[Path, typer.Option("--good", help="A folder of normal (good) images of the product.")],
+    good: Annotated[
+        list[Path],
+        typer.Option(
+            "--good", help="A folder of normal (good) images of the product, or one such image; repeatable."
+        ),
+    ],
     knowledge: Annotated[
         str | None, typer.Option(help="Knowledge category it links, e.g. mvtec/screw.")
     ] = None,

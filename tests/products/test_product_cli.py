@@ -85,6 +85,23 @@ def test_add_extend_defects_list_show_remove(tmp_path: Path, env: dict[str, str]
     assert json.loads(_run(env, "list", "--json")[1]) == []
 
 
+def test_good_parts_named_one_by_one_extend_a_product(tmp_path: Path, env: dict[str, str]) -> None:
+    """As triage's caution asks: the flagged good parts themselves, given as files beside a folder."""
+    good = _good(tmp_path / "good", count=2)
+    flagged = _good(tmp_path / "flagged", count=5)
+    code, out, err = _run(env, "add", "washer", "--good", str(good), "--no-cache-bank", "--json")
+    assert code == 0 and len(json.loads(out)["references"]) == 2, err
+    files = [str(flagged / "03.png"), str(flagged / "04.png"), str(flagged / "04.png")]  # one twice
+    code, out, err = _run(
+        env, "add", "washer", *[arg for f in files for arg in ("--good", f)], "--no-cache-bank", "--json"
+    )
+    assert code == 0 and len(json.loads(out)["references"]) == 4, err  # each image once
+    (tmp_path / "notes.txt").write_text("not an image")
+    code, _, err = _run(env, "add", "washer", "--good", str(good), "--good", str(tmp_path / "notes.txt"))
+    assert code == 2 and err.startswith("InvalidRequestError: --good") and "nor an image file" in err
+    assert len(json.loads(_run(env, "show", "washer", "--json")[1])["references"]) == 4  # nothing added
+
+
 def test_bad_input_gives_one_typed_line(tmp_path: Path, env: dict[str, str]) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
