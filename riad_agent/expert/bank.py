@@ -114,15 +114,25 @@ def nearest_distances(
     return result
 
 
+def image_digest(image: Image.Image) -> str:
+    """Content hash of one image (mode, size and pixels), hex."""
+    h = hashlib.sha256()
+    h.update(f"{image.mode}:{image.size}".encode())
+    h.update(image.tobytes())
+    return h.hexdigest()
+
+
 def reference_fingerprint(references: Sequence[Image.Image]) -> str:
     """Order-independent content hash of the reference images (mode, size and pixels)."""
-    digests = []
-    for image in references:
-        h = hashlib.sha256()
-        h.update(f"{image.mode}:{image.size}".encode())
-        h.update(image.tobytes())
-        digests.append(h.hexdigest())
+    digests = [image_digest(image) for image in references]
     return hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()
+
+
+def content_order(references: Sequence[Image.Image]) -> list[int]:
+    """The references' indices sorted by content: a bank built in this order is the same bank
+    whatever order the caller gave (its cache key, :func:`bank_key`, already is)."""
+    digests = [image_digest(image) for image in references]
+    return sorted(range(len(references)), key=lambda index: digests[index])
 
 
 def bank_key(references: Sequence[Image.Image], backbone_id: str, config_key: str) -> str:

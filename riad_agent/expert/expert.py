@@ -53,7 +53,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from riad_agent.backbones import images_to_batch, load_backbone
 from riad_agent.errors import InvalidImageError, ReferenceImageError
 from riad_agent.expert.alignment import best_shift, cell_steps, shift_positions
-from riad_agent.expert.bank import BankCache, MemoryBank, bank_key, greedy_coreset, nearest_distances
+from riad_agent.expert.bank import (
+    BankCache,
+    MemoryBank,
+    bank_key,
+    content_order,
+    greedy_coreset,
+    image_digest,
+    nearest_distances,
+)
 from riad_agent.expert.calibration import Calibration, fit_calibration, relative_calibration
 from riad_agent.expert.describe import describe_regions
 from riad_agent.expert.features import FeatureConfig, PatchFeatureExtractor
@@ -337,10 +345,14 @@ class PatchCoreExpert:
         ``pose`` ("free" / "fixed", e.g. from the product's knowledge entry) overrides the config's
         ``pose`` when that is "auto".
         """
-        images = self._check_references(references)
+        checked = self._check_references(references)
         if pose is not None and pose not in ("free", "fixed"):
             raise ReferenceImageError(f"pose must be 'free' or 'fixed', got {pose!r}")
-        key = bank_key(images, self.backbone_id, self.config.key() + f"|pose={pose}")
+        # built in content order: the same references give the same bank (jitter seeds, coreset)
+        # whatever order they come in, as the key already said; "reference N" in its cautions is
+        # renumbered in the caller's order by analyse()
+        images = [checked[index] for index in content_order(checked)]
+        key = bank_key(images, self.backbone_id, self.config.key() + f"|pose={pose}|content-order")
         with self._lock:
             if key in self._memory:
                 self._memory.move_to_end(key)
@@ -451,6 +463,7 @@ class PatchCoreExpert:
             ),
             "pose": f"{pose.pose} ({pose.source})",
             "pose_spread_degrees": f"{pose.spread_degrees:.0f}",
+            "reference_order": " ".join(image_digest(image)[:16] for image in images),
         }
         return bank
 
@@ -614,7 +627,10 @@ class PatchCoreExpert:
         """
         query = self._check_query(image)
         bank = self.fit(references, pose=pose)
-        return self.analyse_with_bank(query, bank)
+        found = self.analyse_with_bank(query, bank)
+        if found.cautions:
+            found.cautions = self.reference_cautions(bank, self._check_references(references))
+        return found
 
     def _check_query(self, image: object) -> Image.Image:
         query = _check_image(image, "image")
@@ -636,19 +652,30 @@ class PatchCoreExpert:
             return []
         return [f"the image's aspect ratio {width / height:.2f} does not fit the references' {aspect:.2f}"]
 
-    def reference_cautions(self, bank: MemoryBank) -> list[str]:
-        """Why a normal verdict against this bank cannot be trusted (references that disagree); [] if none."""
+    def reference_cautions(self, bank: MemoryBank, given: Sequence[Image.Image] | None = None) -> list[str]:
+        """Why a normal verdict against this bank cannot be trusted (references that disagree); [] if none.
+
+        A reference is numbered in the order of ``given`` (the caller's references) when it is one of
+        them, else in the bank's own (content) order."""
         cal, count = bank.calibration, bank.n_references
+        built = [digest for digest in bank.meta.get("reference_order", "").split()]
+        order = [image_digest(image)[:16] for image in given] if given else []
+
+        def numbered(index: int) -> int:
+            if 0 <= index < len(built) and built[index] in order:
+                return order.index(built[index]) + 1
+            return index + 1
+
         typical = cal.get("typical_outlier_ratio", 0.0)
         if typical >= self.config.reference_typicality:
-            number = int(cal.get("typical_outlier_reference", -1)) + 1
+            number = numbered(int(cal.get("typical_outlier_reference", -1)))
             return [
                 f"reference {number} of {count} looks unlike the others overall (its patches are on average "
                 f"{typical:.1f}x further from theirs than theirs are from each other): is it the same product?"
             ]
         peak = cal.get("outlier_ratio", 0.0)
         if peak >= self.config.reference_disagreement:
-            number = int(cal.get("outlier_reference", -1)) + 1
+            number = numbered(int(cal.get("outlier_reference", -1)))
             return [
                 f"reference {number} of {count} has a place unlike the others (its strongest deviation is "
                 f"{peak:.1f}x theirs): check that it is a good part"

@@ -245,8 +245,23 @@ def test_a_defective_reference_is_named_as_having_a_place_unlike_the_others(
     expert: PatchCoreExpert, washer_refs: list
 ) -> None:
     mixed = [*washer_refs[:3], generate_sample("synthetic/washer", "hole", seed=5, size=SIZE).image]
-    cautions = expert.reference_cautions(expert.fit(mixed))
+    cautions = expert.reference_cautions(expert.fit(mixed), mixed)
     assert cautions and cautions[0].startswith("reference 4 of 4 has a place unlike the others")
+    # the bank is built in content order (one bank for any order); the number is the caller's
+    turned = mixed[::-1]
+    assert expert.reference_cautions(expert.fit(turned), turned)[0].startswith("reference 1 of 4 has a place")
+
+
+def test_the_same_references_in_another_order_give_the_same_scores(washer_refs: list) -> None:
+    """No bank depends on the order of its references (jitter seeds, coreset): a cached bank, keyed by
+    content alone, would otherwise answer by whichever order came first."""
+    fixed = ExpertConfig(pose="fixed", heatmap=False, features={"image_size": SIZE})  # jittered copies
+    refs = washer_refs[:4]
+    query = generate_sample("synthetic/washer", "hole", seed=60, size=SIZE).image
+    scores = {
+        round(PatchCoreExpert(fixed).analyse(query, order).raw_score, 6) for order in (refs, refs[::-1])
+    }
+    assert len(scores) == 1
 
 
 def test_findings_of_a_flagged_part_describe_its_region_in_words(
