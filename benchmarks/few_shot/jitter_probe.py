@@ -2,11 +2,13 @@
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/few_shot/jitter_probe.py --draws 8
 
-A fixed-pose bank holds each reference and 3 jittered copies (+-3 degrees, a shift of up to
-``amplitude`` x the side, brightness). Shipped: 1.2 %. A fixtured line's parts may lie further apart
+A fixed-pose bank holds each reference and 3 jittered copies (``expert.JITTER_PLAN``: turns of up to
+2 degrees, shifts of ``amplitude`` x the side). Shipped: 1.2 %. A fixtured line's parts may lie further apart
 than that (the MVTec transistor's body top lies 17-55 px down a 256 px image across its train split),
-so four references that happen to agree flag the parts that sit lower. Variants: ``shipped`` and
-``fixedA`` (the amplitude A for every bank). Each line also gives the spread of the references' own part
+so four references that happen to agree flag the parts that sit lower. Variants: ``shipped``,
+``fixedA`` (the plan with amplitude A for every bank) and ``randomK`` (the recipe before the plan: a
+seeded random draw of +-3 degrees, +-1.2 % shifts and a brightness change, seed = K + the reference's
+content hash). Each line also gives the spread of the references' own part
 centroids (the part = pixels far from the border colour; the larger of the x and y ranges, a fraction
 of the side), the measure a tolerance learned from the references would read. Data: the queries of
 ``structural_probe.py`` (train transistors: 12 normal, 8 painted defects, 12 structural ones turned /
@@ -37,6 +39,8 @@ import riad_agent.expert.expert as expert_module
 from riad_agent.eval.expert_eval import verdict_balanced_accuracy
 from riad_agent.eval.expert_metrics import image_auroc
 from riad_agent.expert import ExpertConfig, PatchCoreExpert
+from riad_agent.expert.bank import image_digest
+from riad_agent.expert.pose import border_fill
 from riad_agent.schemas import UNCERTAIN_BAND
 
 SHIPPED_JITTER = expert_module._jittered_views
@@ -67,8 +71,33 @@ def jitter_with(amplitude: float) -> Callable[..., list[Image.Image]]:
     return functools.partial(SHIPPED_JITTER, shift=amplitude)
 
 
-def amplitude_of(variant: str) -> float:
-    return SHIPPED_AMPLITUDE if variant == "shipped" else float(variant.removeprefix("fixed"))
+def random_jitter(offset: int) -> Callable[..., list[Image.Image]]:
+    """The jitter before ``JITTER_PLAN``: each copy a seeded random turn, shift and brightness change."""
+
+    def views(
+        image: Image.Image, size: int, count: int, shift: float = SHIPPED_AMPLITUDE
+    ) -> list[Image.Image]:
+        rng = np.random.default_rng(offset + int(image_digest(image)[:8], 16))
+        base = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+        out = []
+        for _ in range(count):
+            angle = float(rng.uniform(-3.0, 3.0))
+            dx, dy = (float(v) for v in rng.uniform(-shift, shift, size=2) * size)
+            view = base.rotate(
+                angle, Image.Resampling.BICUBIC, translate=(dx, dy), fillcolor=border_fill(base)
+            )  # type: ignore[arg-type]
+            out.append(expert_module._augmented_views(view, size, int(rng.integers(1 << 30)), count=1)[0])
+        return out
+
+    return views
+
+
+def jitter_of(variant: str) -> tuple[float, Callable[..., list[Image.Image]]]:
+    """(shift amplitude, the jitter function) of a variant name."""
+    if variant.startswith("random"):
+        return SHIPPED_AMPLITUDE, random_jitter(int(variant.removeprefix("random") or 0))
+    amplitude = SHIPPED_AMPLITUDE if variant == "shipped" else float(variant.removeprefix("fixed"))
+    return amplitude, jitter_with(amplitude)
 
 
 def main() -> None:
@@ -82,8 +111,8 @@ def main() -> None:
     for variant in args.variants:
         rows: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         for name, _draw, references, queries in sets:
-            amplitude = amplitude_of(variant)
-            expert_module._jittered_views = jitter_with(amplitude)  # type: ignore[assignment]
+            amplitude, jitter = jitter_of(variant)
+            expert_module._jittered_views = jitter  # type: ignore[assignment]
             expert = PatchCoreExpert(ExpertConfig(heatmap=False, memory_banks=0), cache_dir=None)
             bank = expert.fit(references, pose="fixed")
             scores = np.array([expert.analyse_with_bank(image, bank).score for image, _ in queries])

@@ -122,22 +122,31 @@ def image_digest(image: Image.Image) -> str:
     return h.hexdigest()
 
 
-def reference_fingerprint(references: Sequence[Image.Image]) -> str:
-    """Order-independent content hash of the reference images (mode, size and pixels)."""
-    digests = [image_digest(image) for image in references]
+def _fingerprint(digests: Sequence[str]) -> str:
     return hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()
 
 
-def content_order(references: Sequence[Image.Image]) -> list[int]:
-    """The references' indices sorted by content: a bank built in this order is the same bank
-    whatever order the caller gave (its cache key, :func:`bank_key`, already is)."""
+def reference_fingerprint(references: Sequence[Image.Image]) -> str:
+    """Order-independent content hash of the reference images (mode, size and pixels)."""
+    return _fingerprint([image_digest(image) for image in references])
+
+
+def in_content_order(references: Sequence[Image.Image]) -> tuple[list[Image.Image], str]:
+    """The references sorted by content, and their fingerprint (each image hashed once): a bank built
+    from them in this order is the same bank whatever order the caller gave, as its key says."""
     digests = [image_digest(image) for image in references]
-    return sorted(range(len(references)), key=lambda index: digests[index])
+    order = sorted(range(len(references)), key=digests.__getitem__)
+    return [references[index] for index in order], _fingerprint(digests)
 
 
 def bank_key(references: Sequence[Image.Image], backbone_id: str, config_key: str) -> str:
     """Cache key: reference content + backbone id + feature/bank configuration."""
-    blob = f"{reference_fingerprint(references)}|{backbone_id}|{config_key}".encode()
+    return key_of(reference_fingerprint(references), backbone_id, config_key)
+
+
+def key_of(fingerprint: str, backbone_id: str, config_key: str) -> str:
+    """The cache key of references with this :func:`reference_fingerprint`."""
+    blob = f"{fingerprint}|{backbone_id}|{config_key}".encode()
     return hashlib.sha256(blob).hexdigest()[:32]
 
 

@@ -56,10 +56,10 @@ from riad_agent.expert.alignment import best_shift, cell_steps, shift_positions
 from riad_agent.expert.bank import (
     BankCache,
     MemoryBank,
-    bank_key,
-    content_order,
     greedy_coreset,
     image_digest,
+    in_content_order,
+    key_of,
     nearest_distances,
 )
 from riad_agent.expert.calibration import Calibration, fit_calibration, relative_calibration
@@ -352,8 +352,8 @@ class PatchCoreExpert:
         # built in content order: the same references give the same bank (jitter seeds, coreset)
         # whatever order they come in, as the key already said; "reference N" in its cautions is
         # renumbered in the caller's order by analyse()
-        images = [checked[index] for index in content_order(checked)]
-        key = bank_key(images, self.backbone_id, self.config.key() + f"|pose={pose}|content-order")
+        images, fingerprint = in_content_order(checked)
+        key = key_of(fingerprint, self.backbone_id, self.config.key() + f"|pose={pose}|content-order")
         with self._lock:
             if key in self._memory:
                 self._memory.move_to_end(key)
@@ -658,7 +658,7 @@ class PatchCoreExpert:
         A reference is numbered in the order of ``given`` (the caller's references) when it is one of
         them, else in the bank's own (content) order."""
         cal, count = bank.calibration, bank.n_references
-        built = [digest for digest in bank.meta.get("reference_order", "").split()]
+        built = bank.meta.get("reference_order", "").split()
         order = [image_digest(image)[:16] for image in given] if given else []
 
         def numbered(index: int) -> int:
