@@ -198,10 +198,12 @@ async def expert_analysis(state: InspectionState, config: RunnableConfig) -> dic
     prior = None
     # the prior map serves the reasoner and, on a registered product's flagged part, the defect typing
     typing_next = state.get("product") is not None and findings.score > 0.5 - UNCERTAIN_BAND
-    if typing_next or reasoner_needed(request.options, request.question, findings):
+    echoes = components.reasoner_echoes_expert()
+    if typing_next or reasoner_needed(request.options, request.question, findings, echoes):
         prior = await asyncio.to_thread(lambda: blobs.put_array(anomaly.prior_map()))
     return {
         "anomaly": findings,
+        "reasoner_echoes": echoes,
         "prior": prior,
         "needs_review": needs_review(findings.score, threshold),
         "models": {"expert": expert.backbone_id},
@@ -387,6 +389,7 @@ async def explain(state: InspectionState) -> dict[str, Any]:
         degraded=list(dict.fromkeys(state.get("degraded", []))),
         timings_ms={**timings, "explain": _ms(start)},
         models=dict(state.get("models", {})),
+        reasoner_echoes=state.get("reasoner_echoes", False),
     )
     review = state.get("review")
     if review:
@@ -404,9 +407,12 @@ def review_gate(state: InspectionState) -> Literal["human_review", "explain"]:
 
 def after_knowledge(state: InspectionState) -> Literal["latent_reasoning", "human_review", "explain"]:
     """Reason when the request wants the reasoner and it can matter (:func:`reasoner_needed`: a
-    question, or an expert verdict that is not clear), else on to the review gate."""
+    question, or an expert verdict that is not clear and a reasoner that judges the image itself),
+    else on to the review gate."""
     request = state["request"]
-    if reasoner_needed(request.options, request.question, state.get("anomaly")):
+    if reasoner_needed(
+        request.options, request.question, state.get("anomaly"), state.get("reasoner_echoes", False)
+    ):
         return "latent_reasoning"
     return review_gate(state)
 

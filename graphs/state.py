@@ -64,6 +64,7 @@ class InspectionState(TypedDict, total=False):
     # the category's defect entries, best cue match to the strongest region first
     candidates: list[CandidateType]
     anomaly: ExpertFindings | None
+    reasoner_echoes: bool  # the reasoner only repeats the expert's verdict: not run for an unclear one
     typing: ExemplarTyping | None  # the registered product's labelled exemplars against the strongest region
     prior: str | None  # blob key of the reasoner's prior map (AnomalyMap.prior_map), None without one
     needs_review: bool

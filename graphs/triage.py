@@ -70,7 +70,8 @@ class TriageJob(BaseModel):
     reasoner: ReasonerMode = Field(
         default="uncertain",
         description="When the latent reasoner (the whole inspection graph) runs after the fast path: for "
-        "every image, for uncertain ones, or never (options.use_reasoner = false also means never).",
+        "every image, for uncertain ones (by the graph's rule: not when the reasoner only repeats the "
+        "expert's score, as the builtin model does), or never (options.use_reasoner = false also means never).",
     )
     root: Path | None = Field(
         default=None, description="Records' paths are relative to it (default: the folder, or the list's)."

@@ -101,7 +101,10 @@ class ImageTriage:
             result = await asyncio.to_thread(self.fast.inspect, decoded)
             report, graph = result.report, False
             if wants_reasoner(self.mode, report):
-                options = self.options.model_copy(update={"use_reasoner": True, "reasoner_when": "always"})
+                # 'uncertain': the graph's own rule, so a reasoner that only repeats the expert's
+                # verdict (the builtin model) is not run for nothing (explain.reasoner_needed)
+                when = "always" if self.mode == "always" else "needed"
+                options = self.options.model_copy(update={"use_reasoner": True, "reasoner_when": when})
                 request = InspectionRequest(
                     image=image, category=self.category, references=list(self.references), options=options
                 )

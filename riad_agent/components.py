@@ -72,6 +72,10 @@ class Lazy(Generic[T]):
             self._error = None
             return self._value
 
+    def peek(self) -> T | None:
+        """The value if it is built, else None; never builds it."""
+        return self._value
+
 
 @dataclass
 class Components:
@@ -84,6 +88,22 @@ class Components:
     expert: Lazy[Expert]
     reasoner: Lazy[Reasoner]
     products: Lazy[ProductRegistry]
+
+    def reasoner_echoes_expert(self) -> bool:
+        """Whether the reasoner only repeats the expert's verdict (the builtin model, see
+        :func:`riad_agent.explain.echoes_expert`), known without loading it. A reasoner service
+        counts as one that judges the image itself until its model id is known."""
+        from riad_agent.explain import echoes_expert
+
+        built = self.reasoner.peek()
+        if built is not None:
+            if isinstance(getattr(type(built), "model_id", None), property):
+                return False  # a service asks its server for the id: not worth a call here
+            model_id = getattr(built, "model_id", None)
+            return echoes_expert(model_id if isinstance(model_id, str) else None)
+        if self.settings.reasoner_url:
+            return False
+        return self.settings.vlm_model == "builtin" or echoes_expert(self.settings.vlm_model)
 
 
 def build_components(

@@ -68,15 +68,53 @@ def expert_is_clear(anomaly: ExpertFindings | None) -> bool:
     return verdict_for(anomaly.score) != "uncertain"
 
 
+#: Reasoners whose answer to "any defect?" is the expert's score read back: the builtin model answers
+#: from the expert's evidence line whatever the image shows (docs/results.md, "Builtin compact VLM"
+#: and "Reasoning only where it can add evidence": the same option probabilities for every image whose
+#: score falls on the same side of the line's limit).
+ECHOING_REASONERS: tuple[str, ...] = ("riad-builtin",)
+
+
+def echoes_expert(model_id: str | None) -> bool:
+    """Whether the reasoner ``model_id`` only repeats the expert's verdict (see :data:`ECHOING_REASONERS`)."""
+    return bool(model_id) and str(model_id).startswith(ECHOING_REASONERS)
+
+
 def reasoner_needed(
-    options: InspectionOptions, question: MultipleChoiceQuestion | None, anomaly: ExpertFindings | None
+    options: InspectionOptions,
+    question: MultipleChoiceQuestion | None,
+    anomaly: ExpertFindings | None,
+    echoes_expert: bool = False,
 ) -> bool:
     """Whether the latent reasoner runs: asked for, and (with ``reasoner_when='needed'``) a question was
     asked or the expert's verdict is not clear. With references the verdict is the calibrated expert's,
-    so on a clear case the reasoner could only add seconds."""
+    so on a clear case the reasoner could only add seconds.
+
+    ``echoes_expert``: the reasoner's answer to "any defect?" is the expert's score read back (the
+    builtin model answers from the expert's evidence line, whatever the image shows), so once the
+    expert has scored the image that reasoner cannot settle an unclear verdict and is not run for it.
+    """
     if not options.use_reasoner:
         return False
-    return options.reasoner_when == "always" or question is not None or not expert_is_clear(anomaly)
+    if options.reasoner_when == "always" or question is not None:
+        return True
+    if expert_is_clear(anomaly):
+        return False
+    return not (echoes_expert and anomaly is not None)
+
+
+def skipped_reasoner_sentence(anomaly: ExpertFindings | None) -> str:
+    """Why the wanted reasoner did not run (see :func:`reasoner_needed`)."""
+    if expert_is_clear(anomaly):
+        return (
+            "The latent reasoner was not run: the expert's verdict is clear and no question was asked "
+            "(reasoner 'always' runs it)."
+        )
+    return (
+        "The latent reasoner was not run: this model's answer to \"any defect?\" repeats the expert's "
+        "score, so it cannot settle an unclear verdict (a VLM that judges the image itself can; reasoner "
+        "'always' runs it)."
+    )
 
 
 def reasoner_opinion(
@@ -118,6 +156,12 @@ def reasoner_opinion(
     if probability is None:
         return None
     leans = "anomalous" if probability >= 0.5 else "normal"
+    if verdict == "uncertain" and echoes_expert(reasoning.trace.model_id):
+        return (
+            f"The latent reasoner leans {leans} (P(defect) {probability:.2f}), but this model's answer "
+            "repeats the expert's score rather than judging the image, so it is no further evidence; "
+            "the verdict stays uncertain."
+        )
     if verdict == "uncertain":
         return (
             f"The latent reasoner leans {leans} (P(defect) {probability:.2f}); the verdict stays uncertain, "
@@ -348,10 +392,7 @@ def explanation_text(
             f"(low confidence, not a verdict): {'; '.join(_candidate_words(c) for c in candidates)}."
         )
     if reasoning is None and skipped_reasoner:
-        sentences.append(
-            "The latent reasoner was not run: the expert's verdict is clear and no question was asked "
-            "(reasoner 'always' runs it)."
-        )
+        sentences.append(skipped_reasoner_sentence(anomaly))
     if reasoning is not None and question is not None:
         if reasoning.answer is not None:
             option = question.options.get(reasoning.answer, "")
@@ -441,12 +482,14 @@ def build_report(
     category_similarity: float | None = None,
     typing: ExemplarTyping | None = None,
     candidates: Sequence[CandidateType] | None = None,
+    reasoner_echoes: bool = False,
 ) -> InspectionReport:
     """Assemble the :class:`InspectionReport` from the graph's parts.
 
     ``anomaly`` carries the heatmap PNG only when the request asked for one. ``candidates``: the
     category's defect entries ranked by their cues (:func:`~riad_agent.knowledge.cues.rank_by_cues`);
-    None ranks the defect hits among ``knowledge``.
+    None ranks the defect hits among ``knowledge``. ``reasoner_echoes``: the configured reasoner only
+    repeats the expert's verdict (:func:`echoes_expert`), so it was not wanted for an unclear one.
     """
     question = request.question
     score = anomaly_score(anomaly, reasoning, question)
@@ -508,7 +551,7 @@ def build_report(
         asked=question,
         skipped_reasoner=reasoning is None
         and request.options.use_reasoner
-        and not reasoner_needed(request.options, question, anomaly)
+        and not reasoner_needed(request.options, question, anomaly, reasoner_echoes)
         and not any(item.startswith("reasoner_") for item in degraded),
         leaned=leaned,
         category=category,

@@ -1,11 +1,18 @@
-"""Parts built lazily: a transient failure is retried after a while, a missing package is not."""
+"""Parts built lazily: a transient failure is retried after a while, a missing package is not; what a
+reasoner is is known without loading it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import cast
+
 import pytest
 
-from riad_agent.components import Lazy
+from riad_agent.components import Lazy, build_components
 from riad_agent.errors import BackendUnavailableError
+from riad_agent.explain import echoes_expert
+from riad_agent.protocols import Reasoner
+from riad_agent.settings import Settings
 
 
 def test_a_transient_failure_is_retried_after_the_interval(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,3 +52,26 @@ def test_a_missing_package_is_remembered_for_good(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(BackendUnavailableError):
         lazy.get()
     assert len(calls) == 1
+
+
+def test_whether_the_reasoner_only_repeats_the_expert_is_known_without_loading_it(tmp_path: Path) -> None:
+    """The builtin model answers "any defect?" from the expert's evidence line: the graph does not run
+    it for an unclear verdict. Known from the settings before any model loads, from the id once built."""
+    from riad_agent.models.builtin.loading import BUILTIN_ID
+
+    builtin = build_components(Settings(data_dir=tmp_path))
+    assert builtin.reasoner_echoes_expert() and builtin.reasoner.peek() is None  # nothing was loaded
+    assert echoes_expert(BUILTIN_ID) and not echoes_expert("Qwen/Qwen2.5-VL-7B-Instruct")
+    hub = build_components(Settings(data_dir=tmp_path, vlm_model="Qwen/Qwen2.5-VL-7B-Instruct"))
+    assert not hub.reasoner_echoes_expert()
+    service = build_components(Settings(data_dir=tmp_path, reasoner_url="http://127.0.0.1:9"))
+    assert not service.reasoner_echoes_expert()  # unknown without asking the service: it runs
+
+    class Named:
+        def __init__(self, model_id: str) -> None:
+            self.model_id = model_id
+
+    given = build_components(Settings(data_dir=tmp_path), reasoner=cast(Reasoner, Named(BUILTIN_ID)))
+    assert given.reasoner_echoes_expert()
+    other = build_components(Settings(data_dir=tmp_path), reasoner=cast(Reasoner, Named("fake-reasoner")))
+    assert not other.reasoner_echoes_expert()

@@ -45,7 +45,8 @@ def triage(
     reasoner: Annotated[
         Literal["always", "uncertain", "never"],
         typer.Option(
-            help="Run the latent reasoner (the whole graph) for every image, uncertain ones, or none."
+            help="Run the latent reasoner (the whole graph) for every image, uncertain ones, or none "
+            "(uncertain: not with a reasoner that only repeats the expert's score, the builtin model)."
         ),
     ] = "uncertain",
     no_reasoner: Annotated[bool, typer.Option("--no-reasoner", help="Same as --reasoner never.")] = False,

@@ -71,11 +71,12 @@ async def test_mlops_triage_finds_the_defective_parts(tmp_path: Path) -> None:
         part_image(index in (1, 3), seed=index).save(images / f"p{index}.png")
     part_image(False, seed=9).save(tmp_path / "ref.png")
     out = tmp_path / "results.jsonl"
-    summary, anomalies = await module.triage_folder(
+    summary, anomalies, uncertain = await module.triage_folder(
         images, [tmp_path / "ref.png"], out, components=_components(tmp_path)
     )
     assert summary.total == 5 and summary.anomalous == 2
     assert sorted(Path(r["image"]).name for r in anomalies) == ["p1.png", "p3.png"]
+    assert len(uncertain) == summary.uncertain and all(r["reason"] for r in uncertain)
     assert out.with_suffix(".html").is_file()
 
 

@@ -239,6 +239,64 @@ async def test_an_image_the_expert_cannot_judge_is_uncertain(
     assert "could not judge this image: the image's aspect ratio 4.00" in report.explanation
 
 
+class _BorderlineExpert(FakeExpert):
+    """Scores every image 0.48: inside the uncertain band, with references."""
+
+    def analyse(self, image: Any, references: Any, *, pose: Any = None) -> Any:
+        anomaly = super().analyse(image, references, pose=pose)
+        anomaly.score = 0.48
+        return anomaly
+
+
+class _EchoingReasoner(FakeReasoner):
+    """The builtin model's id: its answer to "any defect?" is the expert's score read back."""
+
+    model_id = "riad-builtin-v1"
+
+
+async def test_a_reasoner_that_repeats_the_expert_is_not_run_for_an_unclear_verdict(
+    settings: Settings, images: dict[str, Path]
+) -> None:
+    """An uncertain score with references: a reasoner that judges the image runs, the builtin does not
+    (its answer would be the expert's score again); asked a question, or told 'always', it runs."""
+    request = {"image": str(images["bad"]), "references": [str(images["ref0"])], "category": "washer"}
+
+    def inspector(reasoner: FakeReasoner) -> Inspector:
+        components = build_components(
+            settings, knowledge=FakeKnowledge(), expert=_BorderlineExpert(), reasoner=reasoner
+        )
+        return Inspector(components=components)
+
+    judging = FakeReasoner(answer="A")
+    report = await inspector(judging).ainspect(request)
+    assert report.verdict == "uncertain" and len(judging.calls) == 1 and report.trace is not None
+    assert (
+        "The latent reasoner leans anomalous (P(defect) 0.80); the verdict stays uncertain"
+        in report.explanation
+    )
+    echoing = _EchoingReasoner(answer="A")
+    report = await inspector(echoing).ainspect(request)
+    assert report.verdict == "uncertain" and echoing.calls == [] and report.trace is None
+    assert "latent_reasoning" not in report.timings_ms
+    assert (
+        "The latent reasoner was not run: this model's answer to \"any defect?\" repeats the expert's score"
+        in (report.explanation)
+    )
+    forced = await inspector(echoing).ainspect({**request, "options": {"reasoner_when": "always"}})
+    assert len(echoing.calls) == 1 and forced.trace is not None
+    assert (
+        "The latent reasoner leans anomalous (P(defect) 0.80), but this model's answer repeats the expert's "
+        "score rather than judging the image, so it is no further evidence; the verdict stays uncertain."
+        in forced.explanation
+    )
+    question = {"text": "Which defect?", "options": {"A": "Scratch.", "B": "Hole."}}
+    asked = await inspector(echoing).ainspect({**request, "question": question})
+    assert len(echoing.calls) == 2 and asked.answer == "A"
+    # without references the reasoner's P(defect) is all there is: it runs, echoing or not
+    alone = await inspector(echoing).ainspect({"image": str(images["bad"])})
+    assert len(echoing.calls) == 3 and alone.trace is not None
+
+
 def test_progress_stages_are_the_graphs_order() -> None:
     """PROGRESS_STAGES (the MCP progress fractions count along it) lists the nodes in the order they run."""
     import graphlib
