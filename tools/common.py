@@ -30,6 +30,14 @@ TOOL_DESCRIPTION = (
     "localisation, the product category if known, and optionally a multiple-choice question."
 )
 
+
+def report_json(report: InspectionReport) -> str:
+    """The report as the JSON a model reads: without the heatmap (sent as an image) and without the
+    latent loop's per-iteration record (patches tried and kept at every step: about 70 % of a reasoned
+    report's characters, nothing a chat model acts on; the trace's summary stays)."""
+    return report.model_dump_json(exclude={"heatmap_png": True, "trace": {"iterations": True}})
+
+
 #: The heatmap a tool puts into a model's context is shrunk to at most this many bytes of PNG.
 SMALL_HEATMAP_BYTES = 64 * 1024
 

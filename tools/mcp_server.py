@@ -23,6 +23,7 @@ from riad_agent.tools.common import (
     TOOL_DESCRIPTION,
     TOOL_NAME,
     heatmap_base64,
+    report_json,
     tool_inspector,
     validation_error_text,
 )
@@ -148,9 +149,7 @@ def build_mcp_server(
             raise ToolError(exc.one_line()) from exc
         assert report is not None
         await ctx.report_progress(len(STAGES), len(STAGES), "done")
-        content: list[TextContent | ImageContent] = [
-            TextContent(type="text", text=report.model_dump_json(exclude={"heatmap_png"}))
-        ]
+        content: list[TextContent | ImageContent] = [TextContent(type="text", text=report_json(report))]
         heatmap = heatmap_base64(report, full_size=full_heatmap)
         if heatmap is not None:
             content.append(ImageContent(type="image", data=heatmap, mimeType="image/png"))

@@ -146,6 +146,9 @@ async def test_mcp_server_through_langchain_mcp_adapters(tmp_path: Path, images:
     blocks = result.content
     payload = json.loads(next(b["text"] for b in blocks if b["type"] == "text"))
     assert payload["verdict"] == "anomalous" and payload["regions"]
+    # the loop's summary reaches the model, its per-iteration record (most of the characters) does not
+    assert payload["trace"]["final_reward"] > 0 and "iterations" not in payload["trace"]
+    assert InspectionReport.model_validate(payload).trace is not None
     assert any(b["type"] == "image" for b in blocks)
     assert progress and progress[-1][2] == "done"
     assert any("latent_reasoning" in (m or "") for _, _, m in progress)
