@@ -21,18 +21,23 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, ToolMessage
 
 from riad_agent.inspector import Inspector
-from riad_agent.tools.langchain import inspection_tool
+from riad_agent.tools.langchain import agent_tools
 
 SYSTEM_PROMPT = (
     "You are a quality-control assistant. When the user asks about a part image, call "
     "inspect_industrial_image with the image path, the normal reference images and the category, "
-    "then answer from the report: verdict, defect type, where it is, and how sure the tool is."
+    "then answer from the report: verdict, defect type, where it is, and how sure the tool is. An "
+    "'uncertain' verdict is an answer: say why, as the report does, and what would settle it. When the "
+    "user says some parts are good, register them (register_product) and inspect later parts of that "
+    "product by its name as the category; when the user names a defect on an image, add it "
+    "(add_defect_exemplar)."
 )
 
 
 def build_assistant(model: BaseChatModel, inspector: Inspector | None = None) -> Any:
-    """An agent graph with the inspection tool; invoke it with ``{"messages": [...]}``."""
-    return create_agent(model, tools=[inspection_tool(inspector=inspector)], system_prompt=SYSTEM_PROMPT)
+    """An agent graph with the inspection tool and the product memory's tools (one registry);
+    invoke it with ``{"messages": [...]}``."""
+    return create_agent(model, tools=agent_tools(inspector=inspector), system_prompt=SYSTEM_PROMPT)
 
 
 async def ask(assistant: Any, question: str) -> tuple[str, list[Any]]:
@@ -53,7 +58,9 @@ def main() -> None:
     args = parser.parse_args()
     from langchain.chat_models import init_chat_model
 
-    references = sorted(str(p) for p in args.reference_dir.glob("*.png")) if args.reference_dir else []
+    suffixes = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+    folder = args.reference_dir
+    references = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in suffixes) if folder else []
     question = f"Is the part in {args.image} defective? References: {references}. Category: {args.category}."
     answer, _ = asyncio.run(ask(build_assistant(init_chat_model(args.model)), question))
     print(answer)

@@ -38,7 +38,10 @@ def _components(tmp_path: Path) -> Components:
 
 
 class ScriptedChatModel(GenericFakeChatModel):
+    bound: list[str] = []  # the names of the tools the agent offered the model
+
     def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        self.bound = [tool.name for tool in tools]
         return self
 
 
@@ -59,6 +62,8 @@ async def test_chat_assistant_answers_from_the_tool(tmp_path: Path) -> None:
     )
     assistant = module.build_assistant(model, Inspector(components=_components(tmp_path)))
     answer, reports = await module.ask(assistant, "Is part.png ok?")
+    # the product memory is offered too: "these are good parts" can be acted on
+    assert {"inspect_industrial_image", "register_product", "add_defect_exemplar"} <= set(model.bound)
     assert answer.startswith("Defective")
     assert len(reports) == 1 and reports[0].verdict == "anomalous"
 
