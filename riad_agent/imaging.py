@@ -272,6 +272,20 @@ def _read_capped(fd: int, label: str, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
+def confined_path(text: str | Path, policy: ImagePolicy, what: str = "path") -> Path:
+    """``text`` as an absolute, resolved path; :class:`PathNotAllowedError` when it lies outside the
+    policy's allowed roots (a folder to triage, a results file to write)."""
+    label = _describe(str(text))
+    try:
+        path = Path(text).expanduser().absolute().resolve(strict=False)
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise ImageNotFoundError(f"cannot resolve {what} {label}: {exc}") from exc
+    roots = _resolved_roots(policy)
+    if roots is not None and not _inside(path, roots):
+        raise PathNotAllowedError(f"{what} {label} is outside the allowed roots: {_roots_text(policy)}")
+    return path
+
+
 def _resolved_roots(policy: ImagePolicy) -> tuple[Path, ...] | None:
     if policy.allowed_roots is None:
         return None

@@ -65,7 +65,7 @@ class RecurringPlace(BaseModel):
             f"{self.images} of the {self.anomalous} anomalous images{of} peak at the same place "
             f"({self.where()}; {named}): a defect that recurs there, or normal variation there that "
             f"{basis} do not show. Look at them; if they are good parts, add some to the references "
-            "(a registered product: riad product add NAME --good IMAGE ...)."
+            "(a registered product: riad product add NAME --good IMAGE ..., or the register_product tool)."
         )
 
 

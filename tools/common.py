@@ -6,13 +6,14 @@ import asyncio
 import base64
 import concurrent.futures
 import io
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 from PIL import Image
 from pydantic import ValidationError
 
+from riad_agent.components import Components
 from riad_agent.errors import InvalidRequestError, first_problem
 from riad_agent.imaging import encode_png
 from riad_agent.inspector import Inspector
@@ -40,6 +41,22 @@ def report_json(report: InspectionReport) -> str:
 
 #: The heatmap a tool puts into a model's context is shrunk to at most this many bytes of PNG.
 SMALL_HEATMAP_BYTES = 64 * 1024
+
+
+class OnComponents:
+    """Tool operations on one inspector's components: the same registry, image policy and expert as
+    the inspection tool. Given as a callable, they are resolved on first use (a server builds its
+    inspector lazily)."""
+
+    def __init__(self, components: Components | Callable[[], Components]) -> None:
+        self._components = components
+
+    @property
+    def components(self) -> Components:
+        """The components, resolved on first use."""
+        if callable(self._components):
+            self._components = self._components()
+        return self._components
 
 
 def tool_settings(settings: Settings | None = None) -> Settings:

@@ -2,7 +2,7 @@
 
 from riad_agent.tools.langchain import inspection_tool
 agent = langchain.agents.create_agent(model, tools=[inspection_tool()])
-agent = langchain.agents.create_agent(model, tools=agent_tools())  # with the product tools
+agent = langchain.agents.create_agent(model, tools=agent_tools())  # with the product and triage tools
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from riad_agent.tools.common import (
     validation_error_text,
 )
 from riad_agent.tools.products import PRODUCT_TOOLS, ProductTools, ProductToolSpec
+from riad_agent.tools.triage import TRIAGE, TRIAGE_DESCRIPTION, TriageArgs, TriageTool
 
 ToolOutput = tuple[list[dict[str, Any]], InspectionReport]
 
@@ -121,7 +122,36 @@ def product_tools(
     return [make(spec) for spec in PRODUCT_TOOLS]
 
 
+def triage_tool(settings: Settings | None = None, inspector: Inspector | None = None) -> StructuredTool:
+    """``triage_images``: a folder of images against the same references or product, results to a JSONL
+    file and its page, the counts, cautions and worst images back to the model (:mod:`riad_agent.tools.triage`)."""
+    operation = TriageTool(tool_inspector(settings, inspector).components)
+
+    async def arun(**arguments: Any) -> str:
+        reply = await operation.acall(arguments)
+        if reply.error:
+            raise ToolException(reply.text)
+        return reply.text
+
+    def run(**arguments: Any) -> str:
+        return run_sync(arun(**arguments))
+
+    return StructuredTool.from_function(
+        func=run,
+        coroutine=arun,
+        name=TRIAGE,
+        description=TRIAGE_DESCRIPTION,
+        args_schema=TriageArgs,
+        handle_tool_error=True,
+        handle_validation_error=validation_error_text,
+    )
+
+
 def agent_tools(settings: Settings | None = None, inspector: Inspector | None = None) -> list[StructuredTool]:
-    """The inspection tool and the product tools on one inspector (one registry, one policy)."""
+    """The inspection tool, the product tools and the triage tool on one inspector (one registry, one policy)."""
     runner = tool_inspector(settings, inspector)
-    return [inspection_tool(inspector=runner), *product_tools(inspector=runner)]
+    return [
+        inspection_tool(inspector=runner),
+        *product_tools(inspector=runner),
+        triage_tool(inspector=runner),
+    ]

@@ -22,6 +22,7 @@ from riad_agent.tools.common import (
     validation_error_text,
 )
 from riad_agent.tools.products import PRODUCT_TOOLS, ProductTools, ProductToolSpec
+from riad_agent.tools.triage import TRIAGE, TRIAGE_DESCRIPTION, TriageArgs, TriageTool
 
 
 def inspection_function_tool(
@@ -85,9 +86,31 @@ def product_function_tools(
     return [make(spec) for spec in PRODUCT_TOOLS]
 
 
+def triage_function_tool(
+    settings: Settings | None = None, inspector: Inspector | None = None
+) -> FunctionTool:
+    """``triage_images`` as a ``FunctionTool`` (:mod:`riad_agent.tools.triage`); a refusal is ``Error: ...`` text."""
+    operation = TriageTool(tool_inspector(settings, inspector).components)
+
+    async def arun(**arguments: Any) -> str:
+        reply = await operation.acall(arguments)
+        return f"Error: {reply.text}" if reply.error else reply.text
+
+    def run(**arguments: Any) -> str:
+        return run_sync(arun(**arguments))
+
+    return FunctionTool.from_defaults(
+        fn=run, async_fn=arun, name=TRIAGE, description=TRIAGE_DESCRIPTION, fn_schema=TriageArgs
+    )
+
+
 def agent_function_tools(
     settings: Settings | None = None, inspector: Inspector | None = None
 ) -> list[FunctionTool]:
-    """The inspection tool and the product tools on one inspector (one registry, one policy)."""
+    """The inspection tool, the product tools and the triage tool on one inspector (one registry, one policy)."""
     runner = tool_inspector(settings, inspector)
-    return [inspection_function_tool(inspector=runner), *product_function_tools(inspector=runner)]
+    return [
+        inspection_function_tool(inspector=runner),
+        *product_function_tools(inspector=runner),
+        triage_function_tool(inspector=runner),
+    ]

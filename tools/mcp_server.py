@@ -6,6 +6,7 @@ riad serve mcp --http --port 8765   # streamable HTTP on 127.0.0.1
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Annotated, Any, Literal
 
@@ -38,6 +39,7 @@ from riad_agent.tools.products import (
     ProductTools,
     RegisterProductArgs,
 )
+from riad_agent.tools.triage import TRIAGE, TRIAGE_DESCRIPTION, TriageArgs, TriageTool
 
 #: Stages of the inspection graph in the order they run, for progress fractions.
 STAGES = PROGRESS_STAGES
@@ -193,6 +195,34 @@ def build_mcp_server(
         defect_type: _field(ForgetProductArgs, "defect_type") = None,  # type: ignore[valid-type]
     ) -> str:
         return await reply(FORGET, {"name": name, "defect_type": defect_type})
+
+    triage = TriageTool(lambda: runner().components)
+
+    @server.tool(name=TRIAGE, description=TRIAGE_DESCRIPTION)
+    async def triage_images(
+        ctx: Context,
+        folder: _field(TriageArgs, "folder"),  # type: ignore[valid-type]
+        category: _field(TriageArgs, "category") = None,  # type: ignore[valid-type]
+        references: _field(TriageArgs, "references") = None,  # type: ignore[valid-type]
+        out: _field(TriageArgs, "out") = None,  # type: ignore[valid-type]
+        reasoner: _field(TriageArgs, "reasoner") = None,  # type: ignore[valid-type]
+        listed: _field(TriageArgs, "listed") = None,  # type: ignore[valid-type]
+    ) -> str:
+        arguments = {"folder": folder, "category": category, "references": references, "out": out}
+        arguments |= {"reasoner": reasoner, "listed": listed}
+        sent: list[asyncio.Task[None]] = []
+
+        def progress(event: dict[str, Any]) -> None:  # on the event loop, once per finished image
+            done, total = int(event.get("done", 0)), int(event.get("total", 0))
+            sent.append(
+                asyncio.ensure_future(ctx.report_progress(done, total or None, str(event.get("image", ""))))
+            )
+
+        answer = await triage.acall({k: v for k, v in arguments.items() if v is not None}, progress)
+        await asyncio.gather(*sent, return_exceptions=True)
+        if answer.error:
+            raise ToolError(answer.text)
+        return answer.text
 
     return server
 

@@ -9,17 +9,15 @@ knowledge base and the expert are the same ones. A refusal is a :class:`ToolRepl
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from riad_agent.components import Components
 from riad_agent.errors import RiadError, UnknownProductError
 from riad_agent.imaging import load_image
 from riad_agent.products.models import Product, defect_type_name, placement_advice, product_name
-from riad_agent.tools.common import validation_error_text
+from riad_agent.tools.common import OnComponents, validation_error_text
 
 #: At most this many images in one register_product call (as many as one ``--good`` folder).
 MAX_PRODUCT_IMAGES = 200
@@ -149,18 +147,8 @@ def describe(product: Product) -> str:
     )
 
 
-class ProductTools:
+class ProductTools(OnComponents):
     """The four product operations on one inspector's components."""
-
-    def __init__(self, components: Components | Callable[[], Components]) -> None:
-        self._components = components
-
-    @property
-    def components(self) -> Components:
-        """The components (resolved on first use, so a server builds its inspector lazily)."""
-        if callable(self._components):
-            self._components = self._components()
-        return self._components
 
     def call(self, tool: str, arguments: dict[str, Any]) -> ToolReply:
         """Run ``tool`` with ``arguments``; every refusal comes back as a reply with ``error=True``."""

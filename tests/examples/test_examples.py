@@ -10,6 +10,7 @@ from typing import Any
 
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
+from pydantic import Field
 from support.fakes import FakeExpert, FakeKnowledge, FakeReasoner, part_image
 
 from riad_agent.components import Components, build_components
@@ -38,7 +39,7 @@ def _components(tmp_path: Path) -> Components:
 
 
 class ScriptedChatModel(GenericFakeChatModel):
-    bound: list[str] = []  # the names of the tools the agent offered the model
+    bound: list[str] = Field(default_factory=list)  # the names of the tools the agent offered the model
 
     def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
         self.bound = [tool.name for tool in tools]

@@ -133,6 +133,7 @@ async def test_mcp_server_through_langchain_mcp_adapters(tmp_path: Path, images:
         "add_defect_exemplar",
         "list_products",
         "forget_product",
+        "triage_images",
     ]
     result = await tools[0].ainvoke(
         _call(

@@ -88,6 +88,7 @@ async def test_langchain_product_tools_teach_a_product_the_inspection_then_uses(
         "add_defect_exemplar",
         "list_products",
         "forget_product",
+        "triage_images",
     }
     first = await tools["register_product"].ainvoke(
         _call(
