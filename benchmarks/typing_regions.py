@@ -30,7 +30,11 @@ from riad_agent.products.embedding import RegionSignature, signature_similarity
 
 
 def region_signatures(
-    expert: PatchCoreExpert, embedder: ImageEmbedder, image: Image.Image, references: list[Image.Image], top: int
+    expert: PatchCoreExpert,
+    embedder: ImageEmbedder,
+    image: Image.Image,
+    references: list[Image.Image],
+    top: int,
 ) -> list[RegionSignature]:
     """Signatures of the expert's ``top`` strongest regions of ``image`` (its peak area when none)."""
     found = expert.analyse(image, references)
@@ -43,7 +47,8 @@ def region_signatures(
         box = (max(0, int(x) - half), max(0, int(y) - half), int(x) + half, int(y) + half)
         return [expert_signature(features, image, box, found.pixel_scores, prior)]
     return [
-        expert_signature(features, image, (r.x0, r.y0, r.x1, r.y1), found.pixel_scores, prior) for r in regions
+        expert_signature(features, image, (r.x0, r.y0, r.x1, r.y1), found.pixel_scores, prior)
+        for r in regions
     ]
 
 
@@ -58,7 +63,10 @@ def category_accuracy(
         image = Image.open(item.path).convert("RGB")
         exemplar_side[item.path] = mask_signature(embedder.features(image), image, item.mask)
         query_side[item.path] = region_signatures(expert, embedder, image, references, max(tops))
-    out: dict[str, object] = {"several_regions": sum(len(q) > 1 for q in query_side.values()), "queries": len(items)}
+    out: dict[str, object] = {
+        "several_regions": sum(len(q) > 1 for q in query_side.values()),
+        "queries": len(items),
+    }
     for k in ks:
         rng = np.random.default_rng(0)
         right = dict.fromkeys(tops, 0)

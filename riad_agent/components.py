@@ -92,14 +92,16 @@ class Components:
     def reasoner_echoes_expert(self) -> bool:
         """Whether the reasoner only repeats the expert's verdict (the builtin model, see
         :func:`riad_agent.explain.echoes_expert`), known without loading it. A reasoner service
-        counts as one that judges the image itself until its model id is known."""
+        counts as one that judges the image itself until a reply has said its model id."""
         from riad_agent.explain import echoes_expert
 
         built = self.reasoner.peek()
         if built is not None:
             if isinstance(getattr(type(built), "model_id", None), property):
-                return False  # a service asks its server for the id: not worth a call here
-            model_id = getattr(built, "model_id", None)
+                # a service asks its server for the id: only what an earlier reply said is used
+                model_id = getattr(built, "known_model_id", None)
+            else:
+                model_id = getattr(built, "model_id", None)
             return echoes_expert(model_id if isinstance(model_id, str) else None)
         if self.settings.reasoner_url:
             return False

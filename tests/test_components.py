@@ -75,3 +75,11 @@ def test_whether_the_reasoner_only_repeats_the_expert_is_known_without_loading_i
     assert given.reasoner_echoes_expert()
     other = build_components(Settings(data_dir=tmp_path), reasoner=cast(Reasoner, Named("fake-reasoner")))
     assert not other.reasoner_echoes_expert()
+    # a service: judged by what a reply said of its model, never by a call made for it
+    from riad_agent.serving.client import HttpReasoner
+
+    remote = HttpReasoner("http://127.0.0.1:9", timeout_s=1.0)
+    served = build_components(Settings(data_dir=tmp_path), reasoner=remote)
+    assert not served.reasoner_echoes_expert()  # nothing said yet (and nothing was asked: port 9 is closed)
+    remote.model_id = BUILTIN_ID  # as a reply sets it
+    assert served.reasoner_echoes_expert()

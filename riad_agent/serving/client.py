@@ -165,6 +165,11 @@ class HttpReasoner:
     def model_id(self, value: str) -> None:
         self._model_id = value
 
+    @property
+    def known_model_id(self) -> str | None:
+        """The served model's id if a reply or ``/readyz`` already said it; never asks."""
+        return self._model_id
+
     def reason(self, request: ReasoningInput, progress: ProgressCallback | None = None) -> ReasoningResult:
         """Send one request to the service; typed errors only (see the module docstring)."""
         self.breaker.before_call(f"the reasoner service at {self.url}")
