@@ -111,7 +111,7 @@ def skipped_reasoner_sentence(anomaly: ExpertFindings | None) -> str:
             "(reasoner 'always' runs it)."
         )
     return (
-        "The latent reasoner was not run: this model's answer to \"any defect?\" repeats the expert's "
+        "The latent reasoner was not run: the builtin model's answer to \"any defect?\" repeats the expert's "
         "score, so it cannot settle an unclear verdict (a VLM that judges the image itself can; reasoner "
         "'always' runs it)."
     )
@@ -158,7 +158,7 @@ def reasoner_opinion(
     leans = "anomalous" if probability >= 0.5 else "normal"
     if verdict == "uncertain" and echoes_expert(reasoning.trace.model_id):
         return (
-            f"The latent reasoner leans {leans} (P(defect) {probability:.2f}), but this model's answer "
+            f"The latent reasoner leans {leans} (P(defect) {probability:.2f}), but the builtin model's answer "
             "repeats the expert's score rather than judging the image, so it is no further evidence; "
             "the verdict stays uncertain."
         )

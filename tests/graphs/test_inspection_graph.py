@@ -279,13 +279,13 @@ async def test_a_reasoner_that_repeats_the_expert_is_not_run_for_an_unclear_verd
     assert report.verdict == "uncertain" and echoing.calls == [] and report.trace is None
     assert "latent_reasoning" not in report.timings_ms
     assert (
-        "The latent reasoner was not run: this model's answer to \"any defect?\" repeats the expert's score"
+        "The latent reasoner was not run: the builtin model's answer to \"any defect?\" repeats the expert's score"
         in (report.explanation)
     )
     forced = await inspector(echoing).ainspect({**request, "options": {"reasoner_when": "always"}})
     assert len(echoing.calls) == 1 and forced.trace is not None
     assert (
-        "The latent reasoner leans anomalous (P(defect) 0.80), but this model's answer repeats the expert's "
+        "The latent reasoner leans anomalous (P(defect) 0.80), but the builtin model's answer repeats the expert's "
         "score rather than judging the image, so it is no further evidence; the verdict stays uncertain."
         in forced.explanation
     )
