@@ -5,11 +5,14 @@ product), results appended to a JSONL file with its HTML page beside it, and a s
 can act on: the counts, the batch's cautions (most flagged images peaking at one place), and the
 anomalous and uncertain images worst first, each with its score and why. The folder, the references
 and the results file must lie inside the allowed roots (a results file may also lie in the data
-directory's ``triage/`` folder, where the default goes: a new file per call, named again to resume). A refusal is one typed line; nothing is raised to the agent.
+directory's ``triage/`` folder, where the default goes: a new file per call). One call inspects at
+most ``limit`` images not yet in the results file (a tool call should come back); the next call
+naming the same file goes on. A refusal is one typed line; nothing is raised to the agent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +38,10 @@ TRIAGE_DESCRIPTION = (
 
 #: At most this many reference images in one triage call (as ``riad triage --max-references``).
 MAX_TRIAGE_REFERENCES = 50
+
+#: Images inspected per call by default: a tool call should come back (about a minute on 2 CPU cores
+#: without the reasoner); a later call with the same results file goes on where this one stopped.
+MAX_IMAGES_PER_CALL = 200
 
 
 class TriageArgs(BaseModel):
@@ -70,6 +77,13 @@ class TriageArgs(BaseModel):
         le=100,
         description="At most this many anomalous and this many uncertain images named.",
     )
+    limit: int = Field(
+        default=MAX_IMAGES_PER_CALL,
+        ge=1,
+        le=10_000,
+        description="At most this many images not yet in the results file are inspected in this call; call "
+        "again with the same results file to go on.",
+    )
 
 
 class TriageTool(OnComponents):
@@ -92,7 +106,7 @@ class TriageTool(OnComponents):
 
     async def triage(self, args: TriageArgs, progress: Callable[[dict[str, Any]], None] | None = None) -> str:
         """Triage ``args.folder`` and say what came out (see the module docstring)."""
-        from riad_agent.graphs.triage import TriageJob, build_triage_graph, run_triage
+        from riad_agent.graphs.triage import TriageJob, build_triage_graph, list_images, run_triage
         from riad_agent.graphs.triage_results import read_records
         from riad_agent.triage_html import write_triage_html
 
@@ -101,8 +115,14 @@ class TriageTool(OnComponents):
         folder = confined_path(args.folder, policy, "folder")
         references = [confined_path(ref, policy, "reference image") for ref in args.references]
         out = self._out(args, folder)
+        images = await asyncio.to_thread(list_images, folder)
+        done = {str(record["image"]) for record in read_records(out)} if out.is_file() else set()
+        pending = [image for image in images if image not in done]
+        chosen = [image for image in images if image in done] + pending[: args.limit]
+        left = len(pending) - min(len(pending), args.limit)
         job = TriageJob(
-            images=folder,
+            images=[Path(image) for image in chosen],
+            root=folder,
             out=out,
             category=args.category,
             references=references,
@@ -121,6 +141,10 @@ class TriageTool(OnComponents):
             + (f", {summary.skipped} already in the results file" if summary.skipped else "")
             + f". Results: {out}; page: {page}."
         ]
+        if left:
+            lines.append(
+                f"{left} images of the folder are not inspected yet: call again with out={str(out)!r} to go on."
+            )
         lines += [f"Caution: {caution}" for caution in summary.cautions]
         lines += _listed("Anomalous, worst first", records, "anomalous", args.listed)
         lines += _listed("Uncertain (a person should look)", records, "uncertain", args.listed)

@@ -43,13 +43,19 @@ async def test_a_folder_is_triaged_and_the_reply_names_what_to_act_on(
     shop: Inspector, batch: dict[str, Any], tmp_path: Path
 ) -> None:
     tool = triage_tool(inspector=shop)
-    text = await tool.ainvoke({**batch, "reasoner": "never", "listed": 4})
+    # a call inspects at most `limit` new images and says how to go on
+    part = await tool.ainvoke({**batch, "reasoner": "never", "limit": 3})
+    out = Path(part.splitlines()[0].split("Results: ")[1].split(";")[0])
+    assert out.parent == tmp_path / "data" / "triage" and out.name.startswith("line-")
+    assert part.startswith(f"triaged 3 images of {batch['folder']}: ")
+    assert f"4 images of the folder are not inspected yet: call again with out={str(out)!r} to go on." in part
+    text = await tool.ainvoke({**batch, "out": str(out), "reasoner": "never", "listed": 4})
     first = text.splitlines()[0]
     assert first.startswith(
-        f"triaged 7 images of {batch['folder']}: 6 anomalous, 0 uncertain, 1 normal, 0 errors"
+        f"triaged 7 images of {batch['folder']}: 6 anomalous, 0 uncertain, 1 normal, 0 errors, "
+        "3 already in the results file"
     )
-    out = Path(first.split("Results: ")[1].split(";")[0])
-    assert out.parent == tmp_path / "data" / "triage" and out.name.startswith("line-")
+    assert "not inspected yet" not in text
     assert out.is_file() and out.with_suffix(".html").is_file()
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(r["path"] for r in records) == [f"p{i}.png" for i in range(7)]
