@@ -135,7 +135,7 @@ class TriageTool(OnComponents):
         records = read_records(out)
         lines = [
             f"triaged {summary.total} images of {folder}"
-            + (f" (category {args.category})" if args.category else "")
+            + (f" ({_product_of(records, args.category)})" if args.category else "")
             + f": {summary.anomalous} anomalous, {summary.uncertain} uncertain, {summary.normal} normal, "
             f"{summary.errors} errors"
             + (f", {summary.skipped} already in the results file" if summary.skipped else "")
@@ -178,6 +178,13 @@ class TriageTool(OnComponents):
         except OSError as exc:
             raise OutputWriteError(f"cannot create {out.parent}: {exc.strerror or exc}") from exc
         return out
+
+
+def _product_of(records: list[dict[str, Any]], category: str) -> str:
+    """What the images were judged as: the product the records name when they all name one (a
+    registered product, written as stored), else the category as given."""
+    named = {str(record["product"]) for record in records if record.get("product")}
+    return f"product {named.pop()}" if len(named) == 1 else f"category {category}"
 
 
 def _listed(title: str, records: list[dict[str, Any]], verdict: str, limit: int) -> list[str]:

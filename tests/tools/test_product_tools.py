@@ -127,6 +127,11 @@ async def test_langchain_product_tools_teach_a_product_the_inspection_then_uses(
     report = message.artifact
     assert report.category == "washer" and "no_references" not in report.degraded
     assert report.verdict != "uncertain"
+    # a folder triaged by the same product's name: the reply says which product judged it
+    batch = await tools["triage_images"].ainvoke(
+        _call("triage_images", {"folder": str(Path(parts["good"][0]).parent), "category": "Washer"})
+    )
+    assert batch.content.startswith(f"triaged 3 images of {Path(parts['good'][0]).parent} (product washer): ")
 
     gone = await tools["forget_product"].ainvoke(
         _call("forget_product", {"name": "washer", "defect_type": "hole"})
