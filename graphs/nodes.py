@@ -192,8 +192,10 @@ async def expert_analysis(state: InspectionState, config: RunnableConfig) -> dic
     policy, blobs = components.policy, components.blobs
     image = await asyncio.to_thread(open_image, state["image"], policy, blobs)
     references = [await asyncio.to_thread(open_image, ref, policy, blobs) for ref in state["references"]]
-    anomaly = await asyncio.to_thread(lambda: expert.analyse(image, references, pose=state.get("pose")))
-    steps.credit_pose(anomaly, state.get("pose_from"))
+    declared_by = state.get("pose_from") or "knowledge"
+    anomaly = await asyncio.to_thread(
+        lambda: expert.analyse(image, references, pose=state.get("pose"), pose_source=declared_by)
+    )
     findings = await asyncio.to_thread(ExpertFindings.of, anomaly, request.options.return_heatmap)
     prior = None
     # the prior map serves the reasoner and, on a registered product's flagged part, the defect typing

@@ -58,7 +58,9 @@ class InspectionState(TypedDict, total=False):
     category_similarity: float | None  # a product recognised from the image: how close it was
     product: str | None  # the registered product whose stored references are used
     pose: Pose | None  # the product's or the category's knowledge pose, None: the expert infers it
-    pose_from: str | None  # steps.PRODUCT_POSE when the registered product declared ``pose``
+    pose_from: (
+        str | None
+    )  # who declared ``pose`` when not its knowledge (steps.PRODUCT_POSE): the expert's pose_source
     search_knowledge: bool
     knowledge: list[KnowledgeHit]
     # the category's defect entries, best cue match to the strongest region first

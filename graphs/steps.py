@@ -25,7 +25,7 @@ from riad_agent.graphs.state import ImageRef
 from riad_agent.imaging import ImagePolicy
 from riad_agent.products import ProductRegistry
 from riad_agent.products.models import Recognition
-from riad_agent.protocols import AnomalyMap, KnowledgeBase, Pose
+from riad_agent.protocols import KnowledgeBase, Pose
 
 
 @dataclass(frozen=True)
@@ -111,18 +111,6 @@ def stored_product(
 
 #: what a registered product's declared pose is credited to in the report ("fixed (registered product)")
 PRODUCT_POSE = "registered product"
-
-
-def credit_pose(anomaly: AnomalyMap, pose_from: str | None) -> AnomalyMap:
-    """Credit the pose the expert was given to where it came from.
-
-    The expert names any pose it is given "(knowledge)"; a registered product's declared pose
-    (``pose_from`` = :data:`PRODUCT_POSE`) is relabelled so the report says who declared it.
-    """
-    label = anomaly.pose
-    if pose_from and label is not None and label.endswith(" (knowledge)"):
-        anomaly.pose = label.removesuffix(" (knowledge)") + f" ({pose_from})"
-    return anomaly
 
 
 def resolve_category(

@@ -32,7 +32,6 @@ from riad_agent.graphs.steps import (
     CategoryResolution,
     StoredProduct,
     choose_product,
-    credit_pose,
     exemplar_typing,
     near_products,
     resolve_category,
@@ -120,8 +119,12 @@ class FastTriage:
         if context.references:
             expert = self.components.expert.get()
             with self._expert_lock:
-                anomaly = expert.analyse(decoded.working, context.references, pose=context.pose)
-            credit_pose(anomaly, context.pose_from)
+                anomaly = expert.analyse(
+                    decoded.working,
+                    context.references,
+                    pose=context.pose,
+                    pose_source=context.pose_from or "knowledge",
+                )
             findings = ExpertFindings.of(anomaly, self.options.return_heatmap)
             if context.product is not None:
                 weights = anomaly.prior_map()

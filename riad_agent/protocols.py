@@ -122,11 +122,17 @@ class Expert(Protocol):
     backbone_id: str
 
     def analyse(
-        self, image: Image.Image, references: Sequence[Image.Image], *, pose: Pose | None = None
+        self,
+        image: Image.Image,
+        references: Sequence[Image.Image],
+        *,
+        pose: Pose | None = None,
+        pose_source: str = "knowledge",
     ) -> AnomalyMap:
         """Score the image against the references (the reference bank is cached).
 
-        ``pose`` is the product's known pose (from its knowledge entry), or None to infer it.
+        ``pose`` is the product's known pose, or None to infer it; ``pose_source`` says who declared
+        it ("knowledge", "registered product"), as the map's ``pose`` label does: "fixed (knowledge)".
         """
         ...
 

@@ -340,11 +340,13 @@ class PatchCoreExpert:
             )
         return checked
 
-    def fit(self, references: Sequence[Image.Image], *, pose: Pose | None = None) -> MemoryBank:
+    def fit(
+        self, references: Sequence[Image.Image], *, pose: Pose | None = None, pose_source: str = "knowledge"
+    ) -> MemoryBank:
         """The calibrated memory bank of these references (from memory, the disk cache, or built).
 
         ``pose`` ("free" / "fixed", e.g. from the product's knowledge entry) overrides the config's
-        ``pose`` when that is "auto".
+        ``pose`` when that is "auto"; ``pose_source`` names who declared it in the bank's pose label.
         """
         checked = self._check_references(references)
         if pose is not None and pose not in ("free", "fixed"):
@@ -353,7 +355,8 @@ class PatchCoreExpert:
         # whatever order they come in, as the key already said; "reference N" in its cautions is
         # renumbered in the caller's order by analyse()
         images, fingerprint = in_content_order(checked)
-        key = key_of(fingerprint, self.backbone_id, self.config.key() + f"|pose={pose}|content-order")
+        declared = f"{pose}@{pose_source}" if pose is not None else "None"
+        key = key_of(fingerprint, self.backbone_id, self.config.key() + f"|pose={declared}|content-order")
         with self._lock:
             if key in self._memory:
                 self._memory.move_to_end(key)
@@ -363,7 +366,7 @@ class PatchCoreExpert:
             if bank is not None:
                 self.stats["disk_hits"] += 1
             else:
-                bank = self._build(images, pose)
+                bank = self._build(images, pose, pose_source)
                 self.stats["bank_builds"] += 1
                 if self.cache is not None:
                     self.cache.save(key, bank)
@@ -377,19 +380,24 @@ class PatchCoreExpert:
         while len(self._memory) > self.config.memory_banks:
             self._memory.popitem(last=False)
 
-    def resolve_pose(self, images: Sequence[Image.Image], pose: Pose | None = None) -> PoseEstimate:
-        """The pose a bank of these references uses: config, then knowledge (``pose``), then inferred."""
+    def resolve_pose(
+        self, images: Sequence[Image.Image], pose: Pose | None = None, pose_source: str = "knowledge"
+    ) -> PoseEstimate:
+        """The pose a bank of these references uses: config, then the declared ``pose`` (from
+        ``pose_source``), then inferred."""
         if self.config.pose in ("free", "fixed"):
             return PoseEstimate(self.config.pose, "configuration")
         if pose in ("free", "fixed"):
-            return PoseEstimate(pose, "knowledge")
+            return PoseEstimate(pose, pose_source)
         if len(images) < 2:
             return PoseEstimate(self.config.single_reference_pose, "default for 1 reference")
         return infer_pose(images, agreement=self.config.fixed_agreement)
 
-    def _build(self, images: list[Image.Image], pose_hint: Pose | None = None) -> MemoryBank:
+    def _build(
+        self, images: list[Image.Image], pose_hint: Pose | None = None, pose_source: str = "knowledge"
+    ) -> MemoryBank:
         torch.manual_seed(self.config.features.seed)
-        pose = self.resolve_pose(images, pose_hint)
+        pose = self.resolve_pose(images, pose_hint, pose_source)
         free = pose.pose == "free"
         n_rot = max(1, min(self.config.rotations, self.config.rotation_images // len(images))) if free else 1
         if free:
@@ -618,15 +626,21 @@ class PatchCoreExpert:
         return self._aligned_distances(features, bank)
 
     def analyse(
-        self, image: Image.Image, references: Sequence[Image.Image], *, pose: Pose | None = None
+        self,
+        image: Image.Image,
+        references: Sequence[Image.Image],
+        *,
+        pose: Pose | None = None,
+        pose_source: str = "knowledge",
     ) -> AnomalyMap:
         """Score ``image`` against the references; maps come back at the image's own size.
 
         ``AnomalyMap.threshold`` is the raw image-score threshold (raw == threshold <=> score 0.5).
-        ``pose`` is the product's known pose ("free" / "fixed", from its knowledge entry), if any.
+        ``pose`` is the product's known pose ("free" / "fixed"), if any, and ``pose_source`` who
+        declared it ("knowledge", "registered product"), named in the map's pose label.
         """
         query = self._check_query(image)
-        bank = self.fit(references, pose=pose)
+        bank = self.fit(references, pose=pose, pose_source=pose_source)
         found = self.analyse_with_bank(query, bank)
         if found.cautions:
             found.cautions = self.reference_cautions(bank, self._check_references(references))

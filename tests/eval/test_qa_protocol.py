@@ -46,11 +46,16 @@ class CountingExpert(PatchCoreExpert):
         self.poses: list[Pose | None] = []
 
     def analyse(
-        self, image: Image.Image, references: Sequence[Image.Image], *, pose: Pose | None = None
+        self,
+        image: Image.Image,
+        references: Sequence[Image.Image],
+        *,
+        pose: Pose | None = None,
+        pose_source: str = "knowledge",
     ) -> AnomalyMap:
         self.references.append(len(references))
         self.poses.append(pose)
-        return super().analyse(image, references, pose=pose)
+        return super().analyse(image, references, pose=pose, pose_source=pose_source)
 
 
 def test_reversed_options_keep_the_correct_option() -> None:

@@ -149,6 +149,10 @@ def test_knowledge_pose_overrides_the_inference(expert: PatchCoreExpert) -> None
     refs = _refs("synthetic/bracket", 3)
     assert expert.fit(refs, pose="free").meta["pose"] == "free (knowledge)"
     assert expert.fit(refs).meta["pose"] == "fixed (references)"
+    # who declared the pose is named, and a bank cached for one source is not read back for another
+    declared = expert.fit(refs, pose="free", pose_source="registered product")
+    assert declared.meta["pose"] == "free (registered product)"
+    assert expert.fit(refs, pose="free").meta["pose"] == "free (knowledge)"
 
 
 def test_two_references_give_a_less_confident_score_than_four(expert: PatchCoreExpert) -> None:

@@ -103,8 +103,10 @@ def noise_png() -> bytes:
 class NoisyHeatmapExpert(FakeExpert):
     """The fake expert with a full-size heatmap overlay of about 1.5 MB, like the real one at 1024 px."""
 
-    def analyse(self, image: Any, references: Any, *, pose: Any = None) -> Any:
-        found = super().analyse(image, references, pose=pose)
+    def analyse(
+        self, image: Any, references: Any, *, pose: Any = None, pose_source: str = "knowledge"
+    ) -> Any:
+        found = super().analyse(image, references, pose=pose, pose_source=pose_source)
         found.heatmap_png = noise_png()
         return found
 

@@ -219,8 +219,10 @@ async def test_the_knowledge_pose_reaches_the_expert_and_the_report(
 class _UnfitExpert(FakeExpert):
     """Says it cannot judge the image, as the real expert does for a query of another shape."""
 
-    def analyse(self, image: Any, references: Any, *, pose: Any = None) -> Any:
-        anomaly = super().analyse(image, references, pose=pose)
+    def analyse(
+        self, image: Any, references: Any, *, pose: Any = None, pose_source: str = "knowledge"
+    ) -> Any:
+        anomaly = super().analyse(image, references, pose=pose, pose_source=pose_source)
         anomaly.score, anomaly.regions = 0.5, []
         anomaly.notes = ["the image's aspect ratio 4.00 does not fit the references' 1.00"]
         return anomaly
@@ -242,8 +244,10 @@ async def test_an_image_the_expert_cannot_judge_is_uncertain(
 class _BorderlineExpert(FakeExpert):
     """Scores every image 0.48: inside the uncertain band, with references."""
 
-    def analyse(self, image: Any, references: Any, *, pose: Any = None) -> Any:
-        anomaly = super().analyse(image, references, pose=pose)
+    def analyse(
+        self, image: Any, references: Any, *, pose: Any = None, pose_source: str = "knowledge"
+    ) -> Any:
+        anomaly = super().analyse(image, references, pose=pose, pose_source=pose_source)
         anomaly.score = 0.48
         return anomaly
 

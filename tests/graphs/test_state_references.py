@@ -98,9 +98,14 @@ class DeferredHeatmapExpert(FakeExpert):
         self.encoded = 0
 
     def analyse(
-        self, image: Image.Image, references: Sequence[Image.Image], *, pose: Pose | None = None
+        self,
+        image: Image.Image,
+        references: Sequence[Image.Image],
+        *,
+        pose: Pose | None = None,
+        pose_source: str = "knowledge",
     ) -> AnomalyMap:
-        anomaly = super().analyse(image, references, pose=pose)
+        anomaly = super().analyse(image, references, pose=pose, pose_source=pose_source)
         anomaly.heatmap_png = None
 
         def render() -> bytes:

@@ -38,7 +38,14 @@ class MaskExpert:
     def __init__(self, cases: Sequence[InjectionCase]) -> None:
         self.masks = {id(case.image): case.mask for case in cases}
 
-    def analyse(self, image: Image.Image, references: Sequence[Image.Image], *, pose: Any = None) -> Any:
+    def analyse(
+        self,
+        image: Image.Image,
+        references: Sequence[Image.Image],
+        *,
+        pose: Any = None,
+        pose_source: str = "knowledge",
+    ) -> Any:
         return StoredPrior(0.9, self.masks[id(image)].astype(np.float32))
 
 

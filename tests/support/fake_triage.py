@@ -27,10 +27,15 @@ class SlowExpert(FakeExpert):
         self.delay_s = delay_s
 
     def analyse(
-        self, image: Image.Image, references: Sequence[Image.Image], *, pose: Pose | None = None
+        self,
+        image: Image.Image,
+        references: Sequence[Image.Image],
+        *,
+        pose: Pose | None = None,
+        pose_source: str = "knowledge",
     ) -> AnomalyMap:
         time.sleep(self.delay_s)
-        return super().analyse(image, references, pose=pose)
+        return super().analyse(image, references, pose=pose, pose_source=pose_source)
 
 
 if __name__ == "__main__":

@@ -64,7 +64,12 @@ class FakeExpert:
     backbone_id = "fake-mean-diff"
 
     def analyse(
-        self, image: Image.Image, references: Sequence[Image.Image], *, pose: Pose | None = None
+        self,
+        image: Image.Image,
+        references: Sequence[Image.Image],
+        *,
+        pose: Pose | None = None,
+        pose_source: str = "knowledge",
     ) -> AnomalyMap:
         self.last_pose = pose
         size = image.size
@@ -95,7 +100,7 @@ class FakeExpert:
             regions=regions,
             backbone=self.backbone_id,
             heatmap_png=b"\x89PNGfake",
-            pose=f"{pose} (knowledge)" if pose else None,
+            pose=f"{pose} ({pose_source})" if pose else None,
             references=len(references),
         )
 

@@ -87,8 +87,10 @@ async def test_langchain_tool_sync_invoke_inside_a_running_loop(
 class BigHeatmapExpert(FakeExpert):
     """The fake expert with a full-size heatmap of noise: about 3 MB of PNG, like a real overlay."""
 
-    def analyse(self, image: Image.Image, references: Any, *, pose: Pose | None = None) -> AnomalyMap:
-        found = super().analyse(image, references, pose=pose)
+    def analyse(
+        self, image: Image.Image, references: Any, *, pose: Pose | None = None, pose_source: str = "knowledge"
+    ) -> AnomalyMap:
+        found = super().analyse(image, references, pose=pose, pose_source=pose_source)
         noise = np.random.default_rng(0).integers(0, 256, size=(1024, 1024, 3), dtype=np.uint8)
         buffer = io.BytesIO()
         Image.fromarray(noise).save(buffer, format="PNG")
