@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 from pathlib import Path
 
 from riad_agent.components import build_components
 from riad_agent.graphs.triage import IMAGE_SUFFIXES, TriageJob, TriageSummary, build_triage_graph, run_triage
+from riad_agent.graphs.triage_results import read_records
 from riad_agent.settings import load_settings
 from riad_agent.triage_html import write_triage_html
 
@@ -29,7 +29,7 @@ async def triage_folder(
     summary = await run_triage(
         TriageJob(images=images, out=out, references=references, category=category), graph
     )
-    records = [json.loads(line) for line in out.read_text().splitlines()]
+    records = read_records(out)  # each image's last line; a torn last line is left out
     anomalies = [r for r in records if r.get("verdict") == "anomalous"]
     anomalies.sort(key=lambda r: -float(r["score"]))
     uncertain = [r for r in records if r.get("verdict") == "uncertain"]

@@ -94,15 +94,13 @@ class Components:
         :func:`riad_agent.explain.echoes_expert`), known without loading it. A reasoner service
         counts as one that judges the image itself until a reply has said its model id."""
         from riad_agent.explain import echoes_expert
+        from riad_agent.serving.client import HttpReasoner
 
         built = self.reasoner.peek()
         if built is not None:
-            if isinstance(getattr(type(built), "model_id", None), property):
-                # a service asks its server for the id: only what an earlier reply said is used
-                model_id = getattr(built, "known_model_id", None)
-            else:
-                model_id = getattr(built, "model_id", None)
-            return echoes_expert(model_id if isinstance(model_id, str) else None)
+            # a service would ask its server for ``model_id``: only what a reply already said is used
+            model_id = built.known_model_id if isinstance(built, HttpReasoner) else built.model_id
+            return echoes_expert(model_id)
         if self.settings.reasoner_url:
             return False
         return self.settings.vlm_model == "builtin" or echoes_expert(self.settings.vlm_model)

@@ -70,8 +70,8 @@ def expert_is_clear(anomaly: ExpertFindings | None) -> bool:
 
 #: Reasoners whose answer to "any defect?" is the expert's score read back: the builtin model answers
 #: from the expert's evidence line whatever the image shows (docs/results.md, "Builtin compact VLM"
-#: and "Reasoning only where it can add evidence": the same option probabilities for every image whose
-#: score falls on the same side of the line's limit).
+#: and "Reasoning only where it can add evidence": P(defect) 0.17-0.19 below the line's limit and
+#: 0.77-0.83 above it, whatever the image).
 ECHOING_REASONERS: tuple[str, ...] = ("riad-builtin",)
 
 
@@ -84,13 +84,13 @@ def reasoner_needed(
     options: InspectionOptions,
     question: MultipleChoiceQuestion | None,
     anomaly: ExpertFindings | None,
-    echoes_expert: bool = False,
+    reasoner_echoes: bool = False,
 ) -> bool:
     """Whether the latent reasoner runs: asked for, and (with ``reasoner_when='needed'``) a question was
     asked or the expert's verdict is not clear. With references the verdict is the calibrated expert's,
     so on a clear case the reasoner could only add seconds.
 
-    ``echoes_expert``: the reasoner's answer to "any defect?" is the expert's score read back (the
+    ``reasoner_echoes``: the reasoner's answer to "any defect?" is the expert's score read back (the
     builtin model answers from the expert's evidence line, whatever the image shows), so once the
     expert has scored the image that reasoner cannot settle an unclear verdict and is not run for it.
     """
@@ -100,7 +100,7 @@ def reasoner_needed(
         return True
     if expert_is_clear(anomaly):
         return False
-    return not (echoes_expert and anomaly is not None)
+    return not (reasoner_echoes and anomaly is not None)
 
 
 def skipped_reasoner_sentence(anomaly: ExpertFindings | None) -> str:

@@ -26,6 +26,7 @@ from riad_agent.errors import (
     ImageNotFoundError,
     ImageTooLargeError,
     InvalidImageError,
+    InvalidRequestError,
     PathNotAllowedError,
 )
 
@@ -279,7 +280,7 @@ def confined_path(text: str | Path, policy: ImagePolicy, what: str = "path") -> 
     try:
         path = Path(text).expanduser().absolute().resolve(strict=False)
     except (RuntimeError, ValueError, OSError) as exc:
-        raise ImageNotFoundError(f"cannot resolve {what} {label}: {exc}") from exc
+        raise InvalidRequestError(f"cannot resolve {what} {label}: {exc}") from exc
     roots = _resolved_roots(policy)
     if roots is not None and not _inside(path, roots):
         raise PathNotAllowedError(f"{what} {label} is outside the allowed roots: {_roots_text(policy)}")

@@ -207,9 +207,10 @@ def build_mcp_server(
         out: _field(TriageArgs, "out") = None,  # type: ignore[valid-type]
         reasoner: _field(TriageArgs, "reasoner") = None,  # type: ignore[valid-type]
         listed: _field(TriageArgs, "listed") = None,  # type: ignore[valid-type]
+        limit: _field(TriageArgs, "limit") = None,  # type: ignore[valid-type]
     ) -> str:
         arguments = {"folder": folder, "category": category, "references": references, "out": out}
-        arguments |= {"reasoner": reasoner, "listed": listed}
+        arguments |= {"reasoner": reasoner, "listed": listed, "limit": limit}
         sent: list[asyncio.Task[None]] = []
 
         def progress(event: dict[str, Any]) -> None:  # on the event loop, once per finished image

@@ -116,6 +116,11 @@ async def test_every_surface_offers_the_triage_tool_and_mcp_reports_progress(
         result = await client.call_tool(TRIAGE, {**batch, "reasoner": "never"}, progress_callback=on_progress)
         assert not result.isError
         assert "6 anomalous" in result.content[0].text  # type: ignore[union-attr]
+        # MCP passes `limit` too: a call stops there and says how to go on
+        partial = await client.call_tool(
+            TRIAGE, {**batch, "out": str(tmp_path / "parts" / "part.jsonl"), "reasoner": "never", "limit": 2}
+        )
+        assert "5 images of the folder are not inspected yet" in partial.content[0].text  # type: ignore[union-attr]
         refused = await client.call_tool(TRIAGE, {"folder": str(tmp_path)})
         assert refused.isError and "PathNotAllowedError" in refused.content[0].text  # type: ignore[union-attr]
     assert [int(done) for done, _, _ in events] == list(range(1, 8)) and events[-1][1] == 7
