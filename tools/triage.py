@@ -133,9 +133,12 @@ class TriageTool(OnComponents):
         page = out.with_suffix(".html")
         write_triage_html(out, page, policy=policy)
         records = read_records(out)
+        judged = (
+            f" ({await asyncio.to_thread(self._judged_as, records, args.category)})" if args.category else ""
+        )
         lines = [
             f"triaged {summary.total} images of {folder}"
-            + (f" ({_product_of(records, args.category)})" if args.category else "")
+            + judged
             + f": {summary.anomalous} anomalous, {summary.uncertain} uncertain, {summary.normal} normal, "
             f"{summary.errors} errors"
             + (f", {summary.skipped} already in the results file" if summary.skipped else "")
@@ -157,6 +160,17 @@ class TriageTool(OnComponents):
             )
         return "\n".join(lines)
 
+    def _judged_as(self, records: list[dict[str, Any]], category: str) -> str:
+        """What the images were judged as: the registered product the records name (as stored), else
+        the knowledge category they name (as resolved), else the category as given."""
+        named = {str(record["product"]) for record in records if record.get("product")}
+        if len(named) != 1:
+            return f"category {category}"
+        name = named.pop()
+        registry = self.components.products.peek()  # opened by the graph when a product was recalled
+        registered = registry is not None and any(product.name == name for product in registry.list())
+        return f"{'product' if registered else 'category'} {name}"
+
     def _out(self, args: TriageArgs, folder: Path) -> Path:
         """The results file: ``args.out`` inside the allowed roots or the data directory's ``triage/``
         (where the default goes, so a default file can be named again to resume), else a new one there."""
@@ -169,8 +183,7 @@ class TriageTool(OnComponents):
                 else confined_path(args.out, self.components.policy, "results file")
             )
         else:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            out = results / f"{folder.name or 'images'}-{stamp}.jsonl"
+            out = _new_results_file(results, folder.name or "images")
         if out.suffix != ".jsonl":
             raise OutputWriteError(f"the results file must end in .jsonl, got {out.name!r}")
         try:
@@ -180,11 +193,21 @@ class TriageTool(OnComponents):
         return out
 
 
-def _product_of(records: list[dict[str, Any]], category: str) -> str:
-    """What the images were judged as: the product the records name when they all name one (a
-    registered product, written as stored), else the category as given."""
-    named = {str(record["product"]) for record in records if record.get("product")}
-    return f"product {named.pop()}" if len(named) == 1 else f"category {category}"
+def _new_results_file(results: Path, name: str) -> Path:
+    """A results file of its own under ``results``, reserved by creating it: two calls in the same
+    second (or two processes) never resume each other's file."""
+    results.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1000):
+        out = results / f"{name}-{stamp}{f'-{attempt + 1}' if attempt else ''}.jsonl"
+        try:
+            out.open("x").close()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise OutputWriteError(f"cannot create {out}: {exc.strerror or exc}") from exc
+        return out
+    raise OutputWriteError(f"no free results file name under {results} for {name}-{stamp}")
 
 
 def _listed(title: str, records: list[dict[str, Any]], verdict: str, limit: int) -> list[str]:

@@ -56,8 +56,11 @@ async def test_a_folder_is_triaged_and_the_reply_names_what_to_act_on(
         "3 already in the results file"
     )
     assert "not inspected yet" not in text
+    # a second default file, even within the same second; a knowledge category is named as resolved
     named = await tool.ainvoke({**batch, "category": "WASHER", "reasoner": "never", "listed": 0})
-    assert named.startswith(f"triaged 7 images of {batch['folder']} (category WASHER): ")  # no product named
+    assert named.startswith(f"triaged 7 images of {batch['folder']} (category synthetic/washer): ")
+    assert "already in the results file" not in named.splitlines()[0]
+    assert len(list((tmp_path / "data" / "triage").glob("line-*.jsonl"))) == 2
     assert out.is_file() and out.with_suffix(".html").is_file()
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(r["path"] for r in records) == [f"p{i}.png" for i in range(7)]
