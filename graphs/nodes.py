@@ -200,8 +200,15 @@ async def expert_analysis(state: InspectionState, config: RunnableConfig) -> dic
     prior = None
     # the prior map serves the reasoner and, on a registered product's flagged part, the defect typing
     typing_next = state.get("product") is not None and findings.score > 0.5 - UNCERTAIN_BAND
+
+    def needed(echoes: bool) -> bool:
+        return reasoner_needed(request.options, request.question, findings, echoes)
+
     echoes = components.reasoner_echoes_expert()
-    if typing_next or reasoner_needed(request.options, request.question, findings, echoes):
+    if not echoes and needed(False) and not needed(True):
+        # only a reasoner service's model can still settle it, and only now does it matter: ask it (once)
+        echoes = await asyncio.to_thread(components.reasoner_echoes_expert, True)
+    if typing_next or needed(echoes):
         prior = await asyncio.to_thread(lambda: blobs.put_array(anomaly.prior_map()))
     return {
         "anomaly": findings,

@@ -89,18 +89,25 @@ class Components:
     reasoner: Lazy[Reasoner]
     products: Lazy[ProductRegistry]
 
-    def reasoner_echoes_expert(self) -> bool:
+    def reasoner_echoes_expert(self, ask: bool = False) -> bool:
         """Whether the reasoner only repeats the expert's verdict (the builtin model, see
-        :func:`riad_agent.explain.echoes_expert`), known without loading it. A reasoner service
-        counts as one that judges the image itself until a reply has said its model id."""
+        :func:`riad_agent.explain.echoes_expert`), known without loading it. A reasoner service is
+        judged by the model id a reply has said; with ``ask`` (a network call: only when the answer
+        decides whether to run it) by its ``/readyz`` too. One that cannot say counts as one that
+        judges the image itself (it runs)."""
         from riad_agent.explain import echoes_expert
         from riad_agent.serving.client import HttpReasoner
 
         built = self.reasoner.peek()
+        if built is None and ask and self.settings.reasoner_url:
+            try:
+                built = self.reasoner.get()  # a client: nothing is loaded
+            except RiadError:  # a bad setting: the reasoner node reports it
+                return False
         if built is not None:
-            # a service would ask its server for ``model_id``: only what a reply already said is used
-            model_id = built.known_model_id if isinstance(built, HttpReasoner) else built.model_id
-            return echoes_expert(model_id)
+            if isinstance(built, HttpReasoner):
+                return echoes_expert(built.ask_model_id() if ask else built.known_model_id)
+            return echoes_expert(built.model_id)
         if self.settings.reasoner_url:
             return False
         return self.settings.vlm_model == "builtin" or echoes_expert(self.settings.vlm_model)

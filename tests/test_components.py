@@ -83,3 +83,37 @@ def test_whether_the_reasoner_only_repeats_the_expert_is_known_without_loading_i
     assert not served.reasoner_echoes_expert()  # nothing said yet (and nothing was asked: port 9 is closed)
     remote.model_id = BUILTIN_ID  # as a reply sets it
     assert served.reasoner_echoes_expert()
+
+
+def test_a_service_is_asked_its_model_once_when_it_decides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``ask`` (an unclear verdict the builtin could only echo) ``/readyz`` is asked once; a
+    service that cannot say is not asked again within the interval, and counts as judging."""
+    import httpx
+
+    from riad_agent.models.builtin.loading import BUILTIN_ID
+    from riad_agent.serving.client import HttpReasoner
+
+    clock = [100.0]
+    monkeypatch.setattr("riad_agent.serving.client.time.monotonic", lambda: clock[0])
+    answers = [httpx.Response(503, json={"status": "loading", "ready": False})]
+    calls: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        return (
+            answers[0]
+            if answers
+            else httpx.Response(200, json={"status": "ok", "ready": True, "model_id": BUILTIN_ID})
+        )
+
+    remote = HttpReasoner("http://reasoner.test", transport=httpx.MockTransport(handle))
+    served = build_components(Settings(data_dir=tmp_path), reasoner=remote)
+    assert not served.reasoner_echoes_expert() and calls == []  # without ask: never a call
+    assert not served.reasoner_echoes_expert(ask=True) and calls == ["/readyz"]  # loading: it runs
+    answers.clear()
+    assert not served.reasoner_echoes_expert(ask=True) and len(calls) == 1  # not asked again yet
+    clock[0] += 31
+    assert served.reasoner_echoes_expert(ask=True) and len(calls) == 2
+    assert served.reasoner_echoes_expert(ask=True) and len(calls) == 2  # known from then on

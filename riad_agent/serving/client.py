@@ -148,6 +148,7 @@ class HttpReasoner:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = httpx.Client(headers=headers, transport=transport, follow_redirects=False)
         self._model_id: str | None = None
+        self._model_id_refused_at: float | None = None
         self.last_replica: str = ""
         self.attempts = 0
         self._count_lock = threading.Lock()
@@ -168,6 +169,20 @@ class HttpReasoner:
     @property
     def known_model_id(self) -> str | None:
         """The served model's id if a reply or ``/readyz`` already said it; never asks."""
+        return self._model_id
+
+    def ask_model_id(self, retry_after_s: float = 30.0) -> str | None:
+        """The served model's id, asking ``/readyz`` when no reply has said it yet; None when the
+        service cannot say (unreachable, loading), and then not asked again for ``retry_after_s``."""
+        if self._model_id is None:
+            refused = self._model_id_refused_at
+            if refused is not None and time.monotonic() - refused < retry_after_s:
+                return None
+            try:
+                self._model_id = self._ask_model_id()
+            except BackendUnavailableError:
+                self._model_id_refused_at = time.monotonic()
+                return None
         return self._model_id
 
     def reason(self, request: ReasoningInput, progress: ProgressCallback | None = None) -> ReasoningResult:

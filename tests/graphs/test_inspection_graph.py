@@ -301,6 +301,38 @@ async def test_a_reasoner_that_repeats_the_expert_is_not_run_for_an_unclear_verd
     assert len(echoing.calls) == 3 and alone.trace is not None
 
 
+async def test_a_reasoner_service_is_asked_its_model_before_its_first_unclear_verdict(
+    settings: Settings, images: dict[str, Path]
+) -> None:
+    """A service serving the builtin: its first unclear verdict asks ``/readyz`` (one GET) and is not
+    reasoned; nothing is asked for a clear one."""
+    import httpx
+
+    from riad_agent.models.builtin.loading import BUILTIN_ID
+    from riad_agent.serving.client import HttpReasoner
+
+    calls: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        return httpx.Response(200, json={"status": "ok", "ready": True, "model_id": BUILTIN_ID})
+
+    remote = HttpReasoner("http://reasoner.test", transport=httpx.MockTransport(handle))
+    components = build_components(settings, knowledge=FakeKnowledge(), expert=FakeExpert(), reasoner=remote)
+    clear = await Inspector(components=components).ainspect(
+        {"image": str(images["good"]), "references": [str(images["ref0"])], "category": "washer"}
+    )
+    assert clear.verdict == "normal" and calls == []
+    components = build_components(
+        settings, knowledge=FakeKnowledge(), expert=_BorderlineExpert(), reasoner=remote
+    )
+    report = await Inspector(components=components).ainspect(
+        {"image": str(images["bad"]), "references": [str(images["ref0"])], "category": "washer"}
+    )
+    assert report.verdict == "uncertain" and report.trace is None and calls == ["/readyz"]
+    assert "The latent reasoner was not run" in report.explanation
+
+
 def test_progress_stages_are_the_graphs_order() -> None:
     """PROGRESS_STAGES (the MCP progress fractions count along it) lists the nodes in the order they run."""
     import graphlib
