@@ -37,6 +37,7 @@ from riad_agent.graphs.triage_results import (
     JsonlWriter,
     Outcome,
     ResultsLock,
+    check_same_batch,
     read_outcomes,
     read_records,
 )
@@ -183,6 +184,7 @@ async def inspect_all(state: TriageState, config: RunnableConfig) -> dict[str, A
     await asyncio.to_thread(lock.acquire)
     try:
         outcomes = await asyncio.to_thread(read_outcomes, job.out)  # checks every line, cuts a torn last one
+        check_same_batch(job.out, outcomes, state["images"], triage.root)
         pending = [
             image
             for image in state["images"]

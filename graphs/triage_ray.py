@@ -22,7 +22,13 @@ from riad_agent.errors import BackendUnavailableError
 from riad_agent.graphs.inspection import build_inspection_graph
 from riad_agent.graphs.triage import TriageJob, TriageSummary, image_triage, list_images
 from riad_agent.graphs.triage_image import common_root
-from riad_agent.graphs.triage_results import JsonlWriter, RecordHead, ResultsLock, read_outcomes
+from riad_agent.graphs.triage_results import (
+    JsonlWriter,
+    RecordHead,
+    ResultsLock,
+    check_same_batch,
+    read_outcomes,
+)
 from riad_agent.settings import Settings
 
 ComponentsFactory = Callable[[], Components]
@@ -85,6 +91,7 @@ def run_ray_triage(
     lock.acquire()
     try:
         outcomes = read_outcomes(job.out)
+        check_same_batch(job.out, outcomes, images, root)
         pending = [
             image
             for image in images

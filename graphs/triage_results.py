@@ -201,6 +201,26 @@ def read_outcomes(path: Path, *, repair: bool = True) -> dict[str, Outcome]:
     return outcomes
 
 
+def check_same_batch(path: Path, outcomes: dict[str, Outcome], images: list[str], root: Path | None) -> None:
+    """Refuse to add a folder's results to a file holding another folder's: the page and the cautions
+    would mix both, and a path relative to its folder (``good_1.png``) would no longer say which.
+
+    A recorded image belongs to this batch when it is one of ``images`` (a symbolic link is recorded
+    by its target) or lies under ``root`` (a watched folder's images may have been moved away since).
+    """
+    if not outcomes:
+        return
+    wanted = set(images)
+    for image in outcomes:
+        if image in wanted or (root is not None and Path(image).is_relative_to(root)):
+            continue
+        where = f"outside {root}" if root is not None else "not in this batch"
+        raise ResultsFileError(
+            f"{path} holds results of other images ({image}, {where}); the file is left untouched. "
+            "Give this batch its own results file (--out), or the same folder again to resume."
+        )
+
+
 def read_records(path: Path) -> list[dict[str, Any]]:
     """The last record of each image in ``path`` as written, in order of first appearance; never writes
     (a torn last line, perhaps a write in progress, is left out)."""

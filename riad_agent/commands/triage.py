@@ -33,8 +33,8 @@ def triage(
     out: Annotated[
         Path,
         typer.Option(
-            help="JSONL results, appended as each image finishes; an existing file must hold triage results. "
-            "One run at a time per file."
+            help="JSONL results, appended as each image finishes; an existing file must hold triage results "
+            "of the same folder (a run resumes it). One run at a time per file."
         ),
     ] = Path("results.jsonl"),
     html: Annotated[Path | None, typer.Option(help="Also write an HTML report page here.")] = None,

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from support.fakes import FakeExpert, FakeKnowledge, FakeReasoner, part_image
 
-from riad_agent.components import build_components
-from riad_agent.errors import InvalidRequestError, UnknownCategoryError
+from riad_agent.components import Components, build_components
+from riad_agent.errors import InvalidRequestError, ResultsFileError, UnknownCategoryError
 from riad_agent.graphs.triage import TriageJob, build_triage_graph, read_finished, run_triage
 from riad_agent.settings import Settings
 
@@ -30,6 +30,15 @@ def _folder(root: Path, count: int) -> tuple[Path, Path]:
     return images, reference
 
 
+def _fake_components(tmp_path: Path) -> Components:
+    return build_components(
+        Settings(data_dir=tmp_path / "data"),
+        knowledge=FakeKnowledge(),
+        expert=FakeExpert(),
+        reasoner=FakeReasoner(),
+    )
+
+
 def _records(out: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in out.read_text().splitlines()]
 
@@ -37,12 +46,7 @@ def _records(out: Path) -> list[dict[str, object]]:
 async def test_triage_writes_one_line_per_image_and_records_errors(tmp_path: Path) -> None:
     images, reference = _folder(tmp_path, 6)
     (images / "broken.png").write_bytes(b"not a png")
-    components = build_components(
-        Settings(data_dir=tmp_path / "data"),
-        knowledge=FakeKnowledge(),
-        expert=FakeExpert(),
-        reasoner=FakeReasoner(),
-    )
+    components = _fake_components(tmp_path)
     events: list[dict[str, object]] = []
     graph = build_triage_graph(components=components, progress=events.append)
     out = tmp_path / "results.jsonl"
@@ -67,15 +71,32 @@ async def test_triage_writes_one_line_per_image_and_records_errors(tmp_path: Pat
     assert retried.inspected == 1
 
 
+async def test_a_results_file_of_another_folder_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    """Two folders in one file would mix on the page and in the cautions (``part_00.png`` of which?):
+    the second is refused, the file untouched; the first folder resumes; a symbolic link into another
+    folder (recorded by its target) does not count as another folder."""
+    images, reference = _folder(tmp_path, 3)
+    other = tmp_path / "other"
+    other.mkdir()
+    part_image(True, seed=5).save(other / "part_00.png")
+    (images / "linked.png").symlink_to(other / "part_00.png")
+    graph = build_triage_graph(components=_fake_components(tmp_path))
+    out = tmp_path / "results.jsonl"
+    first = await run_triage(TriageJob(images=images, out=out, references=[reference]), graph)
+    assert first.inspected == 4
+    before = out.read_bytes()
+    with pytest.raises(
+        ResultsFileError, match=r"holds results of other images .*part_0\d\.png, outside .*other"
+    ):
+        await run_triage(TriageJob(images=other, out=out, references=[reference]), graph)
+    assert out.read_bytes() == before
+    again = await run_triage(TriageJob(images=images, out=out, references=[reference]), graph)
+    assert again.skipped == 4 and again.inspected == 0
+
+
 async def test_a_mistyped_category_ends_the_run_with_its_typed_error(tmp_path: Path) -> None:
     images, reference = _folder(tmp_path, 3)
-    components = build_components(
-        Settings(data_dir=tmp_path / "data"),
-        knowledge=FakeKnowledge(),
-        expert=FakeExpert(),
-        reasoner=FakeReasoner(),
-    )
-    graph = build_triage_graph(components=components)
+    graph = build_triage_graph(components=_fake_components(tmp_path))
     out = tmp_path / "results.jsonl"
     # wrong for every image: not one error line per image and an exit status of success
     with pytest.raises(UnknownCategoryError, match="synthetic/washer"):
