@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -24,6 +24,9 @@ from riad_agent.errors import OutputWriteError, RiadError
 from riad_agent.imaging import confined_path
 from riad_agent.tools.common import OnComponents, validation_error_text
 from riad_agent.tools.products import ToolReply
+
+if TYPE_CHECKING:
+    from riad_agent.graphs.triage import TriageSummary
 
 TRIAGE = "triage_images"
 
@@ -106,30 +109,19 @@ class TriageTool(OnComponents):
 
     async def triage(self, args: TriageArgs, progress: Callable[[dict[str, Any]], None] | None = None) -> str:
         """Triage ``args.folder`` and say what came out (see the module docstring)."""
-        from riad_agent.graphs.triage import TriageJob, build_triage_graph, list_images, run_triage
         from riad_agent.graphs.triage_results import read_records
         from riad_agent.triage_html import write_triage_html
 
-        components = self.components
-        policy = components.policy
+        policy = self.components.policy
         folder = confined_path(args.folder, policy, "folder")
         references = [confined_path(ref, policy, "reference image") for ref in args.references]
         out = self._out(args, folder)
-        images = await asyncio.to_thread(list_images, folder)
-        done = {str(record["image"]) for record in read_records(out)} if out.is_file() else set()
-        pending = [image for image in images if image not in done]
-        chosen = [image for image in images if image in done] + pending[: args.limit]
-        left = len(pending) - min(len(pending), args.limit)
-        job = TriageJob(
-            images=[Path(image) for image in chosen],
-            root=folder,
-            out=out,
-            category=args.category,
-            references=references,
-            reasoner=args.reasoner,
-        )
-        graph = build_triage_graph(components=components, progress=progress)
-        summary = await run_triage(job, graph)
+        try:
+            summary, left = await self._run(args, folder, references, out, progress)
+        except BaseException:
+            if args.out is None:  # a new file nothing was written to: leave no empty file behind
+                _drop_if_empty(out)
+            raise
         page = out.with_suffix(".html")
         write_triage_html(out, page, policy=policy)
         records = read_records(out)
@@ -159,6 +151,36 @@ class TriageTool(OnComponents):
                 f"{first.get('type', 'error')}: {first.get('message', '')}"
             )
         return "\n".join(lines)
+
+    async def _run(
+        self,
+        args: TriageArgs,
+        folder: Path,
+        references: list[Path],
+        out: Path,
+        progress: Callable[[dict[str, Any]], None] | None,
+    ) -> tuple[TriageSummary, int]:
+        """Run the triage graph on at most ``args.limit`` images of ``folder`` not yet in ``out``; the
+        summary and how many images are left for the next call."""
+        from riad_agent.graphs.triage import TriageJob, build_triage_graph, list_images, run_triage
+        from riad_agent.graphs.triage_results import read_records
+
+        components = self.components
+        images = await asyncio.to_thread(list_images, folder)
+        done = {str(record["image"]) for record in read_records(out)} if out.is_file() else set()
+        pending = [image for image in images if image not in done]
+        chosen = [image for image in images if image in done] + pending[: args.limit]
+        left = len(pending) - min(len(pending), args.limit)
+        job = TriageJob(
+            images=[Path(image) for image in chosen],
+            root=folder,
+            out=out,
+            category=args.category,
+            references=references,
+            reasoner=args.reasoner,
+        )
+        graph = build_triage_graph(components=components, progress=progress)
+        return await run_triage(job, graph), left
 
     def _judged_as(self, records: list[dict[str, Any]], category: str) -> str:
         """What the images were judged as: the registered product the records name (as stored), else
@@ -191,6 +213,16 @@ class TriageTool(OnComponents):
         except OSError as exc:
             raise OutputWriteError(f"cannot create {out.parent}: {exc.strerror or exc}") from exc
         return out
+
+
+def _drop_if_empty(out: Path) -> None:
+    """Remove ``out`` (and its lock file) when it holds nothing."""
+    try:
+        if out.stat().st_size == 0:
+            out.unlink()
+            out.with_name(out.name + ".lock").unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _new_results_file(results: Path, name: str) -> Path:

@@ -92,6 +92,7 @@ async def test_a_triage_outside_the_allowed_roots_or_with_bad_arguments_is_one_t
         "no images": ({"folder": str(tmp_path / "parts" / "empty")}, "Error: "),
         "unknown argument": ({**batch, "colour": "red"}, "Error: "),
         "bad mode": ({**batch, "reasoner": "sometimes"}, "Error: "),
+        "mistyped category": ({**batch, "category": "hazlenut"}, "UnknownCategoryError"),
     }
     (tmp_path / "parts" / "empty").mkdir()
     for case, (arguments, expected) in refusals.items():
@@ -99,6 +100,7 @@ async def test_a_triage_outside_the_allowed_roots_or_with_bad_arguments_is_one_t
         text = str(output.content)
         assert text.startswith("Error: ") and expected in text and "\n" not in text, (case, text)
     assert not (outside / "r.jsonl").exists()
+    assert not list((tmp_path / "data" / "triage").glob("*.jsonl*"))  # a failed call leaves no empty file
 
 
 async def test_every_surface_offers_the_triage_tool_and_mcp_reports_progress(
