@@ -570,11 +570,19 @@ class PatchCoreExpert:
                 grid_features = shift_positions(grid_features, shift)
         flat = grid_features.reshape(-1, grid_features.shape[-1])
         exclude = None if exclude_owner is None else bank.owners
-        distances = nearest_distances(flat, bank.features, exclude=exclude, exclude_owner=exclude_owner)
-        grid = distances.reshape(bank.grid).numpy()
         inside, _ = self._scored_cells(bank)
-        if inside is not None:
-            grid = np.where(inside, grid, np.median(grid[inside])).astype(grid.dtype)
+        if inside is None:
+            distances = nearest_distances(flat, bank.features, exclude=exclude, exclude_owner=exclude_owner)
+            return distances.reshape(bank.grid).numpy()
+        # only the scored cells are searched; the others carry the scored cells' median
+        scored = nearest_distances(
+            flat[torch.from_numpy(inside.ravel())],
+            bank.features,
+            exclude=exclude,
+            exclude_owner=exclude_owner,
+        ).numpy()
+        grid = np.full(bank.grid, np.median(scored), dtype=scored.dtype)
+        grid[inside] = scored
         return grid
 
     def _scored_cells(self, bank: MemoryBank) -> tuple[np.ndarray | None, str]:
