@@ -7,9 +7,11 @@ agent = langchain.agents.create_agent(model, tools=agent_tools())  # with the pr
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from langchain_core.tools import StructuredTool, ToolException
+from pydantic import BaseModel
 
 from riad_agent.errors import RiadError
 from riad_agent.inspector import Inspector
@@ -24,7 +26,7 @@ from riad_agent.tools.common import (
     tool_inspector,
     validation_error_text,
 )
-from riad_agent.tools.products import PRODUCT_TOOLS, ProductTools, ProductToolSpec
+from riad_agent.tools.products import PRODUCT_TOOLS, ProductTools, ProductToolSpec, ToolReply
 from riad_agent.tools.triage import TRIAGE, TRIAGE_DESCRIPTION, TriageArgs, TriageTool
 
 ToolOutput = tuple[list[dict[str, Any]], InspectionReport]
@@ -86,6 +88,38 @@ def inspection_tool(
     )
 
 
+def _text_tool(
+    name: str,
+    description: str,
+    args: type[BaseModel],
+    acall: Callable[[dict[str, Any]], Awaitable[ToolReply]],
+    call: Callable[[dict[str, Any]], ToolReply] | None = None,
+) -> StructuredTool:
+    """A tool whose reply is text; a refusal is raised as the tool's error text. ``call``: a synchronous
+    form of ``acall`` (default: ``acall`` run to completion)."""
+
+    def text(reply: ToolReply) -> str:
+        if reply.error:
+            raise ToolException(reply.text)
+        return reply.text
+
+    async def arun(**arguments: Any) -> str:
+        return text(await acall(arguments))
+
+    def run(**arguments: Any) -> str:
+        return text(call(arguments) if call is not None else run_sync(acall(arguments)))
+
+    return StructuredTool.from_function(
+        func=run,
+        coroutine=arun,
+        name=name,
+        description=description,
+        args_schema=args,
+        handle_tool_error=True,
+        handle_validation_error=validation_error_text,
+    )
+
+
 def product_tools(
     settings: Settings | None = None, inspector: Inspector | None = None
 ) -> list[StructuredTool]:
@@ -97,26 +131,12 @@ def product_tools(
     operations = ProductTools(tool_inspector(settings, inspector).components)
 
     def make(spec: ProductToolSpec) -> StructuredTool:
-        async def arun(**arguments: Any) -> str:
-            reply = await operations.acall(spec.name, arguments)
-            if reply.error:
-                raise ToolException(reply.text)
-            return reply.text
-
-        def run(**arguments: Any) -> str:
-            reply = operations.call(spec.name, arguments)
-            if reply.error:
-                raise ToolException(reply.text)
-            return reply.text
-
-        return StructuredTool.from_function(
-            func=run,
-            coroutine=arun,
-            name=spec.name,
-            description=spec.description,
-            args_schema=spec.args,
-            handle_tool_error=True,
-            handle_validation_error=validation_error_text,
+        return _text_tool(
+            spec.name,
+            spec.description,
+            spec.args,
+            lambda arguments: operations.acall(spec.name, arguments),
+            lambda arguments: operations.call(spec.name, arguments),
         )
 
     return [make(spec) for spec in PRODUCT_TOOLS]
@@ -126,25 +146,7 @@ def triage_tool(settings: Settings | None = None, inspector: Inspector | None = 
     """``triage_images``: a folder of images against the same references or product, results to a JSONL
     file and its page, the counts, cautions and worst images back to the model (:mod:`riad_agent.tools.triage`)."""
     operation = TriageTool(tool_inspector(settings, inspector).components)
-
-    async def arun(**arguments: Any) -> str:
-        reply = await operation.acall(arguments)
-        if reply.error:
-            raise ToolException(reply.text)
-        return reply.text
-
-    def run(**arguments: Any) -> str:
-        return run_sync(arun(**arguments))
-
-    return StructuredTool.from_function(
-        func=run,
-        coroutine=arun,
-        name=TRIAGE,
-        description=TRIAGE_DESCRIPTION,
-        args_schema=TriageArgs,
-        handle_tool_error=True,
-        handle_validation_error=validation_error_text,
-    )
+    return _text_tool(TRIAGE, TRIAGE_DESCRIPTION, TriageArgs, operation.acall)
 
 
 def agent_tools(settings: Settings | None = None, inspector: Inspector | None = None) -> list[StructuredTool]:

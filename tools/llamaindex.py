@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from llama_index.core.base.llms.types import ContentBlock, ImageBlock, TextBlock
 from llama_index.core.tools import FunctionTool
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from riad_agent.errors import RiadError
 from riad_agent.inspector import Inspector
@@ -21,7 +22,7 @@ from riad_agent.tools.common import (
     tool_inspector,
     validation_error_text,
 )
-from riad_agent.tools.products import PRODUCT_TOOLS, ProductTools, ProductToolSpec
+from riad_agent.tools.products import PRODUCT_TOOLS, ProductTools, ProductToolSpec, ToolReply
 from riad_agent.tools.triage import TRIAGE, TRIAGE_DESCRIPTION, TriageArgs, TriageTool
 
 
@@ -64,6 +65,30 @@ def inspection_function_tool(
     )
 
 
+def _text_function_tool(
+    name: str,
+    description: str,
+    args: type[BaseModel],
+    acall: Callable[[dict[str, Any]], Awaitable[ToolReply]],
+    call: Callable[[dict[str, Any]], ToolReply] | None = None,
+) -> FunctionTool:
+    """A ``FunctionTool`` whose reply is text; a refusal is ``Error: ...`` text. ``call``: a synchronous
+    form of ``acall`` (default: ``acall`` run to completion)."""
+
+    def text(reply: ToolReply) -> str:
+        return f"Error: {reply.text}" if reply.error else reply.text
+
+    async def arun(**arguments: Any) -> str:
+        return text(await acall(arguments))
+
+    def run(**arguments: Any) -> str:
+        return text(call(arguments) if call is not None else run_sync(acall(arguments)))
+
+    return FunctionTool.from_defaults(
+        fn=run, async_fn=arun, name=name, description=description, fn_schema=args
+    )
+
+
 def product_function_tools(
     settings: Settings | None = None, inspector: Inspector | None = None
 ) -> list[FunctionTool]:
@@ -71,16 +96,12 @@ def product_function_tools(
     operations = ProductTools(tool_inspector(settings, inspector).components)
 
     def make(spec: ProductToolSpec) -> FunctionTool:
-        async def arun(**arguments: Any) -> str:
-            reply = await operations.acall(spec.name, arguments)
-            return f"Error: {reply.text}" if reply.error else reply.text
-
-        def run(**arguments: Any) -> str:
-            reply = operations.call(spec.name, arguments)
-            return f"Error: {reply.text}" if reply.error else reply.text
-
-        return FunctionTool.from_defaults(
-            fn=run, async_fn=arun, name=spec.name, description=spec.description, fn_schema=spec.args
+        return _text_function_tool(
+            spec.name,
+            spec.description,
+            spec.args,
+            lambda arguments: operations.acall(spec.name, arguments),
+            lambda arguments: operations.call(spec.name, arguments),
         )
 
     return [make(spec) for spec in PRODUCT_TOOLS]
@@ -91,17 +112,7 @@ def triage_function_tool(
 ) -> FunctionTool:
     """``triage_images`` as a ``FunctionTool`` (:mod:`riad_agent.tools.triage`); a refusal is ``Error: ...`` text."""
     operation = TriageTool(tool_inspector(settings, inspector).components)
-
-    async def arun(**arguments: Any) -> str:
-        reply = await operation.acall(arguments)
-        return f"Error: {reply.text}" if reply.error else reply.text
-
-    def run(**arguments: Any) -> str:
-        return run_sync(arun(**arguments))
-
-    return FunctionTool.from_defaults(
-        fn=run, async_fn=arun, name=TRIAGE, description=TRIAGE_DESCRIPTION, fn_schema=TriageArgs
-    )
+    return _text_function_tool(TRIAGE, TRIAGE_DESCRIPTION, TriageArgs, operation.acall)
 
 
 def agent_function_tools(
